@@ -1,0 +1,226 @@
+//! Vector clocks and the identifiers they are keyed by.
+//!
+//! An [`Origin`] names one *life* of a replica: its address plus the
+//! incarnation number it chose at start-up (`"10.10.0.2:8090@1764000000123"`).
+//! Keying clocks by life rather than by bare address is what makes sequence
+//! numbers unique across restarts without any coordination: a restarted
+//! replica is a new origin whose counter starts at 1, so it can never reissue a
+//! `(origin, seq)` pair its earlier life handed out, and a clock entry never
+//! claims writes of an earlier life that were lost or are still in flight.
+//!
+//! A [`VClock`] entry `o ↦ n` means "every write that origin `o` made with
+//! sequence number `≤ n`". Entries equal to zero are never stored, so equality
+//! of maps is equality of clocks.
+
+use std::cmp::Ordering;
+use std::collections::btree_map;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// One life of one replica, rendered `"<address>@<incarnation>"`.
+///
+/// Cheap to clone (shared string); ordered by its text so that every replica
+/// breaks ties identically.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Origin(Arc<str>);
+
+impl Origin {
+    /// The origin of `address` in its life `incarnation`.
+    pub fn new(address: &str, incarnation: u64) -> Self {
+        Origin(Arc::from(format!("{address}@{incarnation}")))
+    }
+
+    /// Parses the textual form, accepting only `"<non-empty>@<u64>"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (address, incarnation) = text.rsplit_once('@')?;
+        if address.is_empty() || incarnation.parse::<u64>().is_err() {
+            return None;
+        }
+        Some(Origin(Arc::from(text)))
+    }
+
+    /// Builds an origin from text that is known to be well formed (or a range
+    /// bound that never names a real origin).
+    pub(crate) fn parse_unchecked(text: &str) -> Self {
+        Origin(Arc::from(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The replica address part.
+    pub fn address(&self) -> &str {
+        self.0.rsplit_once('@').map_or(&self.0, |(a, _)| a)
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The identity of one write: the origin that took it and its sequence number
+/// there (1, 2, 3, … per origin).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct Dot {
+    pub origin: Origin,
+    pub seq: u64,
+}
+
+/// A vector clock: per origin, the highest sequence number covered.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VClock(BTreeMap<Origin, u64>);
+
+impl VClock {
+    pub fn new() -> Self {
+        VClock(BTreeMap::new())
+    }
+
+    pub fn get(&self, origin: &Origin) -> u64 {
+        self.0.get(origin).copied().unwrap_or(0)
+    }
+
+    /// Raises the entry for `origin` to at least `seq`.
+    pub fn raise(&mut self, origin: &Origin, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        match self.0.get_mut(origin) {
+            Some(current) => *current = (*current).max(seq),
+            None => {
+                self.0.insert(origin.clone(), seq);
+            }
+        }
+    }
+
+    /// Whether the write `dot` is covered.
+    pub fn covers_dot(&self, dot: &Dot) -> bool {
+        self.get(&dot.origin) >= dot.seq
+    }
+
+    /// `self ≥ other` componentwise: every write `other` covers, `self` covers.
+    pub fn covers(&self, other: &VClock) -> bool {
+        other.0.iter().all(|(origin, &seq)| self.get(origin) >= seq)
+    }
+
+    /// Least upper bound, in place.
+    pub fn merge(&mut self, other: &VClock) {
+        for (origin, &seq) in &other.0 {
+            self.raise(origin, seq);
+        }
+    }
+
+    /// Least upper bound.
+    pub fn joined(&self, other: &VClock) -> VClock {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+
+    /// Greatest lower bound, in place (entries missing on either side are 0).
+    pub fn meet(&mut self, other: &VClock) {
+        self.0.retain(|origin, seq| {
+            *seq = (*seq).min(other.get(origin));
+            *seq > 0
+        });
+    }
+
+    /// Causal comparison; `None` when the clocks are concurrent.
+    pub fn partial_cmp_causal(&self, other: &VClock) -> Option<Ordering> {
+        match (self.covers(other), other.covers(self)) {
+            (true, true) => Some(Ordering::Equal),
+            (true, false) => Some(Ordering::Greater),
+            (false, true) => Some(Ordering::Less),
+            (false, false) => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> btree_map::Iter<'_, Origin, u64> {
+        self.0.iter()
+    }
+
+    /// Builds a clock from pairs, dropping zero entries.
+    pub fn from_pairs<I: IntoIterator<Item = (Origin, u64)>>(pairs: I) -> Self {
+        let mut clock = VClock::new();
+        for (origin, seq) in pairs {
+            clock.raise(&origin, seq);
+        }
+        clock
+    }
+}
+
+impl fmt::Debug for VClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(name: &str) -> Origin {
+        Origin::new(name, 1)
+    }
+
+    #[test]
+    fn origin_round_trips_and_rejects_garbage() {
+        let origin = Origin::new("10.0.0.1:8090", 42);
+        assert_eq!(origin.as_str(), "10.0.0.1:8090@42");
+        assert_eq!(origin.address(), "10.0.0.1:8090");
+        assert_eq!(Origin::parse("10.0.0.1:8090@42"), Some(origin));
+        for bad in ["", "@1", "a@", "a@x", "noat", "a@-1"] {
+            assert_eq!(Origin::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn zero_entries_are_not_stored() {
+        let mut clock = VClock::new();
+        clock.raise(&o("a"), 0);
+        assert!(clock.is_empty());
+        assert_eq!(clock, VClock::from_pairs([(o("a"), 0)]));
+    }
+
+    #[test]
+    fn covers_and_compare() {
+        let a = VClock::from_pairs([(o("a"), 2), (o("b"), 1)]);
+        let b = VClock::from_pairs([(o("a"), 1)]);
+        let c = VClock::from_pairs([(o("b"), 3)]);
+        assert!(a.covers(&b));
+        assert!(!b.covers(&a));
+        assert_eq!(a.partial_cmp_causal(&b), Some(Ordering::Greater));
+        assert_eq!(a.partial_cmp_causal(&c), None);
+        assert!(a.covers(&VClock::new()));
+        assert!(a.covers_dot(&Dot { origin: o("a"), seq: 2 }));
+        assert!(!a.covers_dot(&Dot { origin: o("a"), seq: 3 }));
+    }
+
+    #[test]
+    fn meet_drops_entries_that_fall_to_zero() {
+        let mut a = VClock::from_pairs([(o("a"), 2), (o("b"), 1)]);
+        a.meet(&VClock::from_pairs([(o("a"), 5)]));
+        assert_eq!(a, VClock::from_pairs([(o("a"), 2)]));
+    }
+}

@@ -1,0 +1,520 @@
+//! Who is in the cluster, who is up, and what each member is known to hold.
+//!
+//! Two independent questions decide whether an address is in this replica's
+//! view:
+//!
+//! * **Admission** — has the cluster (an operator's `PUT`/`DELETE /view`, or a
+//!   replica announcing itself at start) admitted it? Admission records are
+//!   versioned and spread with every heartbeat; the higher version wins and a
+//!   tie goes to removal, so every replica ends with the same admissions.
+//! * **Liveness** — has *this* replica heard from it lately? Each replica
+//!   judges liveness from its own heartbeats only: alive, then suspect after
+//!   `suspect_after`, then dead after `dead_after` of silence. Hearing from the
+//!   member again refutes the suspicion at once. A member that said it is
+//!   leaving is `Left` for that incarnation.
+//!
+//! The view is this replica plus every admitted member that is alive or
+//! suspect. Incarnations (chosen by each process at start, increasing across
+//! restarts) keep an old life from reappearing: messages from an incarnation
+//! lower than the one known are ignored.
+//!
+//! The table also remembers, per member, the latest clock it reported. The
+//! meet of those clocks is the *stability frontier*: tombstones below it are
+//! held by every member and may be collected.
+//!
+//! Pure: time is a millisecond count passed in by the caller.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::clock::VClock;
+
+/// Failure-detector timing, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub suspect_after_ms: u64,
+    pub dead_after_ms: u64,
+    /// How long a dead member still holds back tombstone collection; after
+    /// that it is assumed gone and must resynchronise in full if it returns.
+    pub dead_member_grace_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Suspect => "suspect",
+            Liveness::Dead => "dead",
+            Liveness::Left => "left",
+        }
+    }
+}
+
+/// A versioned admission decision about one address; spread by heartbeats.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AdminRecord {
+    pub address: String,
+    pub admitted: bool,
+    pub version: u64,
+}
+
+impl AdminRecord {
+    /// Whether `self` should replace `other` (higher version; removal wins ties).
+    fn beats(&self, other: &AdminRecord) -> bool {
+        (self.version, !self.admitted) > (other.version, !other.admitted)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub address: String,
+    /// `None` until we have heard from it.
+    pub incarnation: Option<u64>,
+    pub liveness: Liveness,
+    pub last_heard_ms: u64,
+    pub admission: AdminRecord,
+    /// The latest clock it reported in its current incarnation.
+    pub known_clock: VClock,
+}
+
+/// A change of liveness worth logging once.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LivenessChange {
+    pub address: String,
+    pub from: Liveness,
+    pub to: Liveness,
+}
+
+/// What hearing from a member meant.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Heard {
+    /// A message from an incarnation older than the one known: ignore it.
+    Stale,
+    /// Known member, same life.
+    Refreshed { revived: bool },
+    /// First contact or a restart.
+    NewIncarnation,
+}
+
+#[derive(Debug)]
+pub struct Membership {
+    me: String,
+    timing: Timing,
+    members: BTreeMap<String, Member>,
+    admin_clock: u64,
+}
+
+/// Outcome of an operator's view change.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ViewChange {
+    Added,
+    AlreadyPresent,
+    Deleted,
+    Absent,
+}
+
+impl Membership {
+    /// A table for `me`, admitting every other address of `initial_view` and
+    /// giving each a full `dead_after` of grace to show up.
+    pub fn new(me: &str, initial_view: &[String], timing: Timing, now_ms: u64) -> Self {
+        let mut table = Membership {
+            me: me.to_string(),
+            timing,
+            members: BTreeMap::new(),
+            admin_clock: 0,
+        };
+        for address in initial_view {
+            if address != me {
+                table.upsert_admitted(address, 0, now_ms);
+            }
+        }
+        table
+    }
+
+    fn upsert_admitted(&mut self, address: &str, version: u64, now_ms: u64) {
+        let record = AdminRecord {
+            address: address.to_string(),
+            admitted: true,
+            version,
+        };
+        match self.members.get_mut(address) {
+            Some(member) => {
+                member.admission = record;
+                if member.liveness != Liveness::Alive {
+                    member.liveness = Liveness::Alive;
+                    member.last_heard_ms = now_ms;
+                }
+            }
+            None => {
+                self.members.insert(address.to_string(), Member::fresh(record, now_ms));
+            }
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    pub fn member(&self, address: &str) -> Option<&Member> {
+        self.members.get(address)
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    fn in_view(member: &Member) -> bool {
+        member.admission.admitted && matches!(member.liveness, Liveness::Alive | Liveness::Suspect)
+    }
+
+    /// The sorted view: this replica and every admitted, live member.
+    pub fn view(&self) -> Vec<String> {
+        let mut view: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| Self::in_view(m))
+            .map(|m| m.address.clone())
+            .collect();
+        view.push(self.me.clone());
+        view.sort();
+        view.dedup();
+        view
+    }
+
+    /// Peers in the view (excluding this replica).
+    pub fn live_peers(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| Self::in_view(m) && m.address != self.me)
+            .map(|m| m.address.clone())
+            .collect()
+    }
+
+    /// Admitted peers that are not in the view: probed now and then so that
+    /// they can come back.
+    pub fn absent_peers(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.admission.admitted && !Self::in_view(m) && m.address != self.me)
+            .map(|m| m.address.clone())
+            .collect()
+    }
+
+    /// Records contact from `address` in its life `incarnation`.
+    pub fn heard_from(&mut self, address: &str, incarnation: u64, now_ms: u64) -> Heard {
+        if address == self.me {
+            return Heard::Stale;
+        }
+        let member = self.members.entry(address.to_string()).or_insert_with(|| {
+            Member::fresh(
+                AdminRecord {
+                    address: address.to_string(),
+                    admitted: false,
+                    version: 0,
+                },
+                now_ms,
+            )
+        });
+        match member.incarnation {
+            Some(known) if incarnation < known => Heard::Stale,
+            Some(known) if incarnation == known => {
+                member.last_heard_ms = member.last_heard_ms.max(now_ms);
+                let revived = matches!(member.liveness, Liveness::Dead | Liveness::Suspect);
+                if member.liveness != Liveness::Left {
+                    member.liveness = Liveness::Alive;
+                }
+                Heard::Refreshed { revived: revived && member.admission.admitted }
+            }
+            _ => {
+                member.incarnation = Some(incarnation);
+                member.known_clock = VClock::new();
+                member.liveness = Liveness::Alive;
+                member.last_heard_ms = now_ms;
+                Heard::NewIncarnation
+            }
+        }
+    }
+
+    /// Records the clock `address` reported (only ever raises it).
+    pub fn record_clock(&mut self, address: &str, clock: &VClock) {
+        if let Some(member) = self.members.get_mut(address) {
+            member.known_clock.merge(clock);
+        }
+    }
+
+    /// Marks `address` as gone for good in life `incarnation`.
+    pub fn mark_left(&mut self, address: &str, incarnation: u64) -> Option<LivenessChange> {
+        let member = self.members.get_mut(address)?;
+        if member.incarnation.is_some_and(|known| incarnation < known) {
+            return None;
+        }
+        member.incarnation = Some(incarnation);
+        let from = member.liveness;
+        member.liveness = Liveness::Left;
+        (from != Liveness::Left).then(|| LivenessChange {
+            address: address.to_string(),
+            from,
+            to: Liveness::Left,
+        })
+    }
+
+    /// Advances the failure detector to `now_ms`; returns what changed.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<LivenessChange> {
+        let Timing {
+            suspect_after_ms,
+            dead_after_ms,
+            ..
+        } = self.timing;
+        let mut changes = Vec::new();
+        for member in self.members.values_mut() {
+            if member.liveness == Liveness::Left {
+                continue;
+            }
+            let silence = now_ms.saturating_sub(member.last_heard_ms);
+            let to = if silence >= dead_after_ms {
+                Liveness::Dead
+            } else if silence >= suspect_after_ms {
+                Liveness::Suspect
+            } else {
+                Liveness::Alive
+            };
+            if to != member.liveness && !(to == Liveness::Alive && member.liveness == Liveness::Dead) {
+                changes.push(LivenessChange {
+                    address: member.address.clone(),
+                    from: member.liveness,
+                    to,
+                });
+                member.liveness = to;
+            }
+        }
+        changes
+    }
+
+    /// An operator (or a starting replica announcing itself) adds `address`.
+    pub fn admin_add(&mut self, address: &str, now_ms: u64) -> ViewChange {
+        if address == self.me || self.members.get(address).is_some_and(Self::in_view) {
+            return ViewChange::AlreadyPresent;
+        }
+        self.admin_clock += 1;
+        let version = self.admin_clock;
+        self.upsert_admitted(address, version, now_ms);
+        ViewChange::Added
+    }
+
+    /// An operator removes `address` from the cluster.
+    pub fn admin_remove(&mut self, address: &str) -> ViewChange {
+        let present = address == self.me || self.members.get(address).is_some_and(Self::in_view);
+        if !present {
+            return ViewChange::Absent;
+        }
+        self.admin_clock += 1;
+        let record = AdminRecord {
+            address: address.to_string(),
+            admitted: false,
+            version: self.admin_clock,
+        };
+        if address == self.me {
+            // A replica stays in its own view while it runs; the record still
+            // spreads so that every other replica drops it.
+            let fresh = Member::fresh(record.clone(), 0);
+            self.members
+                .entry(address.to_string())
+                .or_insert(fresh)
+                .admission = record;
+        } else if let Some(member) = self.members.get_mut(address) {
+            member.admission = record;
+        }
+        ViewChange::Deleted
+    }
+
+    /// Every admission record, for heartbeats.
+    pub fn admin_records(&self) -> Vec<AdminRecord> {
+        self.members.values().map(|m| m.admission.clone()).collect()
+    }
+
+    /// Merges admission records heard from a peer. Returns the addresses whose
+    /// admission changed.
+    pub fn merge_admin(&mut self, records: &[AdminRecord], now_ms: u64) -> Vec<AdminRecord> {
+        let mut changed = Vec::new();
+        for record in records {
+            self.admin_clock = self.admin_clock.max(record.version);
+            match self.members.get_mut(&record.address) {
+                Some(member) if !record.beats(&member.admission) => {}
+                Some(member) => {
+                    let was_admitted = member.admission.admitted;
+                    member.admission = record.clone();
+                    if record.admitted && !was_admitted {
+                        member.liveness = Liveness::Alive;
+                        member.last_heard_ms = now_ms;
+                    }
+                    if was_admitted != record.admitted {
+                        changed.push(record.clone());
+                    }
+                }
+                None => {
+                    self.members
+                        .insert(record.address.clone(), Member::fresh(record.clone(), now_ms));
+                    if record.admitted && record.address != self.me {
+                        changed.push(record.clone());
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// The meet of `mine` and the clocks of every member that may still hold
+    /// or produce data: admitted, not left, and not dead for longer than the
+    /// grace period. Tombstones below it are everywhere they need to be.
+    pub fn stability_frontier(&self, mine: &VClock, now_ms: u64) -> VClock {
+        let mut frontier = mine.clone();
+        for member in self.members.values() {
+            if member.address == self.me || !member.admission.admitted {
+                continue;
+            }
+            let gone = match member.liveness {
+                Liveness::Left => true,
+                Liveness::Dead => {
+                    now_ms.saturating_sub(member.last_heard_ms) > self.timing.dead_member_grace_ms
+                }
+                Liveness::Alive | Liveness::Suspect => false,
+            };
+            if !gone {
+                frontier.meet(&member.known_clock);
+            }
+        }
+        frontier
+    }
+}
+
+impl Member {
+    fn fresh(admission: AdminRecord, now_ms: u64) -> Self {
+        Member {
+            address: admission.address.clone(),
+            incarnation: None,
+            liveness: Liveness::Alive,
+            last_heard_ms: now_ms,
+            admission,
+            known_clock: VClock::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::clock::Origin;
+
+    const T: Timing = Timing {
+        suspect_after_ms: 700,
+        dead_after_ms: 1500,
+        dead_member_grace_ms: 10_000,
+    };
+
+    fn table() -> Membership {
+        let view = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        Membership::new("a", &view, T, 0)
+    }
+
+    #[test]
+    fn silence_makes_suspect_then_dead_and_contact_refutes() {
+        let mut m = table();
+        m.heard_from("b", 1, 0);
+        m.heard_from("c", 1, 0);
+        assert!(m.tick(600).is_empty());
+        let changes = m.tick(700);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.to == Liveness::Suspect));
+        assert_eq!(m.view(), vec!["a", "b", "c"], "suspects stay in the view");
+        assert_eq!(m.heard_from("b", 1, 800), Heard::Refreshed { revived: true });
+        m.tick(1500);
+        assert_eq!(m.view(), vec!["a", "b"]);
+        assert_eq!(m.member("c").unwrap().liveness, Liveness::Dead);
+        assert_eq!(m.absent_peers(), vec!["c"]);
+        assert_eq!(m.heard_from("c", 1, 5000), Heard::Refreshed { revived: true });
+        assert_eq!(m.view(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn dead_never_flips_back_by_arithmetic_alone() {
+        let mut m = table();
+        m.tick(2000);
+        assert_eq!(m.view(), vec!["a"]);
+        assert!(m.tick(2001).is_empty());
+        assert_eq!(m.view(), vec!["a"]);
+    }
+
+    #[test]
+    fn old_incarnations_are_ignored_and_restarts_reset_known_clock() {
+        let mut m = table();
+        assert_eq!(m.heard_from("b", 5, 0), Heard::NewIncarnation);
+        m.record_clock("b", &VClock::from_pairs([(Origin::new("b", 5), 3)]));
+        assert_eq!(m.heard_from("b", 4, 10), Heard::Stale);
+        assert_eq!(m.heard_from("b", 6, 10), Heard::NewIncarnation);
+        assert!(m.member("b").unwrap().known_clock.is_empty());
+    }
+
+    #[test]
+    fn left_is_final_for_that_incarnation_only() {
+        let mut m = table();
+        m.heard_from("b", 1, 0);
+        assert!(m.mark_left("b", 1).is_some());
+        assert_eq!(m.view(), vec!["a", "c"]);
+        m.heard_from("b", 1, 100);
+        assert_eq!(m.view(), vec!["a", "c"], "a draining replica does not come back");
+        m.heard_from("b", 2, 200);
+        assert_eq!(m.view(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn operator_changes_spread_and_removal_is_not_undone_by_gossip() {
+        let mut a = table();
+        let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+        assert_eq!(a.admin_remove("c"), ViewChange::Deleted);
+        assert_eq!(a.admin_remove("c"), ViewChange::Absent);
+        b.merge_admin(&a.admin_records(), 0);
+        assert_eq!(b.view(), vec!["a", "b"]);
+        // c keeps talking: still not in the view.
+        b.heard_from("c", 1, 10);
+        assert_eq!(b.view(), vec!["a", "b"]);
+        // Stale records from someone who missed the removal do not undo it.
+        let stale = Membership::new("x", &["a".into(), "b".into(), "c".into()], T, 0);
+        b.merge_admin(&stale.admin_records(), 20);
+        assert_eq!(b.view(), vec!["a", "b"]);
+        // c announces itself again: back everywhere.
+        assert_eq!(b.admin_add("c", 30), ViewChange::Added);
+        assert_eq!(b.admin_add("c", 30), ViewChange::AlreadyPresent);
+        a.merge_admin(&b.admin_records(), 30);
+        assert_eq!(a.view(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn frontier_waits_for_dead_members_within_grace() {
+        let mut m = table();
+        let o = Origin::new("a", 1);
+        m.heard_from("b", 1, 0);
+        m.heard_from("c", 1, 0);
+        m.record_clock("b", &VClock::from_pairs([(o.clone(), 5)]));
+        m.record_clock("c", &VClock::from_pairs([(o.clone(), 2)]));
+        let mine = VClock::from_pairs([(o.clone(), 9)]);
+        assert_eq!(m.stability_frontier(&mine, 0).get(&o), 2);
+        m.tick(2000);
+        assert_eq!(m.stability_frontier(&mine, 2000).get(&o), 2, "dead c still counts");
+        m.tick(40_000);
+        assert_eq!(m.stability_frontier(&mine, 40_000).get(&o), 9, "both gone past grace");
+    }
+}

@@ -1,0 +1,16 @@
+//! The pure replica core: data, rules and invariants, no I/O.
+//!
+//! * [`clock`] — origins, dots and vector clocks.
+//! * [`store`] — versioned map, total order of writes, delta indexes.
+//! * [`membership`] — admission, liveness, stability frontier.
+//! * [`replica`] — one replica's state and every operation on it.
+
+pub mod clock;
+pub mod membership;
+pub mod replica;
+pub mod store;
+
+pub use clock::{Dot, Origin, VClock};
+pub use membership::{AdminRecord, Heard, Liveness, Membership, Timing, ViewChange};
+pub use replica::{Covers, NotYet, PullChunk, ReadOutcome, Replica, WriteOutcome};
+pub use store::{JsonText, Key, Stamp, Store, Version};

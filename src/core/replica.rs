@@ -1,0 +1,450 @@
+//! One replica's whole state and every rule that changes it: the pure core.
+//!
+//! No I/O, no tasks, no wall clock, no randomness: the shell ([`crate::node`])
+//! passes time in and carries the messages this module produces.
+//!
+//! # Invariants
+//!
+//! * **I1 (reflection).** For every write `w` the clock covers, the store holds
+//!   `w` or a version of `w`'s key whose stamp is greater (a later or winning
+//!   concurrent write, possibly a tombstone) — or held such a tombstone and
+//!   collected it once every member had it.
+//! * **I2 (closure).** For every stored version whose dot the clock covers, the
+//!   clock also covers the version's dependencies. Together with I1: the clock
+//!   never claims a write whose causal past is missing here.
+//! * **I3 (Lamport).** `lamport` is at least the Lamport time of every write the
+//!   clock covers, so a new local write's stamp beats everything it depends on.
+//!
+//! Versions received in an incomplete transfer are applied at once (they are
+//! safe to read: clients inherit their dependencies and are held back if they
+//! then ask for something missing), but the clock is raised only when the
+//! transfer completes, to the sender's clock as of its first chunk.
+
+use std::collections::HashSet;
+
+use super::clock::{Dot, Origin, VClock};
+use super::membership::{Membership, Timing};
+use super::store::{Applied, JsonText, Key, Stamp, Store, Version};
+
+/// A client request needs writes this replica does not (yet) have.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct NotYet;
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ReadOutcome {
+    Found { value: JsonText, metadata: VClock },
+    NotFound,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum WriteOutcome {
+    Created { metadata: VClock },
+    Replaced { metadata: VClock },
+    Deleted { metadata: VClock },
+    NotFound,
+}
+
+/// What the sender of a transfer guarantees once every chunk has arrived.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Covers {
+    pub clock: VClock,
+    pub lamport: u64,
+}
+
+/// One chunk of a pull answer.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PullChunk {
+    pub entries: Vec<Version>,
+    /// Pass back as the cursor to get the next chunk; `None` on the last one.
+    pub next: Option<Stamp>,
+    /// The sender's clock and Lamport time now. The receiver keeps the value
+    /// from the first chunk and adopts it when the last chunk has arrived.
+    pub covers: Covers,
+    /// The receiver's clock misses tombstones the sender already collected:
+    /// only a full snapshot can bring it up to date.
+    pub snapshot_required: bool,
+}
+
+#[derive(Debug)]
+pub struct Replica {
+    address: String,
+    incarnation: u64,
+    origin: Origin,
+    next_seq: u64,
+    lamport: u64,
+    clock: VClock,
+    store: Store,
+    /// Per origin, the highest sequence number of a tombstone collected here.
+    collected: VClock,
+    pub members: Membership,
+}
+
+impl Replica {
+    pub fn new(address: &str, incarnation: u64, view: &[String], timing: Timing, now_ms: u64) -> Self {
+        Replica {
+            address: address.to_string(),
+            incarnation,
+            origin: Origin::new(address, incarnation),
+            next_seq: 1,
+            lamport: 0,
+            clock: VClock::new(),
+            store: Store::new(),
+            collected: VClock::new(),
+            members: Membership::new(address, view, timing, now_ms),
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn clock(&self) -> &VClock {
+        &self.clock
+    }
+
+    pub fn lamport(&self) -> u64 {
+        self.lamport
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn collected(&self) -> &VClock {
+        &self.collected
+    }
+
+    /// Whether a client that has seen `metadata` can be served here now.
+    pub fn satisfies(&self, metadata: &VClock) -> bool {
+        self.clock.covers(metadata)
+    }
+
+    pub fn read(&self, key: &str, metadata: &VClock) -> Result<ReadOutcome, NotYet> {
+        if !self.satisfies(metadata) {
+            return Err(NotYet);
+        }
+        Ok(match self.store.get(key) {
+            Some(Version {
+                value: Some(value),
+                deps,
+                ..
+            }) => ReadOutcome::Found {
+                value: value.clone(),
+                metadata: metadata.joined(deps),
+            },
+            _ => ReadOutcome::NotFound,
+        })
+    }
+
+    /// Puts `value` under `key`, or deletes `key` when `value` is `None`.
+    pub fn write(
+        &mut self,
+        key: &str,
+        value: Option<JsonText>,
+        metadata: &VClock,
+    ) -> Result<WriteOutcome, NotYet> {
+        if !self.satisfies(metadata) {
+            return Err(NotYet);
+        }
+        let exists = self.store.get(key).is_some_and(|v| !v.is_tombstone());
+        let deleting = value.is_none();
+        if deleting && !exists {
+            return Ok(WriteOutcome::NotFound);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.lamport += 1;
+        let dot = Dot {
+            origin: self.origin.clone(),
+            seq,
+        };
+        let mut deps = metadata.clone();
+        deps.raise(&dot.origin, seq);
+        let version = Version {
+            key: Key::from(key),
+            value,
+            dot,
+            lamport: self.lamport,
+            deps: deps.clone(),
+        };
+        let applied = self.store.apply(version);
+        debug_assert!(matches!(applied, Applied::Replaced { .. }), "a local write always wins");
+        self.clock.raise(&self.origin, seq);
+        Ok(match (deleting, exists) {
+            (true, _) => WriteOutcome::Deleted { metadata: deps },
+            (false, true) => WriteOutcome::Replaced { metadata: deps },
+            (false, false) => WriteOutcome::Created { metadata: deps },
+        })
+    }
+
+    /// Answers a pull: the next chunk of what a peer whose clock is `their`
+    /// lacks (or of everything, for a snapshot).
+    pub fn pull_chunk(
+        &self,
+        their: &VClock,
+        snapshot: bool,
+        cursor: Option<&Stamp>,
+        max_bytes: usize,
+    ) -> PullChunk {
+        let covers = Covers {
+            clock: self.clock.clone(),
+            lamport: self.lamport,
+        };
+        if !snapshot && !their.covers(&self.collected) {
+            return PullChunk {
+                entries: Vec::new(),
+                next: None,
+                covers,
+                snapshot_required: true,
+            };
+        }
+        let empty = VClock::new();
+        let basis = if snapshot { &empty } else { their };
+        let (entries, next) = self.store.delta(basis, cursor, max_bytes);
+        PullChunk {
+            entries,
+            next,
+            covers,
+            snapshot_required: false,
+        }
+    }
+
+    /// The next chunk to push to a peer whose clock is `their`, and whether
+    /// the push may end with a [`Covers`] (not if the peer misses collected
+    /// tombstones; it must take a snapshot instead).
+    pub fn push_chunk(
+        &self,
+        their: &VClock,
+        cursor: Option<&Stamp>,
+        max_bytes: usize,
+    ) -> (Vec<Version>, Option<Stamp>, bool) {
+        let (entries, next) = self.store.delta(their, cursor, max_bytes);
+        (entries, next, their.covers(&self.collected))
+    }
+
+    /// The guarantee this replica can give about its current state.
+    pub fn covers(&self) -> Covers {
+        Covers {
+            clock: self.clock.clone(),
+            lamport: self.lamport,
+        }
+    }
+
+    /// Applies versions from a peer; returns how many changed the store.
+    pub fn apply_versions(&mut self, versions: Vec<Version>) -> usize {
+        let mut changed = 0;
+        for version in versions {
+            if !Self::well_formed(&version) {
+                continue;
+            }
+            self.lamport = self.lamport.max(version.lamport);
+            if let Applied::Replaced { .. } = self.store.apply(version) {
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// A version from the network is usable only if it is internally
+    /// consistent; anything else is dropped rather than allowed to break I2.
+    fn well_formed(version: &Version) -> bool {
+        version.dot.seq > 0 && version.deps.covers_dot(&version.dot) && !version.key.is_empty()
+    }
+
+    /// A transfer completed: adopt the sender's guarantee.
+    pub fn complete_transfer(&mut self, covers: &Covers) {
+        self.clock.merge(&covers.clock);
+        self.lamport = self.lamport.max(covers.lamport);
+    }
+
+    /// A full snapshot completed: drop versions the sender had deleted and
+    /// collected, then adopt its guarantee.
+    pub fn complete_snapshot(&mut self, covers: &Covers, snapshot_keys: &HashSet<Key>) -> usize {
+        let dropped = self
+            .store
+            .drop_versions_deleted_elsewhere(&covers.clock, snapshot_keys);
+        self.complete_transfer(covers);
+        dropped
+    }
+
+    /// Collects tombstones every member holds. Returns how many.
+    pub fn collect_garbage(&mut self, now_ms: u64) -> usize {
+        let frontier = self.members.stability_frontier(&self.clock, now_ms);
+        let dots = self.store.collect_tombstones(&frontier);
+        for dot in &dots {
+            self.collected.raise(&dot.origin, dot.seq);
+        }
+        dots.len()
+    }
+
+    /// Checks I2 and I3 over the whole store (tests and debug assertions).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for version in self.store.versions() {
+            if self.clock.covers_dot(&version.dot) {
+                if !self.clock.covers(&version.deps) {
+                    return Err(format!(
+                        "{}: clock {:?} claims {:?} but not its deps {:?}",
+                        self.address, self.clock, version.dot, version.deps
+                    ));
+                }
+                if version.lamport > self.lamport {
+                    return Err(format!("{}: lamport behind {:?}", self.address, version.dot));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        suspect_after_ms: 700,
+        dead_after_ms: 1500,
+        dead_member_grace_ms: 60_000,
+    };
+
+    fn replicas(n: usize) -> Vec<Replica> {
+        let view: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+        view.iter().map(|a| Replica::new(a, 1, &view, T, 0)).collect()
+    }
+
+    /// Pulls everything `from` has into `into`, chunk by chunk.
+    fn sync(from: &Replica, into: &mut Replica, budget: usize) {
+        let mut cursor = None;
+        let mut first = None;
+        let mut snapshot = false;
+        let mut keys = HashSet::new();
+        loop {
+            let chunk = from.pull_chunk(into.clock(), snapshot, cursor.as_ref(), budget);
+            if chunk.snapshot_required {
+                snapshot = true;
+                continue;
+            }
+            first.get_or_insert(chunk.covers.clone());
+            keys.extend(chunk.entries.iter().map(|v| v.key.clone()));
+            into.apply_versions(chunk.entries);
+            match chunk.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let covers = first.unwrap();
+        if snapshot {
+            into.complete_snapshot(&covers, &keys);
+        } else {
+            into.complete_transfer(&covers);
+        }
+        into.check_invariants().unwrap();
+    }
+
+    fn v(s: &str) -> Option<JsonText> {
+        Some(JsonText::from(s))
+    }
+
+    #[test]
+    fn causal_metadata_holds_back_a_replica_that_is_behind() {
+        let mut r = replicas(2);
+        let (a, b) = r.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut b[0]);
+        let WriteOutcome::Created { metadata } = a.write("x", v("1"), &VClock::new()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.read("x", &metadata), Err(NotYet));
+        sync(a, b, 1 << 20);
+        assert_eq!(
+            b.read("x", &metadata).unwrap(),
+            ReadOutcome::Found {
+                value: JsonText::from("1"),
+                metadata: metadata.clone()
+            }
+        );
+    }
+
+    #[test]
+    fn returned_metadata_is_minimal() {
+        let mut r = replicas(1);
+        let a = &mut r[0];
+        a.write("x", v("1"), &VClock::new()).unwrap();
+        let WriteOutcome::Created { metadata: my } = a.write("y", v("2"), &VClock::new()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(my.get(a.origin()), 2);
+        let ReadOutcome::Found { metadata, .. } = a.read("x", &VClock::new()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(metadata.get(a.origin()), 1, "reading x does not drag in y");
+    }
+
+    #[test]
+    fn create_replace_delete_outcomes() {
+        let mut r = replicas(1);
+        let a = &mut r[0];
+        let m = VClock::new();
+        assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::NotFound)));
+        assert!(matches!(a.write("k", v("1"), &m), Ok(WriteOutcome::Created { .. })));
+        assert!(matches!(a.write("k", v("2"), &m), Ok(WriteOutcome::Replaced { .. })));
+        assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::Deleted { .. })));
+        assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::NotFound)));
+        assert_eq!(a.read("k", &m), Ok(ReadOutcome::NotFound));
+        assert!(matches!(a.write("k", v("3"), &m), Ok(WriteOutcome::Created { .. })));
+    }
+
+    #[test]
+    fn collected_tombstone_forces_snapshot_and_prevents_resurrection() {
+        let mut r = replicas(3);
+        let m = VClock::new();
+        r[0].write("k", v("1"), &m).unwrap();
+        let (left, right) = r.split_at_mut(1);
+        sync(&left[0], &mut right[0], 1 << 20);
+        sync(&left[0], &mut right[1], 1 << 20);
+        // r2 is cut off; r0 deletes; r1 learns; r2 is forgotten (past grace).
+        let WriteOutcome::Created { .. } = r[0].write("j", v("9"), &m).unwrap() else { panic!() };
+        r[0].write("k", None, &m).unwrap();
+        let (left, right) = r.split_at_mut(1);
+        sync(&left[0], &mut right[0], 1 << 20);
+        let now = 100_000;
+        for i in 0..2 {
+            let other = 1 - i;
+            let (addr, inc, clock) = (r[other].address().to_string(), 1, r[other].clock().clone());
+            r[i].members.heard_from(&addr, inc, now);
+            r[i].members.record_clock(&addr, &clock);
+            r[i].members.tick(now);
+        }
+        assert_eq!(r[0].collect_garbage(now), 1);
+        assert!(r[0].store().get("k").is_none());
+        // r2 comes back holding k=1 and pulls from r0.
+        let (left, right) = r.split_at_mut(2);
+        assert!(left[0].pull_chunk(right[0].clock(), false, None, 1 << 20).snapshot_required);
+        sync(&left[0], &mut right[0], 1 << 20);
+        assert_eq!(right[0].read("k", &m), Ok(ReadOutcome::NotFound));
+        assert!(matches!(right[0].read("j", &m), Ok(ReadOutcome::Found { .. })));
+    }
+
+    #[test]
+    fn malformed_versions_are_ignored() {
+        let mut r = replicas(1);
+        let bad = Version {
+            key: Key::from("k"),
+            value: v("1"),
+            dot: Dot {
+                origin: Origin::new("z", 1),
+                seq: 3,
+            },
+            lamport: 1,
+            deps: VClock::new(),
+        };
+        assert_eq!(r[0].apply_versions(vec![bad]), 0);
+        assert!(r[0].store().get("k").is_none());
+    }
+}
