@@ -1,1 +1,198 @@
-fn main() {}
+//! `hearsay-bench`: command-line entry point. Parses the subcommand, runs it,
+//! and turns Ctrl-C into an ordinary early return so that the local clusters
+//! the run owns are dropped, and so killed, on the way out.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use hearsay_bench::cluster::{ClusterArgs, LocalCluster, ProcSpec};
+use hearsay_bench::compare::compare;
+use hearsay_bench::convergence::{self, ConvergenceArgs};
+use hearsay_bench::failover::{self, FailoverArgs};
+use hearsay_bench::gossip_cost::{self, GossipCostArgs};
+use hearsay_bench::load::Workload;
+use hearsay_bench::report::{out_dir, Report};
+use hearsay_bench::state_transfer::{self, StateTransferArgs};
+use hearsay_bench::suite::{self, SuiteArgs};
+use hearsay_bench::{ceiling, report};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Benchmarks for hearsay, measured beside a ceiling server in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Both,
+    Hearsay,
+    Ceiling,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Closed-loop load against hearsay and the ceiling; latency, throughput, ratios.
+    Load {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        workload: Workload,
+        /// Which systems to drive.
+        #[arg(long, value_enum, default_value_t = System::Both)]
+        system: System,
+        /// Back-to-back runs (alternating systems); the report gives the spread.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Name of the workload in the report.
+        #[arg(long, default_value = "load")]
+        name: String,
+        /// Report directory [default: bench/results/<timestamp>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write at one replica, time until every replica shows it (idle and loaded).
+    Convergence {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: ConvergenceArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Gossip bytes and messages per round, idle and loaded, few and many keys.
+    GossipCost {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: GossipCostArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Kill, stall and restart replicas; time detection and rejoin.
+    Failover {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: FailoverArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Time a new replica's state transfer from a loaded cluster.
+    StateTransfer {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: StateTransferArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The standard set against a local 3-replica cluster, into one report directory.
+    Suite(SuiteArgs),
+    /// Serve the ceiling (used by the bench itself; listens on --listen or $SOCKET_ADDRESS).
+    Ceiling {
+        #[arg(long, env = "SOCKET_ADDRESS", default_value = "127.0.0.1:8090")]
+        listen: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tokio::select! {
+        r = run(cli.command) => r,
+        _ = tokio::signal::ctrl_c() => {
+            // Returning drops `run`'s future and with it every LocalCluster,
+            // whose Drop kills the child processes.
+            anyhow::bail!("interrupted")
+        }
+    }
+}
+
+/// Write a single-mode report and print its summary.
+fn finish(report: &Report, dir: &std::path::Path) -> Result<()> {
+    let summary = report.write(dir)?;
+    println!("{summary}");
+    eprintln!("report in {}", dir.display());
+    Ok(())
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Ceiling { listen } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            ceiling::serve(listener).await?;
+            Ok(())
+        }
+        Command::Suite(args) => suite::run(&args).await.map(|_| ()),
+        Command::Load {
+            cluster,
+            workload,
+            system,
+            repeat,
+            name,
+            out,
+        } => {
+            let dir = out_dir(out)?;
+            let log_dir = cluster.log_dir.clone().unwrap_or_else(|| dir.join("logs"));
+            let ceiling = match system {
+                System::Hearsay => None,
+                _ => Some(
+                    LocalCluster::start(ProcSpec::ceiling(&log_dir, cluster.ready_timeout)?, 1)
+                        .await?,
+                ),
+            };
+            let local;
+            let hearsay = match system {
+                System::Ceiling => None,
+                _ if !cluster.targets.is_empty() => Some(cluster.targets.clone()),
+                _ => {
+                    local = LocalCluster::start(cluster.hearsay_spec(&log_dir)?, cluster.replicas)
+                        .await?;
+                    Some(local.addrs())
+                }
+            };
+            let ceiling_addrs = ceiling.as_ref().map(LocalCluster::addrs);
+            let cmp = compare(
+                &name,
+                &workload,
+                ceiling_addrs.as_deref(),
+                hearsay.as_deref(),
+                repeat,
+            )
+            .await?;
+            let mut report = Report::new();
+            report.load.push(cmp);
+            finish(&report, &dir)
+        }
+        Command::Convergence { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let mut report = report::Report::new();
+            report.convergence = convergence::run(&args, &cluster, &dir.join("logs")).await?;
+            finish(&report, &dir)
+        }
+        Command::GossipCost { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let mut report = Report::new();
+            report.gossip_cost = gossip_cost::run(&args, &cluster, &dir.join("logs")).await?;
+            finish(&report, &dir)
+        }
+        Command::Failover { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let mut report = Report::new();
+            report.failover = Some(failover::run(&args, &cluster, &dir.join("logs")).await?);
+            finish(&report, &dir)
+        }
+        Command::StateTransfer { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let mut report = Report::new();
+            report.state_transfer =
+                Some(state_transfer::run(&args, &cluster, &dir.join("logs")).await?);
+            finish(&report, &dir)
+        }
+    }
+}

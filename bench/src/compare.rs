@@ -1,0 +1,186 @@
+//! Side-by-side runs: the same workload against the ceiling and against
+//! hearsay, alternating, `repeat` times, and the ratios and spreads that
+//! summarise them.
+//!
+//! Alternating (ceiling, hearsay, ceiling, hearsay, …) rather than running all
+//! of one system first spreads slow drifts of a shared machine over both.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::load::{self, LoadResult, Workload, WorkloadSettings};
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct RunPair {
+    pub ceiling: Option<LoadResult>,
+    pub hearsay: Option<LoadResult>,
+}
+
+/// Mean, extremes and the largest deviation from the mean in percent (the
+/// issue's "within ±5 %").
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Spread {
+    pub n: usize,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub spread_pct: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let values: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if values.is_empty() {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let dev = (max - mean).max(mean - min);
+        Some(Spread {
+            n: values.len(),
+            mean,
+            min,
+            max,
+            spread_pct: if mean != 0.0 { dev / mean * 100.0 } else { 0.0 },
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ComparisonSummary {
+    pub hearsay_throughput: Option<Spread>,
+    pub ceiling_throughput: Option<Spread>,
+    /// hearsay ÷ ceiling, per run pair.
+    pub throughput_ratio: Option<Spread>,
+    pub get_throughput_ratio: Option<Spread>,
+    pub put_throughput_ratio: Option<Spread>,
+    pub get_p99_ratio: Option<Spread>,
+    pub put_p99_ratio: Option<Spread>,
+    pub hearsay_unavailable_503: u64,
+    pub hearsay_errors: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Comparison {
+    pub name: String,
+    pub settings: Option<WorkloadSettings>,
+    pub runs: Vec<RunPair>,
+    pub summary: ComparisonSummary,
+}
+
+impl Comparison {
+    pub fn summarise(&mut self) {
+        let pairs: Vec<(&LoadResult, &LoadResult)> = self
+            .runs
+            .iter()
+            .filter_map(|p| Some((p.hearsay.as_ref()?, p.ceiling.as_ref()?)))
+            .collect();
+        let ratio = |f: &dyn Fn(&LoadResult) -> f64| {
+            let v: Vec<f64> = pairs
+                .iter()
+                .filter(|(_, c)| f(c) > 0.0)
+                .map(|(h, c)| f(h) / f(c))
+                .collect();
+            Spread::of(&v)
+        };
+        let of = |sys: &dyn Fn(&RunPair) -> Option<&LoadResult>| {
+            let v: Vec<f64> = self
+                .runs
+                .iter()
+                .filter_map(sys)
+                .map(|r| r.throughput)
+                .collect();
+            Spread::of(&v)
+        };
+        self.summary = ComparisonSummary {
+            hearsay_throughput: of(&|p| p.hearsay.as_ref()),
+            ceiling_throughput: of(&|p| p.ceiling.as_ref()),
+            throughput_ratio: ratio(&|r| r.throughput),
+            get_throughput_ratio: ratio(&|r| r.get.throughput),
+            put_throughput_ratio: ratio(&|r| r.put.throughput),
+            get_p99_ratio: ratio(&|r| r.get.p99_ms),
+            put_p99_ratio: ratio(&|r| r.put.p99_ms),
+            hearsay_unavailable_503: self
+                .runs
+                .iter()
+                .filter_map(|p| p.hearsay.as_ref())
+                .map(|r| r.unavailable_503)
+                .sum(),
+            hearsay_errors: self
+                .runs
+                .iter()
+                .filter_map(|p| p.hearsay.as_ref())
+                .map(|r| r.errors)
+                .sum(),
+        };
+    }
+}
+
+/// Run `w` `repeat` times against each system that has targets.
+pub async fn compare(
+    name: &str,
+    w: &Workload,
+    ceiling: Option<&[String]>,
+    hearsay: Option<&[String]>,
+    repeat: usize,
+) -> Result<Comparison> {
+    let mut cmp = Comparison {
+        name: name.into(),
+        settings: Some(w.settings()),
+        ..Default::default()
+    };
+    for i in 0..repeat.max(1) {
+        let mut pair = RunPair::default();
+        // Vary the seed per repeat so runs are independent samples, yet the
+        // ceiling and hearsay of one pair see the very same request stream.
+        let mut w = w.clone();
+        w.seed = w.seed.wrapping_add(i as u64);
+        for (system, targets, slot) in [
+            ("ceiling", ceiling, &mut pair.ceiling),
+            ("hearsay", hearsay, &mut pair.hearsay),
+        ] {
+            if let Some(targets) = targets {
+                let r =
+                    load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
+                eprintln!(
+                    "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}",
+                    i + 1,
+                    r.throughput,
+                    r.get.p50_ms,
+                    r.get.p99_ms,
+                    r.put.p50_ms,
+                    r.put.p99_ms,
+                    r.unavailable_503,
+                    r.errors
+                );
+                *slot = Some(r);
+            }
+        }
+        cmp.runs.push(pair);
+    }
+    cmp.summarise();
+    if let Some(r) = &cmp.summary.throughput_ratio {
+        eprintln!(
+            "{name}: hearsay/ceiling throughput {:.2} (min {:.2}, max {:.2})",
+            r.mean, r.min, r.max
+        );
+    }
+    Ok(cmp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_largest_deviation_from_mean() {
+        let s = Spread::of(&[95.0, 100.0, 105.0]).unwrap();
+        assert_eq!(s.mean, 100.0);
+        assert!((s.spread_pct - 5.0).abs() < 1e-9);
+        assert!(Spread::of(&[]).is_none());
+    }
+}

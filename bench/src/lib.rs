@@ -1,0 +1,30 @@
+//! hearsay-bench: measures a hearsay cluster beside a minimal "ceiling" server.
+//!
+//! Every throughput figure is taken side by side with the ceiling in the same
+//! run, because the machines this runs on are shared and noisy: only ratios
+//! measured together mean anything.
+//!
+//! Module map:
+//! - [`cluster`]: local child processes (hearsay replicas or the ceiling), readiness, signals, teardown.
+//! - [`client`]: one client session speaking the SPEC's JSON API and carrying its causal metadata.
+//! - [`ceiling`]: the minimal in-memory axum server that bounds what any store could do here.
+//! - [`load`]: the closed-loop load generator and its statistics.
+//! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.
+//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`]: the other bench modes.
+//! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
+//! - [`report`], [`plot`]: JSON/CSV/Markdown output and SVG plots.
+//! - [`suite`]: the standard set, run against a local 3-replica cluster.
+
+pub mod ceiling;
+pub mod client;
+pub mod cluster;
+pub mod compare;
+pub mod convergence;
+pub mod failover;
+pub mod gossip_cost;
+pub mod load;
+pub mod metrics;
+pub mod plot;
+pub mod report;
+pub mod state_transfer;
+pub mod suite;

@@ -1,0 +1,657 @@
+//! The closed-loop load generator and what it measures.
+//!
+//! N sessions run concurrently; each sticks to one target (session `i` to
+//! target `i mod len`), carries its own causal metadata, and issues its next
+//! request only when the previous one answered (closed loop: the offered load
+//! adapts to the server, so throughput is what the server sustains at N
+//! outstanding requests). Each session records into its own histograms and
+//! per-second counters; they are merged once at the end, so measuring adds no
+//! shared state to the hot path beyond two relaxed atomic counters for the
+//! progress display.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::distr::{Alphanumeric, Distribution, Uniform};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::Zipf;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::client::{shared_http, Outcome, Session};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyDist {
+    Uniform,
+    Zipf,
+}
+
+/// What the sessions do. Shared by `load`, the suite and the background load
+/// of the other modes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Workload {
+    /// Concurrent client sessions (closed loop: one request outstanding each).
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// Fraction of operations that are GETs (the rest are PUTs).
+    #[arg(long, default_value_t = 0.9)]
+    pub read_ratio: f64,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Key popularity: uniform, or Zipf with exponent --zipf-s.
+    #[arg(long, value_enum, default_value_t = KeyDist::Uniform)]
+    pub dist: KeyDist,
+    #[arg(long, default_value_t = 0.99)]
+    pub zipf_s: f64,
+    /// Size of each value in bytes (a JSON string of that many characters).
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    /// Measured time (after warm-up); with --ops, the cap.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Stop after this many measured operations (or --duration, whichever first).
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Unmeasured time before measuring starts (connections, caches, JIT-free but not cold).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Seed for key choice, operation mix and values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Skip writing every key once before measuring (GETs then see 404s).
+    #[arg(long)]
+    pub no_preload: bool,
+    /// Per-request timeout; a request that takes longer counts as an error.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            sessions: 64,
+            read_ratio: 0.9,
+            keys: 1000,
+            dist: KeyDist::Uniform,
+            zipf_s: 0.99,
+            value_size: 64,
+            duration: Duration::from_secs(10),
+            ops: None,
+            warmup: Duration::from_secs(1),
+            seed: 1,
+            no_preload: false,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The workload as recorded in reports.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct WorkloadSettings {
+    pub sessions: usize,
+    pub read_ratio: f64,
+    pub keys: u64,
+    pub dist: KeyDist,
+    pub zipf_s: f64,
+    pub value_size: usize,
+    pub duration_s: f64,
+    pub ops: Option<u64>,
+    pub warmup_s: f64,
+    pub seed: u64,
+    pub preload: bool,
+}
+
+impl Workload {
+    pub fn settings(&self) -> WorkloadSettings {
+        WorkloadSettings {
+            sessions: self.sessions,
+            read_ratio: self.read_ratio,
+            keys: self.keys,
+            dist: self.dist,
+            zipf_s: self.zipf_s,
+            value_size: self.value_size,
+            duration_s: self.duration.as_secs_f64(),
+            ops: self.ops,
+            warmup_s: self.warmup.as_secs_f64(),
+            seed: self.seed,
+            preload: !self.no_preload,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.sessions == 0 || self.keys == 0 {
+            bail!("--sessions and --keys must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            bail!("--read-ratio must be between 0 and 1");
+        }
+        Ok(())
+    }
+}
+
+/// Latency figures for one operation type, in milliseconds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct OpStats {
+    pub count: u64,
+    pub throughput: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Successful operations completed in one second of the measured period.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct TimelinePoint {
+    pub second: u64,
+    pub get: u64,
+    pub put: u64,
+    pub unavailable_503: u64,
+    pub errors: u64,
+}
+
+/// One measured run against one system.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct LoadResult {
+    pub system: String,
+    pub targets: Vec<String>,
+    pub elapsed_s: f64,
+    /// Successful operations (2xx and 404) in the measured period.
+    pub ops: u64,
+    pub throughput: f64,
+    pub get: OpStats,
+    pub put: OpStats,
+    pub not_found: u64,
+    pub unavailable_503: u64,
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub timeline: Vec<TimelinePoint>,
+    /// Raw histograms (µs), kept for plots; not serialised.
+    #[serde(skip)]
+    pub hist_get: Option<Histogram<u64>>,
+    #[serde(skip)]
+    pub hist_put: Option<Histogram<u64>>,
+}
+
+/// Latencies are recorded in microseconds up to a minute, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+pub fn op_stats(h: &Histogram<u64>, elapsed_s: f64) -> OpStats {
+    let ms = |us: u64| us as f64 / 1000.0;
+    if h.is_empty() {
+        return OpStats::default();
+    }
+    OpStats {
+        count: h.len(),
+        throughput: h.len() as f64 / elapsed_s.max(1e-9),
+        mean_ms: h.mean() / 1000.0,
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p90_ms: ms(h.value_at_quantile(0.9)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        p999_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+    }
+}
+
+/// Picks keys by index according to the configured distribution.
+enum KeyChooser {
+    Uniform(Uniform<u64>),
+    /// Rank 1 is the most popular key.
+    Zipf(Zipf<f64>),
+}
+
+impl KeyChooser {
+    fn new(w: &Workload) -> Result<Self> {
+        Ok(match w.dist {
+            KeyDist::Uniform => KeyChooser::Uniform(Uniform::new(0, w.keys)?),
+            KeyDist::Zipf => KeyChooser::Zipf(Zipf::new(w.keys as f64, w.zipf_s)?),
+        })
+    }
+
+    fn pick(&self, rng: &mut SmallRng) -> u64 {
+        match self {
+            KeyChooser::Uniform(u) => u.sample(rng),
+            KeyChooser::Zipf(z) => (z.sample(rng) as u64).saturating_sub(1),
+        }
+    }
+}
+
+pub fn key_name(i: u64) -> String {
+    format!("k{i}")
+}
+
+/// A JSON string value of `size` random alphanumeric characters.
+pub fn random_value(rng: &mut impl Rng, size: usize) -> Value {
+    Value::String(
+        rng.sample_iter(&Alphanumeric)
+            .take(size)
+            .map(char::from)
+            .collect(),
+    )
+}
+
+/// Counters the progress display reads while sessions run.
+#[derive(Default)]
+struct Live {
+    ops: AtomicU64,
+    failures: AtomicU64,
+}
+
+struct SessionStats {
+    get: Histogram<u64>,
+    put: Histogram<u64>,
+    not_found: u64,
+    unavailable: u64,
+    errors: BTreeMap<String, u64>,
+    timeline: Vec<TimelinePoint>,
+}
+
+impl SessionStats {
+    fn new() -> Self {
+        SessionStats {
+            get: new_histogram(),
+            put: new_histogram(),
+            not_found: 0,
+            unavailable: 0,
+            errors: BTreeMap::new(),
+            timeline: Vec::new(),
+        }
+    }
+
+    fn bucket(&mut self, second: u64) -> &mut TimelinePoint {
+        let i = second as usize;
+        if self.timeline.len() <= i {
+            self.timeline.resize_with(i + 1, TimelinePoint::default);
+            for (s, p) in self.timeline.iter_mut().enumerate() {
+                p.second = s as u64;
+            }
+        }
+        &mut self.timeline[i]
+    }
+}
+
+/// Write every key once (values of the workload's size), spreading the keys
+/// over the targets with `concurrency` sessions. Each key is retried a few
+/// times on 503 or error. Returns the last key written and its value.
+pub async fn preload(
+    targets: &[String],
+    keys: u64,
+    value_size: usize,
+    concurrency: usize,
+    seed: u64,
+    show_progress: bool,
+) -> Result<(String, Value)> {
+    let http = shared_http(concurrency, Duration::from_secs(10));
+    let progress = make_progress(show_progress, keys, "preload");
+    let failed = Arc::new(AtomicU64::new(0));
+    let concurrency = concurrency.clamp(1, keys.max(1) as usize);
+    let mut tasks = Vec::new();
+    for j in 0..concurrency {
+        let mut session = Session::new(http.clone(), &targets[j % targets.len()]);
+        let progress = progress.clone();
+        let failed = failed.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(seed ^ 0x5EED ^ j as u64);
+            let value = random_value(&mut rng, value_size);
+            let mut i = j as u64;
+            while i < keys {
+                let mut ok = false;
+                for _attempt in 0..5 {
+                    if let Outcome::Ok(_) = session.put(&key_name(i), &value).await {
+                        ok = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                progress.inc(1);
+                i += concurrency as u64;
+            }
+            value
+        }));
+    }
+    let mut last_value = Value::Null;
+    for (j, t) in tasks.into_iter().enumerate() {
+        let v = t.await?;
+        // Key keys-1 was written by worker (keys-1) % concurrency.
+        if j as u64 == (keys - 1) % concurrency as u64 {
+            last_value = v;
+        }
+    }
+    progress.finish_and_clear();
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("preload: {failed} of {keys} keys could not be written");
+    }
+    Ok((key_name(keys - 1), last_value))
+}
+
+fn make_progress(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Run the workload against `targets` and measure it. `stop` ends the run
+/// early (used when the load is only background for another measurement).
+/// `show_progress`: a bar on a terminal, one plain line per second otherwise.
+pub async fn run(
+    system: &str,
+    targets: &[String],
+    w: &Workload,
+    stop: Arc<AtomicBool>,
+    show_progress: bool,
+) -> Result<LoadResult> {
+    w.validate()?;
+    if targets.is_empty() {
+        bail!("no targets to load");
+    }
+    if !w.no_preload {
+        preload(
+            targets,
+            w.keys,
+            w.value_size,
+            w.sessions,
+            w.seed,
+            show_progress,
+        )
+        .await?;
+    }
+    let http = shared_http(w.sessions, w.request_timeout);
+    let live = Arc::new(Live::default());
+    let claimed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_from = start + w.warmup;
+    let deadline = measure_from + w.duration;
+
+    let mut tasks = Vec::with_capacity(w.sessions);
+    for i in 0..w.sessions {
+        let mut session = Session::new(http.clone(), &targets[i % targets.len()]);
+        let chooser = KeyChooser::new(w)?;
+        let (live, claimed, stop) = (live.clone(), claimed.clone(), stop.clone());
+        let (read_ratio, value_size, ops_cap) = (w.read_ratio, w.value_size, w.ops);
+        let seed = w
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(i as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            // A small pool of values: generating one per request would cost
+            // the load generator CPU that the server under test needs.
+            let values: Vec<Value> = (0..8).map(|_| random_value(&mut rng, value_size)).collect();
+            let mut stats = SessionStats::new();
+            loop {
+                let now = Instant::now();
+                if now >= deadline || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let measuring = now >= measure_from;
+                if measuring {
+                    if let Some(cap) = ops_cap {
+                        if claimed.fetch_add(1, Ordering::Relaxed) >= cap {
+                            break;
+                        }
+                    }
+                }
+                let key = key_name(chooser.pick(&mut rng));
+                let is_get = rng.random_bool(read_ratio);
+                let sent = Instant::now();
+                let outcome = if is_get {
+                    session.get(&key).await
+                } else {
+                    let v = &values[rng.random_range(0..values.len())];
+                    session.put(&key, v).await
+                };
+                let done = Instant::now();
+                let latency_us = (done - sent).as_micros() as u64;
+                let ok = matches!(outcome, Outcome::Ok(_) | Outcome::NotFound);
+                if ok {
+                    live.ops.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    live.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                // Only operations sent after warm-up and answered before the
+                // deadline are measured, so the figures cover exactly the
+                // measured window.
+                if measuring && done <= deadline {
+                    let second = (done - measure_from).as_secs();
+                    match &outcome {
+                        Outcome::Ok(_) | Outcome::NotFound => {
+                            let h = if is_get {
+                                &mut stats.get
+                            } else {
+                                &mut stats.put
+                            };
+                            h.saturating_record(latency_us.max(1));
+                            if outcome == Outcome::NotFound {
+                                stats.not_found += 1;
+                            }
+                            let b = stats.bucket(second);
+                            if is_get {
+                                b.get += 1;
+                            } else {
+                                b.put += 1;
+                            }
+                        }
+                        Outcome::Unavailable => {
+                            stats.unavailable += 1;
+                            stats.bucket(second).unavailable_503 += 1;
+                        }
+                        Outcome::Error(kind) => {
+                            *stats.errors.entry(kind.clone()).or_default() += 1;
+                            stats.bucket(second).errors += 1;
+                        }
+                    }
+                }
+                if let Outcome::Error(_) = outcome {
+                    // Back off so a dead target does not turn the session
+                    // into a busy loop that starves everything else.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            stats
+        }));
+    }
+
+    let reporter = tokio::spawn(report_progress(
+        system.to_string(),
+        live.clone(),
+        start,
+        w.warmup,
+        w.duration,
+        show_progress,
+        stop.clone(),
+    ));
+    let mut merged = SessionStats::new();
+    for t in tasks {
+        let s = t.await?;
+        merged.get.add(&s.get)?;
+        merged.put.add(&s.put)?;
+        merged.not_found += s.not_found;
+        merged.unavailable += s.unavailable;
+        for (k, v) in s.errors {
+            *merged.errors.entry(k).or_default() += v;
+        }
+        for p in s.timeline {
+            let b = merged.bucket(p.second);
+            b.get += p.get;
+            b.put += p.put;
+            b.unavailable_503 += p.unavailable_503;
+            b.errors += p.errors;
+        }
+    }
+    reporter.abort();
+    let _ = reporter.await;
+
+    // An early stop or an --ops cap ends the window before the deadline.
+    let end = Instant::now().min(deadline);
+    let elapsed_s = end
+        .saturating_duration_since(measure_from)
+        .as_secs_f64()
+        .max(1e-9);
+    let ops = merged.get.len() + merged.put.len();
+    let errors = merged.errors.values().sum();
+    Ok(LoadResult {
+        system: system.to_string(),
+        targets: targets.to_vec(),
+        elapsed_s,
+        ops,
+        throughput: ops as f64 / elapsed_s,
+        get: op_stats(&merged.get, elapsed_s),
+        put: op_stats(&merged.put, elapsed_s),
+        not_found: merged.not_found,
+        unavailable_503: merged.unavailable,
+        errors,
+        error_kinds: merged.errors,
+        timeline: merged.timeline,
+        hist_get: Some(merged.get),
+        hist_put: Some(merged.put),
+    })
+}
+
+async fn report_progress(
+    system: String,
+    live: Arc<Live>,
+    start: Instant,
+    warmup: Duration,
+    duration: Duration,
+    show: bool,
+    stop: Arc<AtomicBool>,
+) {
+    if !show {
+        return;
+    }
+    let total = warmup + duration;
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let bar = ProgressBar::new(total.as_secs().max(1));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {elapsed_precise} {msg}")
+                .expect("static template is valid")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(system.clone());
+        Some(bar)
+    } else {
+        None
+    };
+    let tick = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut last_ops = 0;
+    let mut last_t = start;
+    loop {
+        tokio::time::sleep(tick).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = Instant::now();
+        let ops = live.ops.load(Ordering::Relaxed);
+        let fails = live.failures.load(Ordering::Relaxed);
+        let rate = (ops - last_ops) as f64 / (now - last_t).as_secs_f64();
+        (last_ops, last_t) = (ops, now);
+        let phase = if now - start < warmup {
+            "warm-up"
+        } else {
+            "measuring"
+        };
+        let msg = format!("{phase} {rate:>8.0} ops/s  ok {ops}  failed {fails}");
+        match &bar {
+            Some(bar) => {
+                bar.set_position((now - start).as_secs().min(total.as_secs()));
+                bar.set_message(msg);
+            }
+            None => eprintln!("[{system}] t={:>4.1}s {msg}", (now - start).as_secs_f64()),
+        }
+        if now - start > total {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+/// A background load for modes that measure something else "under load".
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Result<LoadResult>>,
+}
+
+impl Background {
+    /// Start `w` against `targets` with a long cap; it runs until [`Self::finish`].
+    pub fn start(targets: &[String], w: &Workload) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut w = w.clone();
+        // Hard bound in case the caller never stops it.
+        w.duration = w.duration.max(Duration::from_secs(600));
+        w.warmup = Duration::ZERO;
+        let targets = targets.to_vec();
+        let s = stop.clone();
+        let task = tokio::spawn(async move { run("background", &targets, &w, s, false).await });
+        Background { stop, task }
+    }
+
+    pub async fn finish(self) -> Result<LoadResult> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_keys_stay_in_range_and_favour_low_ranks() {
+        let w = Workload {
+            keys: 100,
+            dist: KeyDist::Zipf,
+            ..Workload::default()
+        };
+        let chooser = KeyChooser::new(&w).unwrap();
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut counts = vec![0u32; 100];
+        for _ in 0..20_000 {
+            counts[chooser.pick(&mut rng) as usize] += 1;
+        }
+        assert!(counts[0] > counts[50] * 10);
+    }
+
+    #[test]
+    fn op_stats_reports_percentiles_in_ms() {
+        let mut h = new_histogram();
+        for us in 1..=1000 {
+            h.record(us * 1000).unwrap();
+        }
+        let s = op_stats(&h, 2.0);
+        assert_eq!(s.count, 1000);
+        assert!((s.p50_ms - 500.0).abs() < 1.0);
+        assert!((s.throughput - 500.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,553 @@
+//! The report directory: `report.json` (everything), CSV tables, SVG plots
+//! and a human-readable `summary.md`, plus the run's provenance (date,
+//! machine, commit) so numbers can be compared across runs.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{Comparison, Spread};
+use crate::convergence::ConvergenceResult;
+use crate::failover::FailoverResult;
+use crate::gossip_cost::GossipCostResult;
+use crate::load::{new_histogram, LoadResult, OpStats};
+use crate::plot;
+use crate::state_transfer::StateTransferResult;
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Meta {
+    pub date: String,
+    pub host: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub commit: String,
+    pub command: Vec<String>,
+}
+
+impl Meta {
+    pub fn collect() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        let memory_gib = read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map(|kb| (kb / 1024.0 / 1024.0 * 10.0).round() / 10.0)
+            .unwrap_or_default();
+        Meta {
+            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            host: read("/proc/sys/kernel/hostname").trim().to_string(),
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            commit: git_commit(),
+            command: std::env::args().collect(),
+        }
+    }
+}
+
+/// Short commit of the checkout the bench was built from, `-dirty` if it has
+/// uncommitted changes; "unknown" outside a git checkout.
+fn git_commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c}-dirty")
+            } else {
+                c
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Report {
+    pub meta: Meta,
+    pub load: Vec<Comparison>,
+    pub convergence: Vec<ConvergenceResult>,
+    pub gossip_cost: Vec<GossipCostResult>,
+    pub failover: Option<FailoverResult>,
+    pub state_transfer: Option<StateTransferResult>,
+    /// Sections that could not be measured, and why.
+    pub skipped: Vec<String>,
+}
+
+/// The report directory: `--out`, else `bench/results/<UTC timestamp>/`.
+pub fn out_dir(out: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match out {
+        Some(d) => d,
+        None => {
+            let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+                .to_string()
+                .replace(':', "-");
+            let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let base = if base.is_dir() {
+                base.join("results")
+            } else {
+                PathBuf::from("results")
+            };
+            base.join(stamp)
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+#[derive(Serialize)]
+struct SummaryRow<'a> {
+    workload: &'a str,
+    run: usize,
+    system: &'a str,
+    op: &'a str,
+    count: u64,
+    throughput: f64,
+    ratio_to_ceiling: Option<f64>,
+    mean_ms: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    not_found: u64,
+    unavailable_503: u64,
+    errors: u64,
+}
+
+#[derive(Serialize)]
+struct TimelineRow<'a> {
+    workload: &'a str,
+    run: usize,
+    system: &'a str,
+    second: u64,
+    get: u64,
+    put: u64,
+    unavailable_503: u64,
+    errors: u64,
+}
+
+#[derive(Serialize)]
+struct ConvergenceRow<'a> {
+    replicas: usize,
+    phase: &'a str,
+    samples: usize,
+    converged: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    gossip_interval_ms: f64,
+    p50_rounds: f64,
+    p99_rounds: f64,
+    goal_rounds: u32,
+    meets_goal: bool,
+}
+
+#[derive(Serialize)]
+struct GossipRow<'a> {
+    keys: u64,
+    phase: &'a str,
+    replicas: usize,
+    window_s: f64,
+    rounds_per_s_per_replica: f64,
+    bytes_per_round: f64,
+    messages_per_round: f64,
+    bytes_per_s_per_replica: f64,
+}
+
+fn csv_file<T: Serialize>(path: &Path, rows: impl IntoIterator<Item = T>) -> Result<()> {
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// File-name-safe version of a workload name.
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+impl Report {
+    pub fn new() -> Self {
+        Report {
+            meta: Meta::collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Write everything present into `dir`. Returns the summary's text.
+    pub fn write(&self, dir: &Path) -> Result<String> {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(dir.join("report.json"), json)?;
+
+        if !self.load.is_empty() {
+            self.write_load_csv(dir)?;
+            for cmp in &self.load {
+                self.plot_comparison(dir, cmp)?;
+            }
+        }
+        if !self.convergence.is_empty() {
+            csv_file(
+                &dir.join("convergence.csv"),
+                self.convergence.iter().map(|c| ConvergenceRow {
+                    replicas: c.replicas,
+                    phase: &c.phase,
+                    samples: c.samples,
+                    converged: c.converged,
+                    p50_ms: c.p50_ms,
+                    p99_ms: c.p99_ms,
+                    max_ms: c.max_ms,
+                    gossip_interval_ms: c.gossip_interval_ms,
+                    p50_rounds: c.p50_rounds,
+                    p99_rounds: c.p99_rounds,
+                    goal_rounds: c.goal_rounds,
+                    meets_goal: c.meets_goal,
+                }),
+            )?;
+        }
+        if !self.gossip_cost.is_empty() {
+            csv_file(
+                &dir.join("gossip_cost.csv"),
+                self.gossip_cost.iter().map(|g| GossipRow {
+                    keys: g.keys,
+                    phase: &g.phase,
+                    replicas: g.replicas,
+                    window_s: g.window_s,
+                    rounds_per_s_per_replica: g.rounds_per_s_per_replica,
+                    bytes_per_round: g.bytes_per_round,
+                    messages_per_round: g.messages_per_round,
+                    bytes_per_s_per_replica: g.bytes_per_s_per_replica,
+                }),
+            )?;
+        }
+        let summary = self.summary_md();
+        std::fs::write(dir.join("summary.md"), &summary)?;
+        Ok(summary)
+    }
+
+    fn write_load_csv(&self, dir: &Path) -> Result<()> {
+        let mut rows = Vec::new();
+        let mut timeline = Vec::new();
+        for cmp in &self.load {
+            for (i, pair) in cmp.runs.iter().enumerate() {
+                for (system, r) in [("ceiling", &pair.ceiling), ("hearsay", &pair.hearsay)] {
+                    let Some(r) = r else { continue };
+                    let ceiling = pair.ceiling.as_ref();
+                    let all = OpStats {
+                        count: r.ops,
+                        throughput: r.throughput,
+                        ..Default::default()
+                    };
+                    for (op, s, c) in [
+                        ("all", &all, ceiling.map(|c| c.throughput)),
+                        ("get", &r.get, ceiling.map(|c| c.get.throughput)),
+                        ("put", &r.put, ceiling.map(|c| c.put.throughput)),
+                    ] {
+                        rows.push(SummaryRow {
+                            workload: &cmp.name,
+                            run: i + 1,
+                            system,
+                            op,
+                            count: s.count,
+                            throughput: s.throughput,
+                            ratio_to_ceiling: c.filter(|c| *c > 0.0).map(|c| s.throughput / c),
+                            mean_ms: s.mean_ms,
+                            p50_ms: s.p50_ms,
+                            p90_ms: s.p90_ms,
+                            p99_ms: s.p99_ms,
+                            p999_ms: s.p999_ms,
+                            max_ms: s.max_ms,
+                            not_found: r.not_found,
+                            unavailable_503: r.unavailable_503,
+                            errors: r.errors,
+                        });
+                    }
+                    timeline.extend(r.timeline.iter().map(|p| TimelineRow {
+                        workload: &cmp.name,
+                        run: i + 1,
+                        system,
+                        second: p.second,
+                        get: p.get,
+                        put: p.put,
+                        unavailable_503: p.unavailable_503,
+                        errors: p.errors,
+                    }));
+                }
+            }
+        }
+        csv_file(&dir.join("load_summary.csv"), rows)?;
+        csv_file(&dir.join("load_timeline.csv"), timeline)
+    }
+
+    /// Latency curves merged over all runs of a workload, and every run's
+    /// throughput line.
+    fn plot_comparison(&self, dir: &Path, cmp: &Comparison) -> Result<()> {
+        let merged = |sys: &dyn Fn(&crate::compare::RunPair) -> Option<&LoadResult>, get: bool| {
+            let mut h = new_histogram();
+            for r in cmp.runs.iter().filter_map(sys) {
+                let src = if get { &r.hist_get } else { &r.hist_put };
+                if let Some(src) = src {
+                    h.add(src).expect("histograms share bounds");
+                }
+            }
+            h
+        };
+        let hists = [
+            ("ceiling GET", merged(&|p| p.ceiling.as_ref(), true)),
+            ("ceiling PUT", merged(&|p| p.ceiling.as_ref(), false)),
+            ("hearsay GET", merged(&|p| p.hearsay.as_ref(), true)),
+            ("hearsay PUT", merged(&|p| p.hearsay.as_ref(), false)),
+        ];
+        let series: Vec<(String, &hdrhistogram::Histogram<u64>)> =
+            hists.iter().map(|(l, h)| (l.to_string(), h)).collect();
+        let name = slug(&cmp.name);
+        plot::latency_svg(
+            &dir.join(format!("latency-{name}.svg")),
+            &format!("latency distribution: {}", cmp.name),
+            &series,
+        )?;
+        let mut lines = Vec::new();
+        for (i, pair) in cmp.runs.iter().enumerate() {
+            for (system, r) in [("ceiling", &pair.ceiling), ("hearsay", &pair.hearsay)] {
+                if let Some(r) = r {
+                    let v = r.timeline.iter().map(|p| (p.get + p.put) as f64).collect();
+                    lines.push((format!("{system} #{}", i + 1), v));
+                }
+            }
+        }
+        plot::throughput_svg(
+            &dir.join(format!("throughput-{name}.svg")),
+            &format!("throughput over time: {}", cmp.name),
+            &lines,
+        )
+    }
+
+    /// Markdown tables of every section present.
+    pub fn summary_md(&self) -> String {
+        let m = &self.meta;
+        let mut s = String::new();
+        let _ = writeln!(s, "# hearsay bench report\n");
+        let _ = writeln!(
+            s,
+            "date {} · host {} · {} ({} cores, {} GiB) · kernel {} · commit {}\n",
+            m.date, m.host, m.cpu, m.cores, m.memory_gib, m.kernel, m.commit
+        );
+        let f = |v: f64| format!("{v:.2}");
+        let spread = |s: &Option<Spread>| match s {
+            Some(s) if s.n > 1 => format!("{:.2} ({:.2}–{:.2})", s.mean, s.min, s.max),
+            Some(s) => format!("{:.2}", s.mean),
+            None => "–".into(),
+        };
+        if !self.load.is_empty() {
+            let _ = writeln!(s, "## Load: hearsay vs ceiling (same run, same settings)\n");
+            let _ = writeln!(s, "| workload | sessions | read ratio | runs | ceiling ops/s | hearsay ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | hearsay spread ±% | 503s | errors |");
+            let _ = writeln!(
+                s,
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            );
+            for c in &self.load {
+                let st = c.settings.as_ref();
+                let sm = &c.summary;
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.name,
+                    st.map_or(0, |w| w.sessions),
+                    st.map_or(0.0, |w| w.read_ratio),
+                    c.runs.len(),
+                    sm.ceiling_throughput
+                        .as_ref()
+                        .map_or("–".into(), |x| format!("{:.0}", x.mean)),
+                    sm.hearsay_throughput
+                        .as_ref()
+                        .map_or("–".into(), |x| format!("{:.0}", x.mean)),
+                    spread(&sm.throughput_ratio),
+                    spread(&sm.get_throughput_ratio),
+                    spread(&sm.put_throughput_ratio),
+                    spread(&sm.get_p99_ratio),
+                    spread(&sm.put_p99_ratio),
+                    sm.hearsay_throughput
+                        .as_ref()
+                        .map_or("–".into(), |x| format!("{:.1}", x.spread_pct)),
+                    sm.hearsay_unavailable_503,
+                    sm.hearsay_errors,
+                );
+            }
+            let _ = writeln!(s, "\nLatency (ms, last run of each workload):\n");
+            let _ = writeln!(
+                s,
+                "| workload | system | op | p50 | p90 | p99 | p99.9 | max |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            for c in &self.load {
+                let Some(pair) = c.runs.last() else { continue };
+                for (system, r) in [("ceiling", &pair.ceiling), ("hearsay", &pair.hearsay)] {
+                    let Some(r) = r else { continue };
+                    for (op, o) in [("GET", &r.get), ("PUT", &r.put)] {
+                        if o.count == 0 {
+                            continue;
+                        }
+                        let _ = writeln!(
+                            s,
+                            "| {} | {system} | {op} | {} | {} | {} | {} | {} |",
+                            c.name,
+                            f(o.p50_ms),
+                            f(o.p90_ms),
+                            f(o.p99_ms),
+                            f(o.p999_ms),
+                            f(o.max_ms)
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(s);
+        }
+        if !self.convergence.is_empty() {
+            let _ = writeln!(s, "## Convergence (ack → visible on every replica)\n");
+            let _ = writeln!(s, "| replicas | phase | converged | p50 ms | p99 ms | max ms | p50 rounds | p99 rounds | goal (rounds) | met |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+            for c in &self.convergence {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {}/{} | {} | {} | {} | {} | {} | ≤ {} | {} |",
+                    c.replicas,
+                    c.phase,
+                    c.converged,
+                    c.samples,
+                    f(c.p50_ms),
+                    f(c.p99_ms),
+                    f(c.max_ms),
+                    f(c.p50_rounds),
+                    f(c.p99_rounds),
+                    c.goal_rounds,
+                    if c.meets_goal { "yes" } else { "no" }
+                );
+            }
+            if let Some(c) = self.convergence.first() {
+                let _ = writeln!(
+                    s,
+                    "\nGossip interval {} ms ({}).\n",
+                    c.gossip_interval_ms, c.gossip_interval_source
+                );
+            }
+        }
+        if !self.gossip_cost.is_empty() {
+            let _ = writeln!(s, "## Gossip cost\n");
+            let _ = writeln!(s, "| keys | phase | replicas | bytes/round | messages/round | rounds/s/replica | bytes/s/replica |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            for g in &self.gossip_cost {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} |",
+                    g.keys,
+                    g.phase,
+                    g.replicas,
+                    g.bytes_per_round,
+                    g.messages_per_round,
+                    g.rounds_per_s_per_replica,
+                    g.bytes_per_s_per_replica
+                );
+            }
+            let _ = writeln!(s);
+        }
+        let opt =
+            |v: Option<f64>| v.map_or("not within timeout".to_string(), |v| format!("{v:.0} ms"));
+        if let Some(fo) = &self.failover {
+            let _ = writeln!(
+                s,
+                "## Failure detection and rejoin ({} replicas)\n",
+                fo.replicas
+            );
+            let _ = writeln!(s, "| event | time |\n|---|---|");
+            let _ = writeln!(
+                s,
+                "| SIGKILL → gone from every survivor's view | {} |",
+                opt(fo.kill_detected_ms)
+            );
+            let _ = writeln!(
+                s,
+                "| restart → in every view | {} |",
+                opt(fo.restart_in_views_ms)
+            );
+            let _ = writeln!(s, "| restart → /ready 200 | {} |", opt(fo.restart_ready_ms));
+            let _ = writeln!(
+                s,
+                "| restart → serves key written while down | {} |",
+                opt(fo.restart_caught_up_ms)
+            );
+            let _ = writeln!(
+                s,
+                "| SIGSTOP {:.0} ms → removed from a view? | {} |",
+                fo.stall_ms,
+                if fo.stall_removed { "yes" } else { "no" }
+            );
+            let _ = writeln!(
+                s,
+                "| SIGCONT → back in every view | {} |\n",
+                opt(fo.stall_back_in_views_ms)
+            );
+        }
+        if let Some(st) = &self.state_transfer {
+            let _ = writeln!(
+                s,
+                "## State transfer ({} keys of {} B, {} replicas)\n",
+                st.keys, st.value_size, st.replicas
+            );
+            let _ = writeln!(s, "| what | value |\n|---|---|");
+            let _ = writeln!(s, "| new replica → /ready 200 | {} |", opt(st.ready_ms));
+            let _ = writeln!(
+                s,
+                "| new replica → serves last key | {} |",
+                opt(st.serves_last_key_ms)
+            );
+            let _ = writeln!(s, "| preload rate | {:.0} PUT/s |", st.preload_ops_per_s);
+            let bpk = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0} B"));
+            let _ = writeln!(
+                s,
+                "| RSS growth per key (existing replicas) | {} |",
+                bpk(st.rss_bytes_per_key)
+            );
+            let _ = writeln!(
+                s,
+                "| RSS per key (new replica) | {} |\n",
+                bpk(st.new_replica_rss_bytes_per_key)
+            );
+        }
+        if !self.skipped.is_empty() {
+            let _ = writeln!(s, "## Not measured\n");
+            for k in &self.skipped {
+                let _ = writeln!(s, "- {k}");
+            }
+        }
+        s
+    }
+}
