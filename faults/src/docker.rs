@@ -1,0 +1,510 @@
+//! A three-replica hearsay cluster in Docker, and the fault primitives the
+//! nemesis uses on it.
+//!
+//! This module owns every `docker`, `nsenter`, `iptables` and `tc` command
+//! the suite runs. The cluster uses its own network, container names and
+//! published ports (not the compose file's), so it does not collide with a
+//! cluster a developer has running or with the assignment's scripts; a
+//! leftover from a crashed run is removed before a new one starts. Dropping
+//! a [`Cluster`] removes its containers and network unless
+//! `HEARSAY_FAULT_KEEP=1` is set (to inspect a failure).
+//!
+//! Clients on the host reach replicas only through `127.0.0.1:PORT`; the
+//! 10.x addresses are used only inside the Docker network and for the
+//! iptables rules that cut replicas off from each other.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use crate::client::{self, Endpoint};
+
+/// Docker image the suite runs.
+pub const DEFAULT_IMAGE: &str = "hearsay:latest";
+
+/// Where the cluster lives. The defaults stay clear of the compose file's
+/// 10.10.0.0/16 and ports 8082–8084.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub image: String,
+    pub network: String,
+    /// First three octets; replicas get `.2`, `.3`, `.4`, the gateway `.1`.
+    pub subnet_prefix: String,
+    pub container_prefix: String,
+    pub names: Vec<String>,
+    pub first_host_port: u16,
+    /// Extra `-e KEY=VALUE` settings for every replica.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            image: std::env::var("HEARSAY_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned()),
+            network: "hearsay-faults".to_owned(),
+            subnet_prefix: "10.88.0".to_owned(),
+            container_prefix: "hearsay-faults-".to_owned(),
+            names: ["alice", "bob", "carol"].map(String::from).to_vec(),
+            first_host_port: 18082,
+            env: vec![("RUST_LOG".to_owned(), "info".to_owned())],
+        }
+    }
+}
+
+/// One replica container.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub container: String,
+    pub ip: String,
+    pub endpoint: Endpoint,
+}
+
+impl Node {
+    pub fn socket_address(&self) -> String {
+        format!("{}:8090", self.ip)
+    }
+}
+
+/// Error from a command the harness ran.
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` failed: {detail}")]
+pub struct CmdError {
+    pub command: String,
+    pub detail: String,
+}
+
+/// Runs a command, returning its stdout; a non-zero exit is an error
+/// carrying stderr.
+pub async fn run(program: &str, args: &[&str]) -> Result<String, CmdError> {
+    let command = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| CmdError {
+            command: command.clone(),
+            detail: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(CmdError {
+            command,
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Like [`run`] from synchronous code (`Drop`).
+fn run_sync(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Checks that Docker, the image and the host tools are there. Panics with
+/// what to run when not: the suite must fail, not skip, without Docker.
+pub async fn preflight(image: &str) {
+    if let Err(e) = run("docker", &["info", "--format", "{{.ServerVersion}}"]).await {
+        panic!(
+            "Docker is not available ({e}).\n\
+             Run `scripts/ensure-docker` (installs and starts the engine) and then \
+             `scripts/build-image` (builds the static binary and the `{image}` image)."
+        );
+    }
+    if let Err(e) = run(
+        "docker",
+        &["image", "inspect", "--format", "{{.Id}}", image],
+    )
+    .await
+    {
+        panic!(
+            "The image `{image}` is missing ({e}).\n\
+             Run `scripts/build-image` first: it builds the static hearsay binary and the image."
+        );
+    }
+    for tool in ["nsenter", "iptables"] {
+        if run("sh", &["-c", &format!("command -v {tool}")])
+            .await
+            .is_err()
+        {
+            panic!("`{tool}` is missing on the host; run `scripts/ensure-docker`.");
+        }
+    }
+    warn_if_image_stale(image).await;
+}
+
+/// A stale image silently tests old code: say so loudly.
+async fn warn_if_image_stale(image: &str) {
+    let bin = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/x86_64-unknown-linux-gnu/release/hearsay"
+    );
+    let Ok(meta) = std::fs::metadata(bin) else {
+        return;
+    };
+    let Ok(modified) = meta.modified() else {
+        return;
+    };
+    let Ok(created) = run(
+        "docker",
+        &["image", "inspect", "--format", "{{.Created}}", image],
+    )
+    .await
+    else {
+        return;
+    };
+    // Compare as Unix seconds via `date`, which parses Docker's RFC 3339.
+    if let Ok(secs) = run("date", &["-d", created.trim(), "+%s"]).await {
+        if let (Ok(img), Ok(bin_time)) = (
+            secs.trim().parse::<u64>(),
+            modified.duration_since(std::time::UNIX_EPOCH),
+        ) {
+            if bin_time.as_secs() > img + 5 {
+                eprintln!(
+                    "WARNING: {bin} is newer than the image `{image}`; \
+                     run `scripts/build-image` to test the current code."
+                );
+            }
+        }
+    }
+}
+
+/// A running cluster; removed on drop.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub nodes: Vec<Node>,
+    keep: bool,
+    /// Fault-injection tool for packet loss, found on first use.
+    loss_with_tc: Option<bool>,
+}
+
+impl Cluster {
+    /// Starts the replicas and waits until every one lists all of them in
+    /// its view.
+    pub async fn start(spec: ClusterSpec) -> Cluster {
+        preflight(&spec.image).await;
+        let nodes: Vec<Node> = spec
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Node {
+                name: name.clone(),
+                container: format!("{}{name}", spec.container_prefix),
+                ip: format!("{}.{}", spec.subnet_prefix, i + 2),
+                endpoint: Endpoint::new(name, spec.first_host_port + i as u16),
+            })
+            .collect();
+        let cluster = Cluster {
+            keep: std::env::var("HEARSAY_FAULT_KEEP").is_ok_and(|v| v == "1"),
+            spec,
+            nodes,
+            loss_with_tc: None,
+        };
+        cluster.remove_leftovers();
+        let subnet = format!("--subnet={}.0/24", cluster.spec.subnet_prefix);
+        run(
+            "docker",
+            &["network", "create", &subnet, &cluster.spec.network],
+        )
+        .await
+        .expect("creating the Docker network");
+        let view = cluster
+            .nodes
+            .iter()
+            .map(Node::socket_address)
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &cluster.nodes {
+            let port = node
+                .endpoint
+                .base_url
+                .rsplit(':')
+                .next()
+                .unwrap_or_default();
+            let mut args: Vec<String> = [
+                "run",
+                "-d",
+                "--name",
+                &node.container,
+                "--net",
+                &cluster.spec.network,
+                "--ip",
+                &node.ip,
+                "-p",
+                &format!("127.0.0.1:{port}:8090"),
+                "-e",
+                &format!("SOCKET_ADDRESS={}", node.socket_address()),
+                "-e",
+                &format!("VIEW={view}"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            for (k, v) in &cluster.spec.env {
+                args.push("-e".into());
+                args.push(format!("{k}={v}"));
+            }
+            args.push(cluster.spec.image.clone());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run("docker", &args).await.expect("starting a replica");
+        }
+        if let Err(e) = cluster.wait_full_views(Duration::from_secs(30)).await {
+            cluster.dump_logs(40).await;
+            panic!("cluster did not come up: {e}");
+        }
+        cluster
+    }
+
+    fn remove_leftovers(&self) {
+        for node in &self.nodes {
+            run_sync("docker", &["rm", "-f", &node.container]);
+        }
+        run_sync("docker", &["network", "rm", &self.spec.network]);
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.nodes.iter().map(|n| n.endpoint.clone()).collect()
+    }
+
+    /// Every replica's address, sorted as `/view` sorts them.
+    pub fn full_view(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.nodes.iter().map(Node::socket_address).collect();
+        v.sort();
+        v
+    }
+
+    /// Polls until every replica answers `/view` with all replicas.
+    pub async fn wait_full_views(&self, deadline: Duration) -> Result<Duration, String> {
+        let http = client::http_client(Duration::from_secs(1));
+        let start = Instant::now();
+        let want = self.full_view();
+        loop {
+            let mut last = Ok(());
+            for node in &self.nodes {
+                match client::view(&http, &node.endpoint).await {
+                    Ok(v) if v == want => {}
+                    Ok(v) => last = Err(format!("{} has view {v:?}", node.name)),
+                    Err(e) => last = Err(format!("{}: {e}", node.name)),
+                }
+            }
+            match last {
+                Ok(()) => return Ok(start.elapsed()),
+                Err(e) if start.elapsed() > deadline => {
+                    return Err(format!("after {deadline:?}: {e}"))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    async fn docker(&self, args: &[&str]) -> Result<(), CmdError> {
+        run("docker", args).await.map(|_| ())
+    }
+
+    /// `docker stop` (SIGTERM, then SIGKILL after a grace period).
+    pub async fn stop(&self, node: &Node) -> Result<(), CmdError> {
+        self.docker(&["stop", "-t", "5", &node.container]).await
+    }
+
+    pub async fn start_node(&self, node: &Node) -> Result<(), CmdError> {
+        self.docker(&["start", &node.container]).await
+    }
+
+    /// `docker kill` (SIGKILL): the replica's memory is gone.
+    pub async fn kill(&self, node: &Node) -> Result<(), CmdError> {
+        self.docker(&["kill", "-s", "KILL", &node.container]).await
+    }
+
+    pub async fn pause(&self, node: &Node) -> Result<(), CmdError> {
+        self.docker(&["pause", &node.container]).await
+    }
+
+    pub async fn unpause(&self, node: &Node) -> Result<(), CmdError> {
+        self.docker(&["unpause", &node.container]).await
+    }
+
+    pub async fn disconnect(&self, node: &Node) -> Result<(), CmdError> {
+        self.docker(&["network", "disconnect", &self.spec.network, &node.container])
+            .await
+    }
+
+    /// Reconnects with the same address, so the replica keeps its identity.
+    pub async fn connect(&self, node: &Node) -> Result<(), CmdError> {
+        self.docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &node.ip,
+            &self.spec.network,
+            &node.container,
+        ])
+        .await
+    }
+
+    /// Host PID of the container's init process, to enter its namespaces.
+    async fn pid(&self, node: &Node) -> Result<String, CmdError> {
+        let pid = run(
+            "docker",
+            &["inspect", "--format", "{{.State.Pid}}", &node.container],
+        )
+        .await?;
+        let pid = pid.trim().to_owned();
+        if pid == "0" {
+            return Err(CmdError {
+                command: format!("docker inspect {}", node.container),
+                detail: "container is not running".into(),
+            });
+        }
+        Ok(pid)
+    }
+
+    /// Runs a host tool inside the container's network namespace (the image
+    /// has no tools of its own).
+    pub async fn in_netns(&self, node: &Node, args: &[&str]) -> Result<String, CmdError> {
+        let pid = self.pid(node).await?;
+        let mut full = vec!["-t", pid.as_str(), "-n"];
+        full.extend_from_slice(args);
+        run("nsenter", &full).await
+    }
+
+    /// `node` drops every packet from `peer` (one direction of a cut).
+    pub async fn drop_from(&self, node: &Node, peer: &Node) -> Result<(), CmdError> {
+        self.in_netns(
+            node,
+            &["iptables", "-I", "INPUT", "-s", &peer.ip, "-j", "DROP"],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `node` sends nothing to `peer`.
+    pub async fn drop_to(&self, node: &Node, peer: &Node) -> Result<(), CmdError> {
+        self.in_netns(
+            node,
+            &["iptables", "-I", "OUTPUT", "-d", &peer.ip, "-j", "DROP"],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Random loss of `percent` % of the node's incoming packets (peers and
+    /// clients alike): `tc netem` where the kernel has it, else iptables'
+    /// `statistic` match.
+    pub async fn lossy(&mut self, node: &Node, percent: u32) -> Result<&'static str, CmdError> {
+        if self.loss_with_tc != Some(false) {
+            let pct = format!("{percent}%");
+            let tc = self
+                .in_netns(
+                    node,
+                    &[
+                        "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "loss", &pct,
+                    ],
+                )
+                .await;
+            match tc {
+                Ok(_) => {
+                    self.loss_with_tc = Some(true);
+                    return Ok("tc-netem");
+                }
+                Err(_) if self.loss_with_tc.is_none() => self.loss_with_tc = Some(false),
+                Err(e) => return Err(e),
+            }
+        }
+        let p = format!("{:.3}", f64::from(percent) / 100.0);
+        self.in_netns(
+            node,
+            &[
+                "iptables",
+                "-I",
+                "INPUT",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )
+        .await?;
+        Ok("iptables-statistic")
+    }
+
+    /// Removes every network fault from the node (no error if it has none
+    /// or is not running: a restarted container has a fresh namespace).
+    pub async fn heal_net(&self, node: &Node) {
+        let _ = self.in_netns(node, &["iptables", "-F", "INPUT"]).await;
+        let _ = self.in_netns(node, &["iptables", "-F", "OUTPUT"]).await;
+        if self.loss_with_tc == Some(true) {
+            let _ = self
+                .in_netns(node, &["tc", "qdisc", "del", "dev", "eth0", "root"])
+                .await;
+        }
+    }
+
+    /// Container state as Docker reports it (`running`, `paused`, `exited`).
+    pub async fn state(&self, node: &Node) -> String {
+        run(
+            "docker",
+            &["inspect", "--format", "{{.State.Status}}", &node.container],
+        )
+        .await
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+    }
+
+    /// Prints the last lines of every replica's log (for failures).
+    pub async fn dump_logs(&self, tail: usize) {
+        for node in &self.nodes {
+            let tail = tail.to_string();
+            let logs = Command::new("docker")
+                .args(["logs", "--tail", &tail, &node.container])
+                .output()
+                .await;
+            eprintln!("----- last {tail} log lines of {} -----", node.container);
+            if let Ok(out) = logs {
+                eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!(
+                "HEARSAY_FAULT_KEEP=1: leaving containers {} and network {}",
+                self.nodes
+                    .iter()
+                    .map(|n| n.container.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.spec.network
+            );
+            return;
+        }
+        self.remove_leftovers();
+    }
+}

@@ -1,0 +1,461 @@
+//! One fault scenario from start to verdict.
+//!
+//! This module owns the run loop: start a fresh cluster, run client sessions
+//! against it while the nemesis plays a [`Schedule`], heal everything, stop
+//! the clients, poll until every replica agrees on every key (with a
+//! deadline), then run the checker on the history and the converged state.
+//! It prints one summary line per scenario (also appended to
+//! `target/hearsay-faults/summary.log`) and, on failure, keeps the history as
+//! JSON next to it and prints the replicas' last log lines.
+//!
+//! Every loop here is bounded by a count and by time; the only fixed sleeps
+//! are the schedule's on/off periods and the clients' think time, which are
+//! what the scenario is made of, not waits for a condition.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::checker::{count_by_kind, Checker};
+use crate::client::{self, Endpoint, Session};
+use crate::docker::{Cluster, ClusterSpec};
+use crate::history::{History, Outcome, Recorder};
+use crate::nemesis::{Nemesis, Schedule};
+
+/// Environment variable that fixes the seed (to replay a failing run).
+pub const SEED_ENV: &str = "HEARSAY_FAULT_SEED";
+
+/// The seed from `HEARSAY_FAULT_SEED`, or a fresh one from the clock.
+pub fn seed_from_env() -> u64 {
+    match std::env::var(SEED_ENV) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{SEED_ENV}={s:?} is not an unsigned integer")),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000_000)
+            .unwrap_or(1),
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub seed: u64,
+    pub schedule: Schedule,
+    /// Concurrent client sessions.
+    pub sessions: usize,
+    /// Size of the key pool the sessions share (small, so they collide).
+    pub keys: usize,
+    /// Client request timeout.
+    pub op_timeout: Duration,
+    /// Pause between one session's operations (bounds the load on 2 cores).
+    pub think: (Duration, Duration),
+    /// How long replicas get to agree after healing.
+    pub converge_deadline: Duration,
+    pub cluster: ClusterSpec,
+}
+
+impl Config {
+    pub fn new(name: &str, seed: u64, schedule: Schedule) -> Self {
+        Config {
+            name: name.to_owned(),
+            seed,
+            schedule,
+            sessions: 6,
+            keys: 8,
+            op_timeout: Duration::from_millis(1500),
+            think: (Duration::from_millis(5), Duration::from_millis(25)),
+            converge_deadline: Duration::from_secs(60),
+            cluster: ClusterSpec::default(),
+        }
+    }
+}
+
+/// Everything a scenario measured.
+#[derive(Debug)]
+pub struct Report {
+    pub name: String,
+    pub seed: u64,
+    pub duration: Duration,
+    pub faults: String,
+    pub ok: usize,
+    pub fail: usize,
+    pub unknown: usize,
+    pub fail_503: usize,
+    pub violations: Vec<String>,
+    pub lost: Vec<String>,
+    pub lost_to_kill: usize,
+    /// Time from heal (and end of writes) until all replicas agreed, or the
+    /// reason they did not.
+    pub converge: Result<Duration, String>,
+    pub nemesis_errors: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+            && self.lost.is_empty()
+            && self.converge.is_ok()
+            && self.nemesis_errors.is_empty()
+    }
+
+    /// The one summary line.
+    pub fn summary(&self) -> String {
+        format!(
+            "hearsay-faults scenario={} seed={} duration={:.1}s faults={} ops ok={} fail={} \
+             (503={}) unknown={} violations={} lost={} lost_to_kill={} converge={}",
+            self.name,
+            self.seed,
+            self.duration.as_secs_f64(),
+            self.faults,
+            self.ok,
+            self.fail,
+            self.fail_503,
+            self.unknown,
+            self.violations.len(),
+            self.lost.len(),
+            self.lost_to_kill,
+            match &self.converge {
+                Ok(d) => format!("{:.2}s", d.as_secs_f64()),
+                Err(_) => "NEVER".to_owned(),
+            }
+        )
+    }
+}
+
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/hearsay-faults"
+    ));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// Runs a scenario and panics with the details if any check failed.
+pub async fn run_and_assert(config: Config) -> Report {
+    let report = run(config).await;
+    if !report.passed() {
+        let mut msg = format!("{}\n", report.summary());
+        for e in &report.nemesis_errors {
+            msg.push_str(&format!("  nemesis error: {e}\n"));
+        }
+        if let Err(e) = &report.converge {
+            msg.push_str(&format!("  did not converge: {e}\n"));
+        }
+        for v in report.violations.iter().take(20) {
+            msg.push_str(&format!("  violation: {v}\n"));
+        }
+        for l in report.lost.iter().take(20) {
+            msg.push_str(&format!("  lost: {l}\n"));
+        }
+        msg.push_str(&format!(
+            "replay with {SEED_ENV}={} (history kept in {})",
+            report.seed,
+            out_dir().display()
+        ));
+        panic!("{msg}");
+    }
+    report
+}
+
+/// Runs a scenario and returns what it measured.
+pub async fn run(config: Config) -> Report {
+    let started = Instant::now();
+    let mut cluster = Cluster::start(config.cluster.clone()).await;
+    let recorder = Recorder::new();
+    let mut nemesis = Nemesis::new(recorder.clone());
+    let endpoints = cluster.endpoints();
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_session = Arc::new(AtomicUsize::new(0));
+
+    let workers: Vec<_> = (0..config.sessions)
+        .map(|i| {
+            let w = Worker {
+                rng: StdRng::seed_from_u64(
+                    config.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                ),
+                endpoints: endpoints.clone(),
+                http: client::http_client(config.op_timeout),
+                recorder: recorder.clone(),
+                stop: stop.clone(),
+                next_session: next_session.clone(),
+                keys: config.keys,
+                think: config.think,
+            };
+            tokio::spawn(w.run())
+        })
+        .collect();
+
+    let mut nemesis_errors = Vec::new();
+    let rounds = config.schedule.rounds.len();
+    for (i, round) in config.schedule.rounds.iter().enumerate() {
+        for fault in &round.faults {
+            if let Err(e) = nemesis.apply(&mut cluster, fault.clone()).await {
+                nemesis_errors.push(format!("starting {fault}: {e}"));
+            }
+        }
+        tokio::time::sleep(round.on).await;
+        for e in nemesis.heal_all(&mut cluster).await {
+            nemesis_errors.push(format!("healing: {e}"));
+        }
+        // After the last heal the clients stop at once, so that the
+        // convergence time measures recovery, not the off period.
+        if i + 1 < rounds {
+            tokio::time::sleep(round.off).await;
+        }
+    }
+    for e in nemesis.heal_all(&mut cluster).await {
+        nemesis_errors.push(format!("healing: {e}"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        // Every request has a timeout, so this is bounded.
+        let _ = w.await;
+    }
+    let quiet_at = Instant::now();
+    let history = recorder.snapshot();
+    let mut keys = history.keys();
+    keys.extend((0..config.keys).map(key_name));
+    keys.sort();
+    keys.dedup();
+
+    let converged = converge(&cluster, &keys, config.converge_deadline).await;
+    let converge = converged
+        .as_ref()
+        .map(|_| quiet_at.elapsed())
+        .map_err(Clone::clone);
+
+    let checker = Checker::new(&history);
+    let violations = checker.violations();
+    let (lost, lost_to_kill) = match &converged {
+        Ok(final_values) => {
+            let d = checker.durability(final_values, &nemesis.kills);
+            let mut lost: Vec<String> = d.lost.iter().map(|l| l.detail.clone()).collect();
+            lost.extend(d.bad_final_values.iter().cloned());
+            (lost, d.lost_to_kill.len())
+        }
+        Err(_) => (Vec::new(), 0),
+    };
+    let (ok, fail, unknown) = history.outcome_counts();
+    let fail_503 = history
+        .ops
+        .iter()
+        .filter(|o| matches!(&o.outcome, Outcome::Fail(r) if r.starts_with("503")))
+        .count();
+    let mut faults = nemesis.counts_line();
+    if let Some(tool) = nemesis.loss_tool {
+        faults.push_str(&format!("[loss via {tool}]"));
+    }
+    let report = Report {
+        name: config.name.clone(),
+        seed: config.seed,
+        duration: started.elapsed(),
+        faults,
+        ok,
+        fail,
+        unknown,
+        fail_503,
+        violations: violations.iter().map(|v| v.to_string()).collect(),
+        lost,
+        lost_to_kill,
+        converge,
+        nemesis_errors,
+    };
+    let by_kind = count_by_kind(&violations);
+    let line = report.summary();
+    println!("{line}");
+    if !by_kind.is_empty() {
+        println!("  violations by kind: {by_kind:?}");
+    }
+    append_summary(&line);
+    if !report.passed() || std::env::var("HEARSAY_FAULT_SAVE").is_ok_and(|v| v == "1") {
+        save_history(&config, &history);
+    }
+    if !report.passed() {
+        cluster.dump_logs(60).await;
+    }
+    // A sanity floor: a scenario whose clients got nothing done proves nothing.
+    assert!(
+        ok >= 100,
+        "only {ok} operations succeeded in scenario {}: the cluster or the harness is broken\n{line}",
+        config.name
+    );
+    report
+}
+
+fn key_name(i: usize) -> String {
+    format!("k{i}")
+}
+
+fn append_summary(line: &str) {
+    use std::io::Write;
+    let path = out_dir().join("summary.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn save_history(config: &Config, history: &History) {
+    let path = out_dir().join(format!("{}-{}.json", config.name, config.seed));
+    match serde_json::to_vec_pretty(history) {
+        Ok(bytes) => {
+            if std::fs::write(&path, bytes).is_ok() {
+                eprintln!("history saved to {}", path.display());
+            }
+        }
+        Err(e) => eprintln!("could not serialise the history: {e}"),
+    }
+}
+
+/// Polls until every container runs, every replica's view is complete and
+/// all replicas return the same thing for every key; returns those values.
+pub async fn converge(
+    cluster: &Cluster,
+    keys: &[String],
+    deadline: Duration,
+) -> Result<BTreeMap<String, Option<Value>>, String> {
+    let http = client::http_client(Duration::from_secs(1));
+    let start = Instant::now();
+    let want_view = cluster.full_view();
+    let mut last_problem = String::new();
+    while start.elapsed() < deadline {
+        match converged_state(cluster, &http, keys, &want_view).await {
+            Ok(values) => return Ok(values),
+            Err(problem) => last_problem = problem,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("after {deadline:?}: {last_problem}"))
+}
+
+async fn converged_state(
+    cluster: &Cluster,
+    http: &reqwest::Client,
+    keys: &[String],
+    want_view: &[String],
+) -> Result<BTreeMap<String, Option<Value>>, String> {
+    for node in &cluster.nodes {
+        let state = cluster.state(node).await;
+        if state != "running" {
+            return Err(format!("{} is {state}", node.name));
+        }
+        let view = client::view(http, &node.endpoint)
+            .await
+            .map_err(|e| format!("{} /view: {e}", node.name))?;
+        if view != want_view {
+            return Err(format!("{} has view {view:?}", node.name));
+        }
+    }
+    let mut values = BTreeMap::new();
+    for key in keys {
+        let mut seen: Option<(String, Option<Value>)> = None;
+        for node in &cluster.nodes {
+            let v = client::observe(http, &node.endpoint, key)
+                .await
+                .map_err(|e| format!("{} GET {key}: {e}", node.name))?;
+            match &seen {
+                None => seen = Some((node.name.clone(), v)),
+                Some((first, fv)) if *fv != v => {
+                    return Err(format!(
+                        "{key}: {first} has {} but {} has {}",
+                        show(fv),
+                        node.name,
+                        show(&v)
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((_, v)) = seen {
+            values.insert(key.clone(), v);
+        }
+    }
+    Ok(values)
+}
+
+fn show(v: &Option<Value>) -> String {
+    v.as_ref()
+        .map_or_else(|| "nothing".to_owned(), Value::to_string)
+}
+
+/// One client: a session that moves between replicas, replaced by a fresh
+/// session when its metadata can no longer be served.
+struct Worker {
+    rng: StdRng,
+    endpoints: Vec<Endpoint>,
+    http: reqwest::Client,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+    next_session: Arc<AtomicUsize>,
+    keys: usize,
+    think: (Duration, Duration),
+}
+
+/// Upper bound on one session's operations, whatever the schedule.
+const MAX_OPS_PER_WORKER: usize = 50_000;
+/// Consecutive 503s after which a session gives up its metadata (its causal
+/// past may have died with a SIGKILLed replica and never come back).
+const MAX_CONSECUTIVE_503: usize = 25;
+
+impl Worker {
+    fn new_session(&self) -> Session {
+        let id = self.next_session.fetch_add(1, Ordering::SeqCst);
+        Session::new(id, self.http.clone(), self.recorder.clone())
+    }
+
+    async fn run(mut self) {
+        let mut session = self.new_session();
+        let mut seq = 0usize;
+        let mut replica = self.rng.random_range(0..self.endpoints.len());
+        let mut refused_503 = 0usize;
+        for _ in 0..MAX_OPS_PER_WORKER {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if self.rng.random_bool(0.3) {
+                replica = self.rng.random_range(0..self.endpoints.len());
+            }
+            let ep = &self.endpoints[replica];
+            let key = key_name(self.rng.random_range(0..self.keys));
+            let roll = self.rng.random_range(0..100);
+            let outcome = if roll < 45 {
+                session.get(ep, &key).await
+            } else if roll < 92 {
+                seq += 1;
+                let value = json!(format!("s{}-{seq}", session.id));
+                session.put(ep, &key, value).await
+            } else {
+                session.delete(ep, &key).await
+            };
+            match &outcome {
+                Outcome::Ok(_) => refused_503 = 0,
+                Outcome::Fail(r) if r.starts_with("503") => {
+                    refused_503 += 1;
+                    if refused_503 >= MAX_CONSECUTIVE_503 {
+                        session = self.new_session();
+                        seq = 0;
+                        refused_503 = 0;
+                    }
+                }
+                // Down, paused or cut off: a real client fails over.
+                _ => replica = (replica + 1) % self.endpoints.len(),
+            }
+            let think = self.rng.random_range(self.think.0..=self.think.1);
+            tokio::time::sleep(think).await;
+        }
+    }
+}

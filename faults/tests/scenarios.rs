@@ -1,0 +1,112 @@
+//! Fault scenarios against a real three-replica cluster in Docker.
+//!
+//! Each test starts its own cluster from the `hearsay:latest` image, runs
+//! client sessions through one fault type (or a seeded mix of all of them),
+//! heals, waits for convergence and checks the history. They fail — not
+//! skip — when Docker or the image is missing. `.config/nextest.toml` puts
+//! them in a group that runs one at a time (they share ports and the
+//! machine's two cores).
+//!
+//! `HEARSAY_FAULT_SEED=N` replays a run; `HEARSAY_FAULT_RANDOM_SECS` sets the
+//! length of the random schedule (default 60).
+
+use std::time::Duration;
+
+use hearsay_faults::docker::ClusterSpec;
+use hearsay_faults::nemesis::{FaultType, Schedule};
+use hearsay_faults::scenario::{run_and_assert, seed_from_env, Config};
+
+fn names() -> Vec<String> {
+    ClusterSpec::default().names
+}
+
+async fn scripted(name: &str, kind: FaultType, rounds: usize, on_secs: u64) {
+    let seed = seed_from_env();
+    let schedule = Schedule::scripted(
+        kind,
+        rounds,
+        Duration::from_secs(on_secs),
+        Duration::from_secs(3),
+        seed,
+        &names(),
+    );
+    run_and_assert(Config::new(name, seed, schedule)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_cluster() {
+    let seed = seed_from_env();
+    // One round with no fault: the baseline every other scenario builds on.
+    let schedule = Schedule {
+        rounds: vec![hearsay_faults::nemesis::Round {
+            faults: vec![],
+            on: Duration::from_secs(8),
+            off: Duration::ZERO,
+        }],
+    };
+    let report = run_and_assert(Config::new("healthy", seed, schedule)).await;
+    assert_eq!(
+        report.unknown, 0,
+        "no request should time out without faults"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_start() {
+    scripted("stop-start", FaultType::Stop, 3, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_start() {
+    scripted("kill-start", FaultType::Kill, 3, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_unpause() {
+    scripted("pause-unpause", FaultType::Pause, 3, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_disconnect_and_connect() {
+    scripted("disconnect-connect", FaultType::Disconnect, 3, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_transitive_partition() {
+    scripted("partition", FaultType::Partition, 3, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_way_partition() {
+    scripted("one-way", FaultType::OneWay, 3, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packet_loss() {
+    scripted("loss", FaultType::Loss, 3, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_schedule() {
+    let seed = seed_from_env();
+    let secs = std::env::var("HEARSAY_FAULT_RANDOM_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let schedule = Schedule::random(seed, Duration::from_secs(secs), &names());
+    let plan: Vec<String> = schedule
+        .rounds
+        .iter()
+        .map(|r| {
+            let f: Vec<String> = r.faults.iter().map(ToString::to_string).collect();
+            format!(
+                "[{}] {:.1}s on {:.1}s off",
+                f.join(" "),
+                r.on.as_secs_f64(),
+                r.off.as_secs_f64()
+            )
+        })
+        .collect();
+    println!("random schedule (seed {seed}):\n  {}", plan.join("\n  "));
+    run_and_assert(Config::new("random", seed, schedule)).await;
+}
