@@ -1,5 +1,22 @@
 //! hearsay: a replicated, fault-tolerant, causally consistent key-value store.
 //!
-//! See `ARCHITECTURE.md` for the code map and invariants.
+//! Code map (see `ARCHITECTURE.md` for data flow and invariants):
+//!
+//! * [`core`] — the pure replica: clocks, store, membership, rules. No I/O.
+//! * [`node`] — the shell: timers, peer choice, causal waits, life cycle.
+//! * [`transport`] — how replicas reach each other (HTTP, or in memory).
+//! * [`proto`] — replica-to-replica messages.
+//! * [`api`] — the public HTTP API and operator endpoints.
+//! * [`config`] — layered configuration with provenance.
+//! * [`telemetry`] — logs and Prometheus metrics.
+//! * [`server`], [`cli`] — the binary's entry points.
 
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod core;
+pub mod node;
+pub mod proto;
+pub mod server;
+pub mod telemetry;
+pub mod transport;

@@ -213,8 +213,14 @@ mod tests {
         assert_eq!(a.partial_cmp_causal(&b), Some(Ordering::Greater));
         assert_eq!(a.partial_cmp_causal(&c), None);
         assert!(a.covers(&VClock::new()));
-        assert!(a.covers_dot(&Dot { origin: o("a"), seq: 2 }));
-        assert!(!a.covers_dot(&Dot { origin: o("a"), seq: 3 }));
+        assert!(a.covers_dot(&Dot {
+            origin: o("a"),
+            seq: 2
+        }));
+        assert!(!a.covers_dot(&Dot {
+            origin: o("a"),
+            seq: 3
+        }));
     }
 
     #[test]

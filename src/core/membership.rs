@@ -156,7 +156,8 @@ impl Membership {
                 }
             }
             None => {
-                self.members.insert(address.to_string(), Member::fresh(record, now_ms));
+                self.members
+                    .insert(address.to_string(), Member::fresh(record, now_ms));
             }
         }
     }
@@ -237,7 +238,9 @@ impl Membership {
                 if member.liveness != Liveness::Left {
                     member.liveness = Liveness::Alive;
                 }
-                Heard::Refreshed { revived: revived && member.admission.admitted }
+                Heard::Refreshed {
+                    revived: revived && member.admission.admitted,
+                }
             }
             _ => {
                 member.incarnation = Some(incarnation);
@@ -281,7 +284,7 @@ impl Membership {
         } = self.timing;
         let mut changes = Vec::new();
         for member in self.members.values_mut() {
-            if member.liveness == Liveness::Left {
+            if member.liveness == Liveness::Left || member.address == self.me {
                 continue;
             }
             let silence = now_ms.saturating_sub(member.last_heard_ms);
@@ -292,7 +295,9 @@ impl Membership {
             } else {
                 Liveness::Alive
             };
-            if to != member.liveness && !(to == Liveness::Alive && member.liveness == Liveness::Dead) {
+            if to != member.liveness
+                && !(to == Liveness::Alive && member.liveness == Liveness::Dead)
+            {
                 changes.push(LivenessChange {
                     address: member.address.clone(),
                     from: member.liveness,
@@ -352,6 +357,11 @@ impl Membership {
         let mut changed = Vec::new();
         for record in records {
             self.admin_clock = self.admin_clock.max(record.version);
+            if record.address == self.me && !self.members.contains_key(&self.me) {
+                // This replica is in its own view while it runs; it only keeps
+                // a record of itself once an operator removed it here.
+                continue;
+            }
             match self.members.get_mut(&record.address) {
                 Some(member) if !record.beats(&member.admission) => {}
                 Some(member) => {
@@ -366,8 +376,10 @@ impl Membership {
                     }
                 }
                 None => {
-                    self.members
-                        .insert(record.address.clone(), Member::fresh(record.clone(), now_ms));
+                    self.members.insert(
+                        record.address.clone(),
+                        Member::fresh(record.clone(), now_ms),
+                    );
                     if record.admitted && record.address != self.me {
                         changed.push(record.clone());
                     }
@@ -440,12 +452,18 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert!(changes.iter().all(|c| c.to == Liveness::Suspect));
         assert_eq!(m.view(), vec!["a", "b", "c"], "suspects stay in the view");
-        assert_eq!(m.heard_from("b", 1, 800), Heard::Refreshed { revived: true });
+        assert_eq!(
+            m.heard_from("b", 1, 800),
+            Heard::Refreshed { revived: true }
+        );
         m.tick(1500);
         assert_eq!(m.view(), vec!["a", "b"]);
         assert_eq!(m.member("c").unwrap().liveness, Liveness::Dead);
         assert_eq!(m.absent_peers(), vec!["c"]);
-        assert_eq!(m.heard_from("c", 1, 5000), Heard::Refreshed { revived: true });
+        assert_eq!(
+            m.heard_from("c", 1, 5000),
+            Heard::Refreshed { revived: true }
+        );
         assert_eq!(m.view(), vec!["a", "b", "c"]);
     }
 
@@ -475,7 +493,11 @@ mod tests {
         assert!(m.mark_left("b", 1).is_some());
         assert_eq!(m.view(), vec!["a", "c"]);
         m.heard_from("b", 1, 100);
-        assert_eq!(m.view(), vec!["a", "c"], "a draining replica does not come back");
+        assert_eq!(
+            m.view(),
+            vec!["a", "c"],
+            "a draining replica does not come back"
+        );
         m.heard_from("b", 2, 200);
         assert_eq!(m.view(), vec!["a", "b", "c"]);
     }
@@ -513,8 +535,16 @@ mod tests {
         let mine = VClock::from_pairs([(o.clone(), 9)]);
         assert_eq!(m.stability_frontier(&mine, 0).get(&o), 2);
         m.tick(2000);
-        assert_eq!(m.stability_frontier(&mine, 2000).get(&o), 2, "dead c still counts");
+        assert_eq!(
+            m.stability_frontier(&mine, 2000).get(&o),
+            2,
+            "dead c still counts"
+        );
         m.tick(40_000);
-        assert_eq!(m.stability_frontier(&mine, 40_000).get(&o), 9, "both gone past grace");
+        assert_eq!(
+            m.stability_frontier(&mine, 40_000).get(&o),
+            9,
+            "both gone past grace"
+        );
     }
 }

@@ -80,7 +80,13 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(address: &str, incarnation: u64, view: &[String], timing: Timing, now_ms: u64) -> Self {
+    pub fn new(
+        address: &str,
+        incarnation: u64,
+        view: &[String],
+        timing: Timing,
+        now_ms: u64,
+    ) -> Self {
         Replica {
             address: address.to_string(),
             incarnation,
@@ -176,7 +182,10 @@ impl Replica {
             deps: deps.clone(),
         };
         let applied = self.store.apply(version);
-        debug_assert!(matches!(applied, Applied::Replaced { .. }), "a local write always wins");
+        debug_assert!(
+            matches!(applied, Applied::Replaced { .. }),
+            "a local write always wins"
+        );
         self.clock.raise(&self.origin, seq);
         Ok(match (deleting, exists) {
             (true, _) => WriteOutcome::Deleted { metadata: deps },
@@ -296,7 +305,10 @@ impl Replica {
                     ));
                 }
                 if version.lamport > self.lamport {
-                    return Err(format!("{}: lamport behind {:?}", self.address, version.dot));
+                    return Err(format!(
+                        "{}: lamport behind {:?}",
+                        self.address, version.dot
+                    ));
                 }
             }
         }
@@ -316,7 +328,9 @@ mod tests {
 
     fn replicas(n: usize) -> Vec<Replica> {
         let view: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
-        view.iter().map(|a| Replica::new(a, 1, &view, T, 0)).collect()
+        view.iter()
+            .map(|a| Replica::new(a, 1, &view, T, 0))
+            .collect()
     }
 
     /// Pulls everything `from` has into `into`, chunk by chunk.
@@ -357,7 +371,8 @@ mod tests {
         let mut r = replicas(2);
         let (a, b) = r.split_at_mut(1);
         let (a, b) = (&mut a[0], &mut b[0]);
-        let WriteOutcome::Created { metadata } = a.write("x", v("1"), &VClock::new()).unwrap() else {
+        let WriteOutcome::Created { metadata } = a.write("x", v("1"), &VClock::new()).unwrap()
+        else {
             panic!()
         };
         assert_eq!(b.read("x", &metadata), Err(NotYet));
@@ -376,7 +391,8 @@ mod tests {
         let mut r = replicas(1);
         let a = &mut r[0];
         a.write("x", v("1"), &VClock::new()).unwrap();
-        let WriteOutcome::Created { metadata: my } = a.write("y", v("2"), &VClock::new()).unwrap() else {
+        let WriteOutcome::Created { metadata: my } = a.write("y", v("2"), &VClock::new()).unwrap()
+        else {
             panic!()
         };
         assert_eq!(my.get(a.origin()), 2);
@@ -392,12 +408,24 @@ mod tests {
         let a = &mut r[0];
         let m = VClock::new();
         assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::NotFound)));
-        assert!(matches!(a.write("k", v("1"), &m), Ok(WriteOutcome::Created { .. })));
-        assert!(matches!(a.write("k", v("2"), &m), Ok(WriteOutcome::Replaced { .. })));
-        assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::Deleted { .. })));
+        assert!(matches!(
+            a.write("k", v("1"), &m),
+            Ok(WriteOutcome::Created { .. })
+        ));
+        assert!(matches!(
+            a.write("k", v("2"), &m),
+            Ok(WriteOutcome::Replaced { .. })
+        ));
+        assert!(matches!(
+            a.write("k", None, &m),
+            Ok(WriteOutcome::Deleted { .. })
+        ));
         assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::NotFound)));
         assert_eq!(a.read("k", &m), Ok(ReadOutcome::NotFound));
-        assert!(matches!(a.write("k", v("3"), &m), Ok(WriteOutcome::Created { .. })));
+        assert!(matches!(
+            a.write("k", v("3"), &m),
+            Ok(WriteOutcome::Created { .. })
+        ));
     }
 
     #[test]
@@ -409,7 +437,9 @@ mod tests {
         sync(&left[0], &mut right[0], 1 << 20);
         sync(&left[0], &mut right[1], 1 << 20);
         // r2 is cut off; r0 deletes; r1 learns; r2 is forgotten (past grace).
-        let WriteOutcome::Created { .. } = r[0].write("j", v("9"), &m).unwrap() else { panic!() };
+        let WriteOutcome::Created { .. } = r[0].write("j", v("9"), &m).unwrap() else {
+            panic!()
+        };
         r[0].write("k", None, &m).unwrap();
         let (left, right) = r.split_at_mut(1);
         sync(&left[0], &mut right[0], 1 << 20);
@@ -425,10 +455,17 @@ mod tests {
         assert!(r[0].store().get("k").is_none());
         // r2 comes back holding k=1 and pulls from r0.
         let (left, right) = r.split_at_mut(2);
-        assert!(left[0].pull_chunk(right[0].clock(), false, None, 1 << 20).snapshot_required);
+        assert!(
+            left[0]
+                .pull_chunk(right[0].clock(), false, None, 1 << 20)
+                .snapshot_required
+        );
         sync(&left[0], &mut right[0], 1 << 20);
         assert_eq!(right[0].read("k", &m), Ok(ReadOutcome::NotFound));
-        assert!(matches!(right[0].read("j", &m), Ok(ReadOutcome::Found { .. })));
+        assert!(matches!(
+            right[0].read("j", &m),
+            Ok(ReadOutcome::Found { .. })
+        ));
     }
 
     #[test]

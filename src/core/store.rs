@@ -268,9 +268,18 @@ impl Origin {
 mod tests {
     use super::*;
 
-    pub(crate) fn version(key: &str, value: Option<&str>, origin: &str, seq: u64, lamport: u64) -> Version {
+    pub(crate) fn version(
+        key: &str,
+        value: Option<&str>,
+        origin: &str,
+        seq: u64,
+        lamport: u64,
+    ) -> Version {
         let origin = Origin::new(origin, 1);
-        let dot = Dot { origin: origin.clone(), seq };
+        let dot = Dot {
+            origin: origin.clone(),
+            seq,
+        };
         Version {
             key: Key::from(key),
             value: value.map(JsonText::from),
@@ -301,7 +310,9 @@ mod tests {
         assert_eq!((s.live_len(), s.tombstone_len()), (1, 0));
         assert_eq!(
             s.apply(version("k", None, "a", 2, 2)),
-            Applied::Replaced { previous_was_live: true }
+            Applied::Replaced {
+                previous_was_live: true
+            }
         );
         assert_eq!((s.live_len(), s.tombstone_len()), (0, 1));
         let collected = s.collect_tombstones(&VClock::from_pairs([(Origin::new("a", 1), 2)]));
@@ -319,7 +330,10 @@ mod tests {
         let their = VClock::from_pairs([(Origin::new("a", 1), 4)]);
         let (all, more) = s.delta(&their, None, usize::MAX);
         assert!(more.is_none());
-        assert_eq!(all.iter().map(|v| v.dot.seq).collect::<Vec<_>>(), vec![5, 6, 7, 8, 9, 10]);
+        assert_eq!(
+            all.iter().map(|v| v.dot.seq).collect::<Vec<_>>(),
+            vec![5, 6, 7, 8, 9, 10]
+        );
 
         let mut got = Vec::new();
         let mut cursor = None;
@@ -348,6 +362,9 @@ mod tests {
         assert_eq!(s.drop_versions_deleted_elsewhere(&covers, &snapshot), 1);
         assert!(s.get("gone").is_none());
         assert!(s.get("kept").is_some());
-        assert!(s.get("new").is_some(), "not covered by the peer: ours to keep");
+        assert!(
+            s.get("new").is_some(),
+            "not covered by the peer: ours to keep"
+        );
     }
 }

@@ -1,0 +1,570 @@
+//! The HTTP edge: parses and validates requests, calls the [`Node`], and maps
+//! outcomes and errors to the contract's status codes and strings.
+//!
+//! Nothing here decides anything about replication; every rule lives in the
+//! core. Bodies are read as JSON whatever the `Content-Type` says (the
+//! original assignment's clients send form encoding from `curl -d`), with a
+//! size limit checked while reading. Checks run in the contract's order:
+//! malformed request (400/413), then causality (503), then existence (404).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tracing::warn;
+
+use crate::core::{JsonText, Origin, ReadOutcome, VClock, ViewChange, WriteOutcome};
+use crate::node::{Node, Unavailable};
+use crate::proto;
+use crate::telemetry::{self, names};
+use crate::transport::http::CLUSTER_KEY_HEADER;
+
+/// The longest key, in Unicode scalar values (fixed by the contract).
+pub const MAX_KEY_CHARS: usize = 50;
+
+/// Most entries accepted in client metadata (it holds one per replica life).
+const MAX_METADATA_ENTRIES: usize = 4096;
+
+pub const ERR_KEY_TOO_LONG: &str = "Key is too long";
+pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
+pub const ERR_CAUSAL: &str = "Causal dependencies not satisfied; try again later";
+pub const ERR_NO_KEY: &str = "Key does not exist";
+pub const ERR_NO_REPLICA: &str = "View has no such replica";
+
+/// An error answer: a status and a JSON `{"error": ...}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<Unavailable> for ApiError {
+    fn from(why: Unavailable) -> Self {
+        match why {
+            Unavailable::CausalTimeout => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ERR_CAUSAL)
+            }
+            Unavailable::Draining => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Replica is shutting down")
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+}
+
+/// The whole HTTP surface of one replica.
+pub fn router(node: Arc<Node>) -> Router {
+    let config = node.config().clone();
+    let state = AppState { node };
+    let public = Router::new()
+        .route("/view", get(get_view).put(put_view).delete(delete_view))
+        .route("/kvs", axum::routing::any(missing_key))
+        .route("/kvs/", axum::routing::any(missing_key))
+        .route("/kvs/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/members", get(get_members))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Duration::from_millis(config.request_timeout_ms),
+            bound_request_time,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            config.max_connections,
+        ));
+    let internal = Router::new().route("/internal/{kind}", post(internal));
+    public
+        .merge(internal)
+        .layer(middleware::from_fn(record_request))
+        .with_state(state)
+}
+
+// --------------------------------------------------------------------------
+// Middleware
+// --------------------------------------------------------------------------
+
+async fn record_request(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let endpoint = match matched.as_ref().map(MatchedPath::as_str) {
+        Some(path) if path.starts_with("/kvs") => "kvs",
+        Some(path) if path.starts_with("/internal") => "internal",
+        Some(path) => path.trim_start_matches('/'),
+        None => "unknown",
+    }
+    .to_string();
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(names::HTTP_REQUESTS, "endpoint" => endpoint.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(names::HTTP_DURATION, "endpoint" => endpoint, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn bound_request_time(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Request timed out").into_response()
+        }
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "No such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed on this endpoint",
+    )
+}
+
+async fn missing_key() -> ApiError {
+    ApiError::bad_request("Key is missing: use /kvs/<key>")
+}
+
+// --------------------------------------------------------------------------
+// Body parsing
+// --------------------------------------------------------------------------
+
+/// Reads the body, refusing more than `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is larger than the limit of {limit} bytes"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct KvBody<'a> {
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "causal-metadata")]
+    causal_metadata: Option<&'a RawValue>,
+}
+
+/// The fields of a key-value request body. An empty body means `{}`.
+fn parse_kv_body(bytes: &[u8]) -> Result<(Option<&RawValue>, VClock), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, VClock::new()));
+    }
+    let body: KvBody =
+        serde_json::from_slice(bytes).map_err(|error| describe_bad_body(bytes, error))?;
+    let metadata = parse_metadata(body.causal_metadata)?;
+    Ok((body.value, metadata))
+}
+
+fn describe_bad_body(bytes: &[u8], error: serde_json::Error) -> ApiError {
+    match serde_json::from_slice::<Value>(bytes) {
+        Err(_) => ApiError::bad_request(format!("Request body is not valid JSON: {error}")),
+        Ok(Value::Object(_)) => {
+            ApiError::bad_request(format!("Request body is not valid: {error}"))
+        }
+        Ok(_) => ApiError::bad_request("Request body must be a JSON object"),
+    }
+}
+
+/// Client metadata: `null`/absent, or the object this store hands out
+/// (`{"<address>@<incarnation>": <count>, ...}`).
+fn parse_metadata(raw: Option<&RawValue>) -> Result<VClock, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "Field causal-metadata is not valid: send null or the causal-metadata from your last response",
+        )
+    };
+    let Some(raw) = raw else {
+        return Ok(VClock::new());
+    };
+    match serde_json::from_str::<Value>(raw.get()).map_err(|_| invalid())? {
+        Value::Null => Ok(VClock::new()),
+        Value::Object(map) if map.len() <= MAX_METADATA_ENTRIES => {
+            let mut clock = VClock::new();
+            for (origin, count) in map {
+                let origin = Origin::parse(&origin).ok_or_else(invalid)?;
+                let count = count.as_u64().ok_or_else(invalid)?;
+                clock.raise(&origin, count);
+            }
+            Ok(clock)
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// The key from the raw path: percent-decoded, 1..=50 scalar values.
+fn key_from_uri(uri: &Uri) -> Result<String, ApiError> {
+    let raw = uri.path().strip_prefix("/kvs/").unwrap_or_default();
+    let key = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("Key is not valid UTF-8 after percent-decoding"))?;
+    if key.is_empty() {
+        return Err(ApiError::bad_request("Key is missing: use /kvs/<key>"));
+    }
+    if key.chars().count() > MAX_KEY_CHARS {
+        return Err(ApiError::bad_request(ERR_KEY_TOO_LONG));
+    }
+    Ok(key.into_owned())
+}
+
+#[derive(Serialize)]
+struct Found<'a> {
+    result: &'static str,
+    value: &'a RawValue,
+    #[serde(rename = "causal-metadata")]
+    causal_metadata: &'a VClock,
+}
+
+#[derive(Serialize)]
+struct Written<'a> {
+    result: &'static str,
+    #[serde(rename = "causal-metadata")]
+    causal_metadata: &'a VClock,
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("response types always serialise")
+}
+
+// --------------------------------------------------------------------------
+// Key-value handlers
+// --------------------------------------------------------------------------
+
+async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
+    let key = key_from_uri(&uri);
+    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
+    let key = key?;
+    let (_, metadata) = parse_kv_body(&bytes)?;
+    match state.node.read(&key, &metadata).await? {
+        ReadOutcome::Found { value, metadata } => {
+            let value = RawValue::from_string(value.to_string()).map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Stored value is not valid JSON",
+                )
+            })?;
+            Ok(json_response(
+                StatusCode::OK,
+                to_json(&Found {
+                    result: "found",
+                    value: &value,
+                    causal_metadata: &metadata,
+                }),
+            ))
+        }
+        ReadOutcome::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_KEY)),
+    }
+}
+
+async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
+    let key = key_from_uri(&uri);
+    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
+    let key = key?;
+    let (value, metadata) = parse_kv_body(&bytes)?;
+    let value = value
+        .filter(|v| v.get() != "null")
+        .ok_or_else(|| ApiError::bad_request(ERR_NO_VALUE))?;
+    let limit = state.node.config().max_value_bytes;
+    if value.get().len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Value is larger than the limit of {limit} bytes"),
+        ));
+    }
+    let value = JsonText::from(value.get());
+    write_response(state.node.write(&key, Some(value), &metadata).await?)
+}
+
+async fn delete_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
+    let key = key_from_uri(&uri);
+    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
+    let key = key?;
+    let (_, metadata) = parse_kv_body(&bytes)?;
+    write_response(state.node.write(&key, None, &metadata).await?)
+}
+
+fn write_response(outcome: WriteOutcome) -> ApiResult {
+    let (status, result, metadata) = match &outcome {
+        WriteOutcome::Created { metadata } => (StatusCode::CREATED, "created", metadata),
+        WriteOutcome::Replaced { metadata } => (StatusCode::OK, "replaced", metadata),
+        WriteOutcome::Deleted { metadata } => (StatusCode::OK, "deleted", metadata),
+        WriteOutcome::NotFound => return Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_KEY)),
+    };
+    Ok(json_response(
+        status,
+        to_json(&Written {
+            result,
+            causal_metadata: metadata,
+        }),
+    ))
+}
+
+// --------------------------------------------------------------------------
+// View handlers
+// --------------------------------------------------------------------------
+
+async fn get_view(State(state): State<AppState>) -> Response {
+    Json(json!({ "view": state.node.view() })).into_response()
+}
+
+/// The `socket-address` of a view request body.
+async fn view_target(state: &AppState, body: Body) -> Result<String, ApiError> {
+    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::bad_request(format!("Request body is not valid JSON: {error}"))
+    })?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::bad_request("Request body must be a JSON object"));
+    };
+    let address = map
+        .get("socket-address")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::bad_request("Request body must contain \"socket-address\": \"IP:PORT\"")
+        })?;
+    if address.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApiError::bad_request(
+            "Field socket-address must be IP:PORT",
+        ));
+    }
+    Ok(address.to_string())
+}
+
+async fn put_view(State(state): State<AppState>, body: Body) -> ApiResult {
+    let address = view_target(&state, body).await?;
+    Ok(match state.node.view_add(&address) {
+        ViewChange::Added => {
+            (StatusCode::CREATED, Json(json!({"result": "added"}))).into_response()
+        }
+        _ => (StatusCode::OK, Json(json!({"result": "already present"}))).into_response(),
+    })
+}
+
+async fn delete_view(State(state): State<AppState>, body: Body) -> ApiResult {
+    let address = view_target(&state, body).await?;
+    match state.node.view_remove(&address) {
+        ViewChange::Deleted => {
+            Ok((StatusCode::OK, Json(json!({"result": "deleted"}))).into_response())
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_REPLICA)),
+    }
+}
+
+async fn get_members(State(state): State<AppState>) -> Response {
+    Json(json!({ "members": state.node.members() })).into_response()
+}
+
+// --------------------------------------------------------------------------
+// Operator endpoints
+// --------------------------------------------------------------------------
+
+async fn health(State(state): State<AppState>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "address": state.node.address(),
+        "incarnation": state.node.incarnation(),
+        "draining": state.node.is_draining(),
+    }))
+    .into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let node = &state.node;
+    let (status, reason) = if node.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down")
+    } else if !node.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state transfer from peers in progress",
+        )
+    } else {
+        (StatusCode::OK, "state transfer done; serving")
+    };
+    (
+        status,
+        Json(json!({ "ready": status == StatusCode::OK, "reason": reason })),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let node = &state.node;
+    let (keys, tombstones, clock_entries) = node.inspect(|r| {
+        (
+            r.store().live_len(),
+            r.store().tombstone_len(),
+            r.clock().len(),
+        )
+    });
+    metrics::gauge!(names::KEYS).set(keys as f64);
+    metrics::gauge!(names::TOMBSTONES).set(tombstones as f64);
+    metrics::gauge!(names::CLOCK_ENTRIES).set(clock_entries as f64);
+    metrics::gauge!(names::VIEW_SIZE).set(node.view().len() as f64);
+    metrics::gauge!(names::READY).set(if node.is_ready() { 1.0 } else { 0.0 });
+    let mut by_state = std::collections::BTreeMap::new();
+    for member in node.members() {
+        *by_state.entry(member.state).or_insert(0u32) += 1;
+    }
+    for state in ["alive", "suspect", "dead", "left"] {
+        let count = by_state.get(state).copied().unwrap_or(0);
+        metrics::gauge!(names::MEMBERS, "state" => state).set(count as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::prometheus().render(),
+    )
+        .into_response()
+}
+
+// --------------------------------------------------------------------------
+// Internal endpoint
+// --------------------------------------------------------------------------
+
+async fn internal(
+    State(state): State<AppState>,
+    axum::extract::Path(kind): axum::extract::Path<String>,
+    headers: HeaderMap,
+    method: Method,
+    body: Body,
+) -> Response {
+    let node = &state.node;
+    if let Some(expected) = &node.config().cluster_key {
+        let given = headers.get(CLUSTER_KEY_HEADER).map(|v| v.as_bytes());
+        if given != Some(expected.as_bytes()) {
+            warn!(%kind, %method, "refused internal request without the cluster key");
+            metrics::counter!(names::INTERNAL_REFUSED).increment(1);
+            return ApiError::new(StatusCode::UNAUTHORIZED, "Cluster key missing or wrong")
+                .into_response();
+        }
+    }
+    let bytes = match read_body(body, node.config().max_internal_body_bytes()).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response(),
+    };
+    let request: proto::Request = match proto::decode(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            return ApiError::bad_request(format!("Bad internal message: {error}")).into_response()
+        }
+    };
+    if request.kind() != kind {
+        return ApiError::bad_request("Internal message does not match its endpoint")
+            .into_response();
+    }
+    let kind = request.kind();
+    let response = node.handle(request);
+    let encoded = match proto::encode(&response) {
+        Ok(encoded) => encoded,
+        Err(error) => {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+                .into_response();
+        }
+    };
+    metrics::counter!(names::INTERNAL_MESSAGES, "kind" => kind).increment(1);
+    metrics::counter!(names::INTERNAL_BYTES, "kind" => kind, "direction" => "in")
+        .increment(bytes.len() as u64);
+    metrics::counter!(names::INTERNAL_BYTES, "kind" => kind, "direction" => "out")
+        .increment(encoded.len() as u64);
+    ([(header::CONTENT_TYPE, "application/msgpack")], encoded).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_parsing_follows_the_contract() {
+        let (value, meta) = parse_kv_body(b"").unwrap();
+        assert!(value.is_none() && meta.is_empty());
+        let (value, _) = parse_kv_body(br#"{"value": null}"#).unwrap();
+        assert!(value.is_none(), "null value counts as absent");
+        let (value, _) =
+            parse_kv_body(br#"{"value": {"a": [1, 2]}, "causal-metadata": null}"#).unwrap();
+        assert_eq!(value.unwrap().get(), r#"{"a": [1, 2]}"#);
+        let (_, meta) = parse_kv_body(br#"{"causal-metadata": {"127.0.0.1:1@5": 3}}"#).unwrap();
+        assert_eq!(meta.get(&Origin::new("127.0.0.1:1", 5)), 3);
+        for bad in [
+            &br#"{"value": 1"#[..],
+            b"[1,2]",
+            b"value=3",
+            br#"{"causal-metadata": "abc"}"#,
+            br#"{"causal-metadata": {"nope": 1}}"#,
+            br#"{"causal-metadata": {"a:1@1": -1}}"#,
+            br#"{"causal-metadata": [1]}"#,
+        ] {
+            let error = parse_kv_body(bad).unwrap_err();
+            assert_eq!(
+                error.status,
+                StatusCode::BAD_REQUEST,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_percent_decoded_and_bounded() {
+        let uri: Uri = "/kvs/a%20b".parse().unwrap();
+        assert_eq!(key_from_uri(&uri).unwrap(), "a b");
+        let fifty: String = "é".repeat(50);
+        let encoded =
+            percent_encoding::utf8_percent_encode(&fifty, percent_encoding::NON_ALPHANUMERIC);
+        let uri: Uri = format!("/kvs/{encoded}").parse().unwrap();
+        assert_eq!(key_from_uri(&uri).unwrap(), fifty);
+        let uri: Uri = format!("/kvs/{}", "x".repeat(51)).parse().unwrap();
+        assert_eq!(key_from_uri(&uri).unwrap_err().message, ERR_KEY_TOO_LONG);
+        let uri: Uri = "/kvs/%ff".parse().unwrap();
+        assert_eq!(
+            key_from_uri(&uri).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The `hearsay` command line: serving (the default), a local cluster for
+//! trying it out, a health probe for container health checks, and printing
+//! the effective configuration.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Overrides};
+use crate::telemetry;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hearsay",
+    version,
+    about = "A replicated, causally consistent key-value store"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve one replica (the default): reads SOCKET_ADDRESS and VIEW.
+    Serve(SettingsArgs),
+    /// Start N replicas on 127.0.0.1 as child processes; Ctrl-C stops them.
+    Cluster(ClusterArgs),
+    /// Exit 0 if the replica answers GET /health (or /ready) with 200, else 1.
+    Probe(ProbeArgs),
+    /// Print the effective configuration and where each value came from.
+    Config(SettingsArgs),
+}
+
+/// Configuration layers given on the command line.
+#[derive(Args, Debug, Default, Clone)]
+pub struct SettingsArgs {
+    /// TOML configuration file (also HEARSAY_CONFIG).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// This replica's IP:PORT (overrides SOCKET_ADDRESS).
+    #[arg(long, value_name = "IP:PORT")]
+    pub socket_address: Option<String>,
+    /// Initial view, comma-separated (overrides VIEW).
+    #[arg(long, value_name = "A,B,C")]
+    pub view: Option<String>,
+    /// Bind address, if different from the socket address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Any setting as KEY=VALUE (repeatable), e.g. --set gossip_interval_ms=200.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl SettingsArgs {
+    pub fn overrides(&self) -> anyhow::Result<Overrides> {
+        let mut pairs = Vec::new();
+        for (key, value) in [
+            ("socket_address", &self.socket_address),
+            ("view", &self.view),
+            ("listen", &self.listen),
+            ("log_format", &self.log_format),
+        ] {
+            if let Some(value) = value {
+                pairs.push((key.to_string(), value.clone()));
+            }
+        }
+        for item in &self.set {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got `{item}`"))?;
+            pairs.push((key.trim().to_string(), value.trim().to_string()));
+        }
+        Ok(Overrides {
+            file: self.config.clone(),
+            pairs,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// How many replicas.
+    #[arg(long, short = 'n', default_value_t = 3)]
+    pub replicas: u16,
+    /// Port of the first replica; the others follow.
+    #[arg(long, default_value_t = 8082)]
+    pub base_port: u16,
+    /// Extra settings passed to every replica (KEY=VALUE, repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// Replica to probe (default: SOCKET_ADDRESS, else 127.0.0.1:8090).
+    #[arg(long, value_name = "IP:PORT")]
+    pub addr: Option<String>,
+    /// Probe readiness (/ready) instead of liveness (/health).
+    #[arg(long)]
+    pub ready: bool,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        None => runtime.block_on(serve(cli.settings)),
+        Some(Command::Serve(settings)) => runtime.block_on(serve(settings)),
+        Some(Command::Cluster(args)) => runtime.block_on(cluster(args)),
+        Some(Command::Probe(args)) => runtime.block_on(probe(args)),
+        Some(Command::Config(settings)) => show_config(settings),
+    }
+}
+
+async fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
+    let loaded = config::load(&settings.overrides()?)?;
+    telemetry::init_logging(loaded.config.log_format);
+    crate::server::serve(loaded.config).await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn show_config(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
+    let loaded = config::load(&settings.overrides()?)?;
+    let rows = loaded.explain();
+    let width = rows.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
+    for (key, value, source) in rows {
+        println!("{key:<width$} = {value:<24} # {source}");
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn probe(args: ProbeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let addr = args
+        .addr
+        .or_else(|| std::env::var("SOCKET_ADDRESS").ok())
+        .unwrap_or_else(|| "127.0.0.1:8090".to_string());
+    let path = if args.ready { "ready" } else { "health" };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(args.timeout_ms))
+        .build()?;
+    match client.get(format!("http://{addr}/{path}")).send().await {
+        Ok(response) if response.status().is_success() => Ok(std::process::ExitCode::SUCCESS),
+        Ok(response) => {
+            eprintln!("{addr}/{path}: {}", response.status());
+            Ok(std::process::ExitCode::FAILURE)
+        }
+        Err(error) => {
+            eprintln!("{addr}/{path}: {error}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn cluster(args: ClusterArgs) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
+    let exe = std::env::current_exe()?;
+    let addresses: Vec<String> = (0..args.replicas)
+        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
+        .collect();
+    let view = addresses.join(",");
+    let mut children = Vec::new();
+    for address in &addresses {
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .env("SOCKET_ADDRESS", address)
+            .env("VIEW", &view)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for item in &args.set {
+            command.arg("--set").arg(item);
+        }
+        children.push(command.spawn()?);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for address in &addresses {
+        loop {
+            let ok = client
+                .get(format!("http://{address}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{address} did not become ready in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let first = &addresses[0];
+    let last = addresses.last().expect("at least one replica");
+    println!(
+        "hearsay: {} replicas up: {}",
+        addresses.len(),
+        addresses.join(" ")
+    );
+    println!("try:");
+    println!("  curl -s -X PUT http://{first}/kvs/greeting -d '{{\"value\": \"hello\", \"causal-metadata\": null}}'");
+    println!("  curl -s http://{last}/kvs/greeting");
+    println!("  curl -s http://{first}/view");
+    println!("Ctrl-C stops the cluster.");
+    crate::server::termination_signal().await;
+    for child in &children {
+        if let Some(pid) = child.id() {
+            // SAFETY: plain kill(2) on our own child's pid; no memory is touched.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    for mut child in children {
+        let _ = tokio::time::timeout(Duration::from_secs(3), child.wait()).await;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

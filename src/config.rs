@@ -1,0 +1,479 @@
+//! Layered configuration: built-in defaults < TOML file < environment < flags.
+//!
+//! Every tunable lives in [`Config`] with its default in [`Config::default`]
+//! (mirrored, with comments, in `config/hearsay.toml`). The layers are merged
+//! by `figment`, which also remembers where each value came from, so a bad
+//! setting is reported with its name and source, and `hearsay config` can show
+//! the effective value of every key and its origin.
+//!
+//! Environment: each key as `HEARSAY_<KEY>` (upper case), plus the names the
+//! original assignment uses, `SOCKET_ADDRESS` and `VIEW`. Other `HEARSAY_*`
+//! variables are ignored (the namespace is shared with tools); unknown keys in
+//! a TOML file are an error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Every setting of a replica. Durations are milliseconds, sizes bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This replica's `IP:PORT`: its identity and (unless `listen` is set) the
+    /// address it binds.
+    pub socket_address: String,
+    /// The replicas that make up the cluster at start (comma-separated in env).
+    #[serde(deserialize_with = "address_list")]
+    pub view: Vec<String>,
+    /// Bind here instead of `socket_address` (e.g. `0.0.0.0:8090`).
+    pub listen: Option<String>,
+    /// Anti-entropy round period.
+    pub gossip_interval_ms: u64,
+    /// Heartbeat period (to every member in the view).
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a member is suspect (still in the view).
+    pub suspect_after_ms: u64,
+    /// Silence after which a member is dead (leaves the view).
+    pub dead_after_ms: u64,
+    /// How often members outside the view are probed so they can return.
+    pub probe_interval_ms: u64,
+    /// Timeout of one replica-to-replica request.
+    pub rpc_timeout_ms: u64,
+    /// How long a client request whose causal metadata is ahead of this
+    /// replica is held while the missing writes are pulled, before 503.
+    pub causal_wait_ms: u64,
+    /// How long a dead member still holds back tombstone collection.
+    pub dead_member_grace_ms: u64,
+    /// Period of tombstone collection.
+    pub gc_interval_ms: u64,
+    /// Largest accepted request body on the public API.
+    pub max_body_bytes: usize,
+    /// Largest accepted value (its JSON text).
+    pub max_value_bytes: usize,
+    /// Target size of one replica-to-replica message (a chunk of a delta).
+    pub max_message_bytes: usize,
+    /// Most client connections served at once; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Upper bound on handling one client request.
+    pub request_timeout_ms: u64,
+    /// How long SIGTERM waits for hand-off to peers before exiting.
+    pub shutdown_grace_ms: u64,
+    /// Shared secret required on `/internal/*` when set.
+    pub cluster_key: Option<String>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket_address: String::new(),
+            view: Vec::new(),
+            listen: None,
+            gossip_interval_ms: 100,
+            heartbeat_interval_ms: 100,
+            suspect_after_ms: 700,
+            dead_after_ms: 1500,
+            probe_interval_ms: 500,
+            rpc_timeout_ms: 1000,
+            causal_wait_ms: 1000,
+            dead_member_grace_ms: 300_000,
+            gc_interval_ms: 1000,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_value_bytes: 1024 * 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_connections: 1024,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 1500,
+            cluster_key: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The keys of [`Config`], in declaration order.
+pub const KEYS: &[&str] = &[
+    "socket_address",
+    "view",
+    "listen",
+    "gossip_interval_ms",
+    "heartbeat_interval_ms",
+    "suspect_after_ms",
+    "dead_after_ms",
+    "probe_interval_ms",
+    "rpc_timeout_ms",
+    "causal_wait_ms",
+    "dead_member_grace_ms",
+    "gc_interval_ms",
+    "max_body_bytes",
+    "max_value_bytes",
+    "max_message_bytes",
+    "max_connections",
+    "request_timeout_ms",
+    "shutdown_grace_ms",
+    "cluster_key",
+    "log_format",
+];
+
+fn address_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        List(Vec<String>),
+    }
+    let items = match Either::deserialize(deserializer)? {
+        Either::Text(text) => text.split(',').map(str::to_string).collect(),
+        Either::List(list) => list,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// Command-line overrides: the top layer.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub file: Option<PathBuf>,
+    pub pairs: Vec<(String, String)>,
+}
+
+/// A configuration error that names the setting and where its value came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The merged configuration together with the provenance of each value.
+pub struct Loaded {
+    pub config: Config,
+    figment: Figment,
+}
+
+impl Loaded {
+    /// `(key, effective value as TOML-ish text, source)` for every key.
+    pub fn explain(&self) -> Vec<(String, String, String)> {
+        let dict: Dict = self.figment.extract().unwrap_or_default();
+        KEYS.iter()
+            .map(|key| {
+                let value = dict
+                    .get(*key)
+                    .map(|v| render_value(key, v))
+                    .unwrap_or_else(|| "(unset)".to_string());
+                let source = self
+                    .figment
+                    .find_metadata(key)
+                    .map(|m| describe_source(m, key))
+                    .unwrap_or_else(|| "built-in default".to_string());
+                (key.to_string(), value, source)
+            })
+            .collect()
+    }
+}
+
+fn render_value(key: &str, value: &figment::value::Value) -> String {
+    if key == "cluster_key" {
+        return "(set, hidden)".to_string();
+    }
+    match value {
+        figment::value::Value::String(_, s) => format!("{s:?}"),
+        other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
+    }
+}
+
+/// Names a value's origin: the variable, file or flag it came from.
+fn describe_source(metadata: &Metadata, key: &str) -> String {
+    let name: &str = metadata.name.as_ref();
+    let upper = key.to_ascii_uppercase();
+    if name.contains("HEARSAY_") {
+        format!("environment variable HEARSAY_{upper}")
+    } else if name.contains("environment") {
+        format!("environment variable {upper}")
+    } else if name.contains("TOML") {
+        match &metadata.source {
+            Some(figment::Source::File(path)) => format!("file {}", path.display()),
+            _ => "TOML file".to_string(),
+        }
+    } else if name == FLAG_SOURCE {
+        format!("command-line flag ({key})")
+    } else {
+        "built-in default".to_string()
+    }
+}
+
+const FLAG_SOURCE: &str = "command-line flag";
+
+/// The TOML layer, when a file is given: `--config` or `HEARSAY_CONFIG`.
+fn config_file(overrides: &Overrides) -> Option<PathBuf> {
+    overrides
+        .file
+        .clone()
+        .or_else(|| std::env::var_os("HEARSAY_CONFIG").map(PathBuf::from))
+}
+
+/// Merges the layers and validates the result.
+pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let mut figment =
+        Figment::from(Serialized::defaults(Config::default()).profile(Profile::Default));
+    if let Some(path) = config_file(overrides) {
+        if !path.exists() {
+            return Err(ConfigError(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment
+        .merge(
+            Env::raw()
+                .only(&["SOCKET_ADDRESS", "VIEW"])
+                .map(|k| k.as_str().to_ascii_lowercase().into()),
+        )
+        .merge(Env::prefixed("HEARSAY_").only(KEYS));
+    if !overrides.pairs.is_empty() {
+        figment = figment.merge(FlagProvider(overrides.pairs.clone()));
+    }
+    let config: Config = figment.extract().map_err(|error| {
+        let mut text = String::new();
+        for e in error {
+            let path = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| describe_source(m, &path))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "invalid setting `{path}` from {source}: {}\n",
+                e.kind
+            ));
+        }
+        ConfigError(text.trim_end().to_string())
+    })?;
+    let loaded = Loaded { config, figment };
+    loaded.validate()?;
+    Ok(loaded)
+}
+
+/// Flags given on the command line as `key=value` pairs; values are parsed
+/// like environment values (numbers, booleans, strings, lists).
+struct FlagProvider(Vec<(String, String)>);
+
+impl Provider for FlagProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(FLAG_SOURCE)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, value) in &self.0 {
+            let key = key.replace('-', "_");
+            if !KEYS.contains(&key.as_str()) {
+                return Err(figment::Error::from(format!(
+                    "unknown setting `{key}` given as a flag"
+                )));
+            }
+            let parsed: figment::value::Value =
+                value.parse().expect("figment values parse infallibly");
+            dict.insert(key, parsed);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+impl Loaded {
+    fn fail(&self, key: &str, why: &str) -> ConfigError {
+        let source = self
+            .figment
+            .find_metadata(key)
+            .map(|m| describe_source(m, key))
+            .unwrap_or_else(|| "built-in default".to_string());
+        ConfigError(format!("invalid setting `{key}` from {source}: {why}"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        if c.socket_address.is_empty() {
+            return Err(ConfigError(
+                "missing setting `socket_address`: set SOCKET_ADDRESS=IP:PORT (or --socket-address)".into(),
+            ));
+        }
+        if c.socket_address.parse::<SocketAddr>().is_err() {
+            return Err(self.fail("socket_address", "expected IP:PORT, e.g. 10.10.0.2:8090"));
+        }
+        if let Some(bad) = c.view.iter().find(|a| a.parse::<SocketAddr>().is_err()) {
+            return Err(self.fail("view", &format!("`{bad}` is not IP:PORT")));
+        }
+        if let Some(listen) = &c.listen {
+            if listen.parse::<SocketAddr>().is_err() {
+                return Err(self.fail("listen", "expected IP:PORT, e.g. 0.0.0.0:8090"));
+            }
+        }
+        for (key, value) in [
+            ("gossip_interval_ms", c.gossip_interval_ms),
+            ("heartbeat_interval_ms", c.heartbeat_interval_ms),
+            ("probe_interval_ms", c.probe_interval_ms),
+            ("rpc_timeout_ms", c.rpc_timeout_ms),
+            ("gc_interval_ms", c.gc_interval_ms),
+            ("request_timeout_ms", c.request_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(self.fail(key, "must be greater than 0"));
+            }
+        }
+        if c.suspect_after_ms <= c.heartbeat_interval_ms {
+            return Err(self.fail("suspect_after_ms", "must exceed heartbeat_interval_ms"));
+        }
+        if c.dead_after_ms <= c.suspect_after_ms {
+            return Err(self.fail("dead_after_ms", "must exceed suspect_after_ms"));
+        }
+        if c.max_value_bytes == 0 || c.max_value_bytes > c.max_body_bytes {
+            return Err(self.fail("max_value_bytes", "must be between 1 and max_body_bytes"));
+        }
+        if c.max_message_bytes < 1024 {
+            return Err(self.fail("max_message_bytes", "must be at least 1024"));
+        }
+        if c.max_connections == 0 {
+            return Err(self.fail("max_connections", "must be greater than 0"));
+        }
+        if c.cluster_key.as_deref() == Some("") {
+            return Err(self.fail("cluster_key", "must not be empty when set"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    pub fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    /// The address to bind.
+    pub fn bind_address(&self) -> SocketAddr {
+        self.listen
+            .as_deref()
+            .unwrap_or(&self.socket_address)
+            .parse()
+            .expect("validated at load")
+    }
+
+    /// Largest internal message accepted: one chunk may exceed the target by
+    /// one version, which is bounded by the value limit.
+    pub fn max_internal_body_bytes(&self) -> usize {
+        self.max_message_bytes + self.max_value_bytes + 64 * 1024
+    }
+
+    /// A configuration for tests and the local cluster, from defaults.
+    pub fn for_address(address: &str, view: &[String]) -> Config {
+        Config {
+            socket_address: address.to_string(),
+            view: view.to_vec(),
+            ..Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_matches_code_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hearsay.toml"))
+                .unwrap();
+        let from_file: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        let expected = Config {
+            socket_address: from_file.socket_address.clone(),
+            ..Config::default()
+        };
+        assert_eq!(from_file, expected);
+    }
+
+    #[test]
+    fn every_key_is_listed() {
+        let dict: Dict = Figment::from(Serialized::defaults(Config::default()))
+            .extract()
+            .unwrap();
+        let mut listed: Vec<&str> = KEYS.to_vec();
+        listed.sort();
+        let mut present: Vec<&str> = dict.keys().map(String::as_str).collect();
+        present.push("listen");
+        present.push("cluster_key");
+        present.sort();
+        present.dedup();
+        assert_eq!(listed, present);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail fixes the signature
+    fn flags_override_and_errors_name_the_setting_and_source() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+            jail.set_env("VIEW", "127.0.0.1:9000, 127.0.0.1:9001");
+            jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "250");
+            jail.set_env("HEARSAY_SOMETHING_ELSE", "ignored");
+            let loaded = load(&Overrides {
+                file: None,
+                pairs: vec![("causal-wait-ms".into(), "42".into())],
+            })
+            .unwrap();
+            assert_eq!(loaded.config.view, vec!["127.0.0.1:9000", "127.0.0.1:9001"]);
+            assert_eq!(loaded.config.gossip_interval_ms, 250);
+            assert_eq!(loaded.config.causal_wait_ms, 42);
+            let explained = loaded.explain();
+            let gossip = explained
+                .iter()
+                .find(|(k, _, _)| k == "gossip_interval_ms")
+                .unwrap();
+            assert_eq!(gossip.2, "environment variable HEARSAY_GOSSIP_INTERVAL_MS");
+            let view = explained.iter().find(|(k, _, _)| k == "view").unwrap();
+            assert_eq!(view.2, "environment variable VIEW");
+
+            jail.set_env("HEARSAY_DEAD_AFTER_MS", "soon");
+            let error = load(&Overrides::default()).err().unwrap().to_string();
+            assert!(error.contains("dead_after_ms"), "{error}");
+
+            jail.set_env("HEARSAY_DEAD_AFTER_MS", "100");
+            let error = load(&Overrides::default()).err().unwrap().to_string();
+            assert!(
+                error.contains("dead_after_ms") && error.contains("HEARSAY_DEAD_AFTER_MS"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn unknown_keys_in_a_file_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                "socket_address = \"127.0.0.1:1\"\ngossip_intervall_ms = 5\n",
+            )?;
+            let error = load(&Overrides {
+                file: Some("bad.toml".into()),
+                pairs: vec![],
+            })
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(error.contains("gossip_intervall_ms"), "{error}");
+            Ok(())
+        });
+    }
+}

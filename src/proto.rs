@@ -1,0 +1,116 @@
+//! Replica-to-replica messages. Encoded as MessagePack (with field names, so
+//! that adding a field stays compatible) on `/internal/<kind>`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{AdminRecord, Covers, PullChunk, Stamp, VClock, Version};
+
+/// Who is speaking, and what it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub address: String,
+    pub incarnation: u64,
+    pub clock: VClock,
+    pub admin: Vec<AdminRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and digest, to every member each heartbeat interval.
+    Heartbeat(Hello),
+    /// A replica starting up asks to be admitted.
+    Join(Hello),
+    /// Asks for the next chunk of what the sender lacks (or of everything).
+    Pull {
+        address: String,
+        incarnation: u64,
+        clock: VClock,
+        snapshot: bool,
+        cursor: Option<Stamp>,
+    },
+    /// Versions the receiver lacks; the last chunk carries the guarantee.
+    Push {
+        address: String,
+        incarnation: u64,
+        entries: Vec<Version>,
+        covers: Option<Covers>,
+    },
+    /// The sender is shutting down for good (this incarnation).
+    Leave { address: String, incarnation: u64 },
+}
+
+impl Request {
+    /// The path segment after `/internal/`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Heartbeat(_) => "heartbeat",
+            Request::Join(_) => "join",
+            Request::Pull { .. } => "pull",
+            Request::Push { .. } => "push",
+            Request::Leave { .. } => "leave",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Hello(Hello),
+    Chunk(PullChunk),
+    Ack,
+}
+
+/// Encoding errors (a bad message from the network is refused, never trusted).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encode: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("decode: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(rmp_serde::to_vec_named(message)?)
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Dot, JsonText, Key, Origin};
+
+    #[test]
+    fn messages_round_trip() {
+        let origin = Origin::new("127.0.0.1:1", 7);
+        let version = Version {
+            key: Key::from("k"),
+            value: Some(JsonText::from("{\"a\":[1,null]}")),
+            dot: Dot {
+                origin: origin.clone(),
+                seq: 3,
+            },
+            lamport: 9,
+            deps: VClock::from_pairs([(origin.clone(), 3)]),
+        };
+        let request = Request::Push {
+            address: "127.0.0.1:1".into(),
+            incarnation: 7,
+            entries: vec![version],
+            covers: Some(Covers {
+                clock: VClock::from_pairs([(origin, 3)]),
+                lamport: 9,
+            }),
+        };
+        let bytes = encode(&request).unwrap();
+        assert_eq!(decode::<Request>(&bytes).unwrap(), request);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&b""[..], b"\xff\xff", b"\x81\xa4Push\xc0", b"\x92\x01"] {
+            assert!(decode::<Request>(bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Logs and metrics: `tracing` set-up and the Prometheus recorder.
+//!
+//! Metric names live in [`names`] so that code, docs and benchmarks agree.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+pub mod names {
+    pub const HTTP_REQUESTS: &str = "hearsay_http_requests_total";
+    pub const HTTP_DURATION: &str = "hearsay_http_request_duration_seconds";
+    pub const CAUSAL_WAITS: &str = "hearsay_causal_waits_total";
+    pub const CAUSAL_WAITS_SATISFIED: &str = "hearsay_causal_waits_satisfied_total";
+    pub const CAUSAL_UNAVAILABLE: &str = "hearsay_causal_unavailable_total";
+    pub const GOSSIP_ROUNDS: &str = "hearsay_gossip_rounds_total";
+    pub const INTERNAL_MESSAGES: &str = "hearsay_internal_messages_total";
+    pub const INTERNAL_BYTES: &str = "hearsay_internal_bytes_total";
+    pub const INTERNAL_REFUSED: &str = "hearsay_internal_refused_total";
+    pub const DELTA_VERSIONS_SENT: &str = "hearsay_delta_versions_sent_total";
+    pub const DELTA_VERSIONS_RECEIVED: &str = "hearsay_delta_versions_received_total";
+    pub const VIEW_CHANGES: &str = "hearsay_view_changes_total";
+    pub const LIVENESS_CHANGES: &str = "hearsay_liveness_changes_total";
+    pub const STATE_TRANSFERS: &str = "hearsay_state_transfers_total";
+    pub const TOMBSTONES_COLLECTED: &str = "hearsay_tombstones_collected_total";
+    pub const KEYS: &str = "hearsay_keys";
+    pub const TOMBSTONES: &str = "hearsay_tombstones";
+    pub const VIEW_SIZE: &str = "hearsay_view_size";
+    pub const MEMBERS: &str = "hearsay_members";
+    pub const CLOCK_ENTRIES: &str = "hearsay_clock_entries";
+    pub const READY: &str = "hearsay_ready";
+}
+
+/// Installs the global `tracing` subscriber (once; later calls are no-ops).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(names::HTTP_DURATION.to_string()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .expect("bucket list is not empty");
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (tests running several nodes
+                // in one process): render from a private one instead.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
