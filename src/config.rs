@@ -86,7 +86,7 @@ impl Default for Config {
             heartbeat_interval_ms: 100,
             suspect_after_ms: 700,
             dead_after_ms: 1500,
-            probe_interval_ms: 500,
+            probe_interval_ms: 250,
             rpc_timeout_ms: 1000,
             causal_wait_ms: 1000,
             dead_member_grace_ms: 300_000,
