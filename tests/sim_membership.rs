@@ -67,7 +67,9 @@ fn a_one_second_stall_removes_nobody() {
             let stalled = address(1);
             let others = without(&cluster.addresses, &stalled);
             // A stopped process neither sends nor answers.
-            cluster.net.partition(&[stalled.clone()], &others);
+            cluster
+                .net
+                .partition(std::slice::from_ref(&stalled), &others);
             let removed = cluster
                 .wait_for(ms(1000), ms(5), |c| {
                     others.iter().any(|a| c.view_of(a).len() < 3)
@@ -144,10 +146,15 @@ fn an_isolated_replica_finds_its_way_back() {
         let all = cluster.addresses.clone();
         let lonely = address(0);
         let rest = without(&all, &lonely);
-        cluster.net.partition(&[lonely.clone()], &rest);
-        views_become(&cluster, &[lonely.clone()], &[lonely.clone()], ms(2500))
-            .await
-            .ok_or("isolated replica still sees others")?;
+        cluster.net.partition(std::slice::from_ref(&lonely), &rest);
+        views_become(
+            &cluster,
+            std::slice::from_ref(&lonely),
+            std::slice::from_ref(&lonely),
+            ms(2500),
+        )
+        .await
+        .ok_or("isolated replica still sees others")?;
         // Long enough that probes have backed off to their slow rate.
         sim::sleep_ms(5000).await;
         cluster.net.heal();
