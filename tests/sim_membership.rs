@@ -195,7 +195,9 @@ fn one_way_and_non_transitive_partitions() {
             .await
             .ok_or("one-way heal")?;
         // Non-transitive: a and b cannot talk at all; c talks to both.
-        cluster.net.partition(&[a.clone()], &[b.clone()]);
+        cluster
+            .net
+            .partition(std::slice::from_ref(&a), std::slice::from_ref(&b));
         cluster
             .wait_for(ms(2500), ms(10), |cl| {
                 cl.view_of(&a) == expect_a && cl.view_of(&b) == expect_b
