@@ -1,0 +1,462 @@
+//! End-to-end tests of membership (SPEC §2, §4–§5; issue 3) with real
+//! `hearsay` processes and real signals:
+//!
+//! * SIGKILL — the dead replica leaves every survivor's view (time measured);
+//! * SIGSTOP for 1 s — nobody is removed from any view, sampled throughout;
+//! * SIGTERM — exit 0 within 2 s, out of the views at once, and no
+//!   acknowledged write lost;
+//! * restart with the same address — back in every view, caught up, with a
+//!   greater incarnation;
+//! * operator `DELETE /view` of a live replica — out everywhere and not
+//!   re-added by its heartbeats until it restarts; `PUT /view` of an address
+//!   where nothing listens — added, then removed by failure detection;
+//! * `GET /members` — alive, dead and left as they happen.
+//!
+//! Timing bounds are those of the issue where it sets one (exit within 2 s,
+//! leave well before the failure timeout); elsewhere they are generous so
+//! that a busy 2-core machine does not make the suite flaky (the 2 s
+//! detection goal is measured by the benchmark, not asserted here). Measured
+//! times are printed (`cargo nextest run --no-capture` shows them).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{free_ports, holds_throughout, wait_until, Cluster, Http};
+
+/// Generous bound for things the defaults do in well under two seconds.
+const SOON: Duration = Duration::from_secs(10);
+
+/// Whether none of `observers` lists `member` in its view (an observer that
+/// does not answer counts as "not yet").
+async fn out_of_views(cluster: &Cluster, observers: &[usize], member: &str) -> bool {
+    for &i in observers {
+        match cluster.http.try_view(cluster.addr(i)).await {
+            Ok(view) if !view.iter().any(|a| a == member) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The state (`alive`, `suspect`, `dead`, `left`) `observer` gives `member`.
+async fn state_at(cluster: &Cluster, observer: usize, member: &str) -> Option<String> {
+    let entry = cluster.http.member(cluster.addr(observer), member).await?;
+    entry["state"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_killed_replica_leaves_every_survivor_view() {
+    let mut cluster = Cluster::start(3).await;
+    let dead = cluster.addr(2).to_string();
+    let survivors = cluster.sorted(&[0, 1]);
+
+    cluster.kill(2);
+    let took = wait_until(SOON, "both survivors drop the killed replica", || {
+        let (cluster, survivors) = (&cluster, &survivors);
+        async move { cluster.views_equal(&[0, 1], survivors).await }
+    })
+    .await;
+    println!("SIGKILL: out of both survivors' views after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "detection took {took:?} (defaults: dead after 1.5 s of silence)"
+    );
+
+    // It stays out, and the survivors call it dead.
+    let samples = holds_throughout(
+        Duration::from_millis(500),
+        Duration::from_millis(50),
+        || {
+            let (cluster, survivors) = (&cluster, &survivors);
+            async move {
+                for i in [0, 1] {
+                    let view = cluster.view(i).await;
+                    if &view != survivors {
+                        return Err(format!("replica {i} lists {view:?}"));
+                    }
+                }
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the killed replica came back: {e}"));
+    assert!(samples > 1);
+    for i in [0, 1] {
+        assert_eq!(state_at(&cluster, i, &dead).await.as_deref(), Some("dead"));
+    }
+}
+
+#[tokio::test]
+async fn a_replica_stalled_for_one_second_is_never_removed() {
+    let cluster = Cluster::start(3).await;
+    let all = cluster.sorted(&[0, 1, 2]);
+    // Samples must not queue behind a slow answer for long.
+    let sampler = Http::with_timeout(Duration::from_secs(2));
+
+    let view_is_whole = |observers: &'static [usize]| {
+        let (cluster, sampler, all) = (&cluster, &sampler, &all);
+        move || async move {
+            for &i in observers {
+                let view = sampler.try_view(cluster.addr(i)).await?;
+                if &view != all {
+                    return Err(format!("replica {i} lists {view:?}"));
+                }
+            }
+            Ok(())
+        }
+    };
+
+    let stalled = Instant::now();
+    cluster.pause(2);
+    let during = holds_throughout(
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+        view_is_whole(&[0, 1]),
+    )
+    .await;
+    cluster.resume(2);
+    let stall = stalled.elapsed();
+    let during = during.unwrap_or_else(|e| panic!("removed during a {stall:?} stall: {e}"));
+
+    let after = holds_throughout(
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+        view_is_whole(&[0, 1, 2]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("removed after a {stall:?} stall: {e}"));
+    println!("SIGSTOP for {stall:?}: {during} samples during and {after} after, nobody removed");
+}
+
+#[tokio::test]
+async fn sigterm_hands_off_every_write_and_leaves_at_once() {
+    // Rare gossip rounds, so that the last writes are not spread by gossip
+    // before the signal: the leaving replica has to hand them off itself.
+    let mut cluster = Cluster::builder(3)
+        .set("gossip_interval_ms", 60_000)
+        .start()
+        .await;
+    let leaving = cluster.addr(2).to_string();
+    let mut client = cluster.session();
+    let mut written = BTreeMap::new();
+    for n in 0..30 {
+        let key = format!("handoff{n}");
+        let value = json!({"n": n, "pad": "p".repeat(200)});
+        client
+            .put(&leaving, &key, value.clone())
+            .await
+            .expect_result(201, "created");
+        written.insert(key, value);
+    }
+
+    // SIGTERM right after the last acknowledgement.
+    cluster.signal(2, libc::SIGTERM);
+    let signalled = Instant::now();
+    let (mut left_after, mut exit) = (None, None);
+    while left_after.is_none() || exit.is_none() {
+        assert!(
+            signalled.elapsed() < SOON,
+            "after {:?}: left the views: {left_after:?}, exited: {exit:?}",
+            signalled.elapsed()
+        );
+        if left_after.is_none() && out_of_views(&cluster, &[0, 1], &leaving).await {
+            left_after = Some(signalled.elapsed());
+        }
+        if exit.is_none() {
+            exit = cluster
+                .exited(2)
+                .map(|status| (status, signalled.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (left_after, (status, exited_after)) = (left_after.unwrap(), exit.unwrap());
+    println!(
+        "SIGTERM: out of both views after {left_after:?}, exited ({status}) after {exited_after:?}"
+    );
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        exited_after < Duration::from_secs(2),
+        "exit took {exited_after:?}"
+    );
+    assert!(
+        left_after < Duration::from_secs(1),
+        "views dropped it after {left_after:?}: that is the failure detector, not a leave"
+    );
+    for i in [0, 1] {
+        assert_eq!(
+            state_at(&cluster, i, &leaving).await.as_deref(),
+            Some("left")
+        );
+    }
+
+    // Every acknowledged write is at both survivors. With the session's
+    // metadata a survivor that lacked one would answer 503 for good.
+    for i in [0, 1] {
+        let addr = cluster.addr(i).to_string();
+        let mut reader = cluster.session();
+        reader.metadata = client.metadata.clone();
+        for (key, value) in &written {
+            let (reply, waits) = reader
+                .patiently("GET", &addr, key, None, Duration::from_secs(5))
+                .await;
+            assert_eq!(reply.status, 200, "{key} lost at {addr}: {reply:?}");
+            assert_eq!(reply.value(), value, "{key} at {addr}");
+            assert_eq!(
+                waits, 0,
+                "{key} was not at {addr} yet ({waits} answers of 503)"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_replica_rejoins_catches_up_and_has_a_new_incarnation() {
+    let mut cluster = Cluster::start(3).await;
+    let all = cluster.sorted(&[0, 1, 2]);
+    let (a, b) = (cluster.addr(0).to_string(), cluster.addr(1).to_string());
+    let restarted = cluster.addr(2).to_string();
+    let before = cluster.http.own_incarnation(&restarted).await;
+
+    // Some writes taken by the replica that will crash, spread before it does.
+    let mut client = cluster.session();
+    for n in 0..10 {
+        client
+            .put(&restarted, &format!("pre{n}"), json!(n))
+            .await
+            .expect_result(201, "created");
+    }
+    let (http, meta) = (&cluster.http, client.metadata.clone());
+    wait_until(SOON, "the survivors hold the early writes", || {
+        let (a, b, meta) = (&a, &b, &meta);
+        async move {
+            let mut probe = support::Session::new(http.clone());
+            for addr in [a, b] {
+                probe.metadata = meta.clone();
+                if probe.get(addr, "pre9").await.status != 200 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+
+    cluster.kill(2);
+    wait_until(SOON, "the survivors drop the killed replica", || {
+        let (cluster, restarted) = (&cluster, &restarted);
+        async move { out_of_views(cluster, &[0, 1], restarted).await }
+    })
+    .await;
+
+    // While it is down: deletes and overwrites of its keys, and new keys.
+    let mut expected: BTreeMap<String, Option<Value>> = BTreeMap::new();
+    for n in 0..10 {
+        let key = format!("pre{n}");
+        if n < 5 {
+            client.delete(&a, &key).await.expect_result(200, "deleted");
+            expected.insert(key, None);
+        } else {
+            client
+                .put(&b, &key, json!("overwritten"))
+                .await
+                .expect(200, None);
+            expected.insert(key, Some(json!("overwritten")));
+        }
+    }
+    for n in 0..20 {
+        let key = format!("down{n}");
+        let addr = if n % 2 == 0 { &a } else { &b };
+        client
+            .put(addr, &key, json!([n]))
+            .await
+            .expect_result(201, "created");
+        expected.insert(key, Some(json!([n])));
+    }
+
+    let started = Instant::now();
+    cluster.spawn(2);
+    cluster.wait_ready(2).await;
+    let ready_after = started.elapsed();
+    // Ready means caught up: every write made while it was down is served
+    // without metadata, and deletes stay deleted.
+    for (key, want) in &expected {
+        let reply = cluster.http.read(&restarted, key).await;
+        let got = (reply.status == 200).then(|| reply.value().clone());
+        assert_eq!(&got, want, "{key} at the restarted replica: {reply:?}");
+    }
+    let caught_up_after = started.elapsed();
+    let rejoined_after = wait_until(SOON, "every view lists the restarted replica", || {
+        let (cluster, all) = (&cluster, &all);
+        async move { cluster.views_equal(&[0, 1, 2], all).await }
+    })
+    .await
+        + caught_up_after;
+    println!(
+        "restart: ready after {ready_after:?}, all writes served after {caught_up_after:?}, \
+         in every view after {rejoined_after:?}"
+    );
+    // The session that made the writes needs no wait there either.
+    let reply = client.get(&restarted, "down19").await;
+    reply.expect_result(200, "found");
+
+    let after = cluster.http.own_incarnation(&restarted).await;
+    assert!(
+        after > before,
+        "incarnation {after} after restart, {before} before"
+    );
+    for i in [0, 1] {
+        let entry = cluster
+            .http
+            .member(cluster.addr(i), &restarted)
+            .await
+            .expect("a survivor knows the restarted replica");
+        assert_eq!(entry["incarnation"], after, "at replica {i}: {entry}");
+        assert_eq!(entry["state"], "alive", "at replica {i}: {entry}");
+    }
+}
+
+#[tokio::test]
+async fn an_operator_delete_keeps_a_live_replica_out_until_it_restarts() {
+    let mut cluster = Cluster::start(3).await;
+    let all = cluster.sorted(&[0, 1, 2]);
+    let rest = cluster.sorted(&[0, 1]);
+    let removed = cluster.addr(2).to_string();
+
+    cluster
+        .http
+        .change_view("DELETE", cluster.addr(0), &removed)
+        .await
+        .expect_result(200, "deleted");
+    let took = wait_until(SOON, "both other replicas drop the deleted one", || {
+        let (cluster, rest) = (&cluster, &rest);
+        async move { cluster.views_equal(&[0, 1], rest).await }
+    })
+    .await;
+    println!("operator DELETE /view: out of both views after {took:?}");
+
+    // It is still running and heartbeating, yet nobody re-adds it.
+    let samples = holds_throughout(
+        Duration::from_millis(1500),
+        Duration::from_millis(50),
+        || {
+            let (cluster, rest) = (&cluster, &rest);
+            async move {
+                for i in [0, 1] {
+                    let view = cluster.view(i).await;
+                    if &view != rest {
+                        return Err(format!("replica {i} lists {view:?}"));
+                    }
+                }
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the deleted replica was re-added: {e}"));
+    let health = cluster
+        .http
+        .send("GET", &removed, "/health", support::Body::None)
+        .await;
+    assert_eq!(health.status, 200, "the deleted replica is still up");
+    println!("deleted replica kept out over {samples} samples while it ran");
+
+    // A restart announces it again: back everywhere.
+    let (status, _) = cluster.terminate(2, Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}");
+    let started = Instant::now();
+    cluster.start_replica(2).await;
+    wait_until(SOON, "every view lists the restarted replica", || {
+        let (cluster, all) = (&cluster, &all);
+        async move { cluster.views_equal(&[0, 1, 2], all).await }
+    })
+    .await;
+    println!(
+        "operator DELETE then restart: in every view {:?} after spawning",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_added_address_where_nothing_listens_is_removed_again() {
+    let cluster = Cluster::start(3).await;
+    let all = cluster.sorted(&[0, 1, 2]);
+    let nobody = format!("127.0.0.1:{}", free_ports(1)[0]);
+
+    cluster
+        .http
+        .change_view("PUT", cluster.addr(0), &nobody)
+        .await
+        .expect_result(201, "added");
+    let added = Instant::now();
+
+    // Watch all three views until the address has appeared in each and then
+    // disappeared from each.
+    let mut seen = [None; 3];
+    let mut gone = [None; 3];
+    while gone.iter().any(Option::is_none) {
+        assert!(
+            added.elapsed() < SOON,
+            "after {:?}: seen {seen:?}, gone {gone:?}",
+            added.elapsed()
+        );
+        for i in 0..3 {
+            let listed = cluster.view(i).await.contains(&nobody);
+            if listed && seen[i].is_none() {
+                seen[i] = Some(added.elapsed());
+            }
+            if !listed && seen[i].is_some() && gone[i].is_none() {
+                gone[i] = Some(added.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("PUT /view of a dead address: listed after {seen:?}, removed after {gone:?}");
+    let last = gone.iter().flatten().max().unwrap();
+    assert!(*last < Duration::from_secs(6), "removal took {last:?}");
+    for i in 0..3 {
+        assert_eq!(cluster.view(i).await, all);
+        let state = state_at(&cluster, i, &nobody).await;
+        assert_eq!(state.as_deref(), Some("dead"), "at replica {i}");
+    }
+}
+
+#[tokio::test]
+async fn members_lists_alive_dead_and_left() {
+    let mut cluster = Cluster::start(3).await;
+    let (observer, killed, stopped) = (0, 1, 2);
+    let (killed_addr, stopped_addr) = (
+        cluster.addr(killed).to_string(),
+        cluster.addr(stopped).to_string(),
+    );
+
+    let members = cluster.members(observer).await;
+    assert_eq!(members.len(), 3, "{members:?}");
+    for member in &members {
+        assert_eq!(member["state"], "alive", "{member}");
+        assert_eq!(member["in_view"], true, "{member}");
+        assert!(member["incarnation"].as_u64().is_some(), "{member}");
+        let is_self = member["address"] == cluster.addr(observer);
+        assert_eq!(member["is_self"], is_self, "{member}");
+    }
+
+    cluster.kill(killed);
+    cluster.terminate(stopped, Duration::from_secs(5)).await;
+    wait_until(SOON, "the observer sees one dead and one left", || {
+        let (cluster, killed_addr, stopped_addr) = (&cluster, &killed_addr, &stopped_addr);
+        async move {
+            state_at(cluster, observer, killed_addr).await.as_deref() == Some("dead")
+                && state_at(cluster, observer, stopped_addr).await.as_deref() == Some("left")
+        }
+    })
+    .await;
+    for member in cluster.members(observer).await {
+        let alive = member["state"] == "alive";
+        assert_eq!(member["in_view"], alive, "{member}");
+        assert_eq!(member["is_self"], alive, "{member}");
+    }
+    assert_eq!(cluster.view(observer).await, cluster.sorted(&[observer]));
+}

@@ -1,0 +1,371 @@
+//! End-to-end tests of replication (SPEC §4–§5) with three real `hearsay`
+//! processes: the spec's three-client causal example, read-your-writes across
+//! replicas, a stalled replica that must not answer with older state, eventual
+//! convergence of writes and deletes, state transfer to a replica started
+//! after the writes, and a deterministic winner for concurrent writes.
+//!
+//! Causal safety is asserted the way a client sees it: a session that passes
+//! its metadata may get `503` (the replica is behind and says so) but never a
+//! `404` or an older value for something it has seen.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{wait_for, wait_until, Cluster, Http};
+
+/// How long a replica may keep answering 503 to a session before that is a
+/// failure. Writes spread in about a gossip round (100 ms) and a behind
+/// replica pulls at once; this is generous for a contended machine.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// Deadline for every replica to hold the same state.
+const CONVERGE: Duration = Duration::from_secs(15);
+
+/// Each replica's current answer for `key` without metadata: the value, or
+/// `None` for 404.
+async fn state_of(http: &Http, addr: &str, key: &str) -> Option<Value> {
+    let reply = http.read(addr, key).await;
+    match reply.status {
+        200 => Some(reply.value().clone()),
+        404 => None,
+        other => panic!("GET {key} at {addr}: unexpected {other}: {reply:?}"),
+    }
+}
+
+/// Whether every replica answers every key as `expected` says (`None`: 404).
+async fn all_hold(
+    cluster: &Cluster,
+    replicas: &[usize],
+    expected: &BTreeMap<String, Option<Value>>,
+) -> bool {
+    for &i in replicas {
+        for (key, want) in expected {
+            if &state_of(&cluster.http, cluster.addr(i), key).await != want {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Whether every replica answers `key` alike; returns that answer.
+async fn agreed(cluster: &Cluster, key: &str) -> Option<Option<Value>> {
+    let first = state_of(&cluster.http, cluster.addr(0), key).await;
+    for i in 1..cluster.len() {
+        if state_of(&cluster.http, cluster.addr(i), key).await != first {
+            return None;
+        }
+    }
+    Some(first)
+}
+
+#[tokio::test]
+async fn the_three_client_example_from_the_spec() {
+    let cluster = Cluster::start(3).await;
+    let (a, b, c) = (cluster.addr(0), cluster.addr(1), cluster.addr(2));
+
+    // Repeated with fresh keys and the replicas in every role, so that the
+    // race (C asked before gossip reached it) is hit in some rounds.
+    let mut unavailable = 0;
+    for round in 0..12 {
+        let (a, b, c) = match round % 3 {
+            0 => (a, b, c),
+            1 => (b, c, a),
+            _ => (c, a, b),
+        };
+        let (x, y) = (format!("x{round}"), format!("y{round}"));
+
+        let mut client1 = cluster.session();
+        client1
+            .put(a, &x, json!(1))
+            .await
+            .expect_result(201, "created");
+
+        // Client 2 reads x=1 at A, then writes y=2 at B: y depends on x.
+        let mut client2 = cluster.session();
+        let read = client2.get(a, &x).await;
+        read.expect_result(200, "found");
+        assert_eq!(read.value(), &json!(1));
+        let wrote = client2.put_patiently(b, &y, json!(2), CATCH_UP).await;
+        wrote.expect_result(201, "created");
+
+        // Client 3 sees y=2 at B; then x at C must be 1 (or 503 until C has it).
+        let mut client3 = cluster.session();
+        let seen_y = client3.get(b, &y).await;
+        seen_y.expect_result(200, "found");
+        assert_eq!(seen_y.value(), &json!(2));
+        let (seen_x, waits) = client3.patiently("GET", c, &x, None, CATCH_UP).await;
+        unavailable += waits;
+        assert_eq!(
+            seen_x.status, 200,
+            "round {round}: client 3 saw y=2 but x is missing at C: {seen_x:?}"
+        );
+        assert_eq!(seen_x.value(), &json!(1), "round {round}");
+    }
+    println!("three-client example: {unavailable} answers of 503 before x arrived at C");
+}
+
+#[tokio::test]
+async fn a_session_reads_its_own_writes_at_every_replica() {
+    let cluster = Cluster::start(3).await;
+    let addrs = cluster.addrs();
+    let mut client = cluster.session();
+
+    for round in 0..15 {
+        let key = format!("k{}", round % 4); // keys are overwritten, too
+        let value = json!({ "round": round });
+        let writer = &addrs[round % 3];
+        client
+            .put_patiently(writer, &key, value.clone(), CATCH_UP)
+            .await
+            .expect(if round < 4 { 201 } else { 200 }, None);
+
+        // At once, at the other two: this value or a 503, never an older one.
+        for reader in addrs.iter().filter(|a| *a != writer) {
+            let reply = client.get_patiently(reader, &key, CATCH_UP).await;
+            reply.expect_result(200, "found");
+            assert_eq!(reply.value(), &value, "round {round} read at {reader}");
+        }
+    }
+
+    // Deletes too: once deleted, the session never sees the key again.
+    client
+        .patiently("DELETE", &addrs[0], "k0", None, CATCH_UP)
+        .await
+        .0
+        .expect_result(200, "deleted");
+    for reader in &addrs {
+        let reply = client.get_patiently(reader, "k0", CATCH_UP).await;
+        reply.expect(404, Some("Key does not exist"));
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_replica_never_answers_with_older_state() {
+    let cluster = Cluster::builder(3).set("causal_wait_ms", 200).start().await;
+    let (a, c) = (cluster.addr(0), cluster.addr(2));
+    let mut client = cluster.session();
+    client
+        .put(a, "x", json!("old"))
+        .await
+        .expect_result(201, "created");
+    let mut other = cluster.session();
+    wait_until(CATCH_UP, "C has the old value", || {
+        let http = &cluster.http;
+        async move { state_of(http, c, "x").await == Some(json!("old")) }
+    })
+    .await;
+
+    // C is frozen while the session overwrites x at A and writes a new key.
+    cluster.pause(2);
+    client
+        .put(a, "x", json!("new"))
+        .await
+        .expect_result(200, "replaced");
+    client
+        .put(a, "fresh", json!(1))
+        .await
+        .expect_result(201, "created");
+    tokio::time::sleep(Duration::from_millis(300)).await; // C stays stalled a while
+    cluster.resume(2);
+
+    // Right after it resumes, C answers the session with the new state or
+    // 503, never "old" or 404.
+    let started = Instant::now();
+    let (x, waits_x) = client.patiently("GET", c, "x", None, CATCH_UP).await;
+    x.expect_result(200, "found");
+    assert_eq!(x.value(), &json!("new"));
+    let (fresh, waits_fresh) = client.patiently("GET", c, "fresh", None, CATCH_UP).await;
+    fresh.expect_result(200, "found");
+    println!(
+        "stalled replica served the session {:?} after SIGCONT ({} answers of 503 first)",
+        started.elapsed(),
+        waits_x + waits_fresh
+    );
+
+    // A client without metadata sees the new state at C once gossip ran.
+    wait_until(CATCH_UP, "C converges on the new value", || {
+        let http = &cluster.http;
+        async move { state_of(http, c, "x").await == Some(json!("new")) }
+    })
+    .await;
+    other.get(c, "x").await.expect_result(200, "found");
+}
+
+#[tokio::test]
+async fn writes_and_deletes_converge_on_every_replica() {
+    let cluster = Cluster::start(3).await;
+    let addrs = cluster.addrs();
+    let mut expected: BTreeMap<String, Option<Value>> = BTreeMap::new();
+
+    // Each replica has its own client and keys: created, overwritten, some
+    // deleted, some deleted and written again.
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut client = cluster.session();
+        for n in 0..15 {
+            let key = format!("r{i}-k{n}");
+            client
+                .put(addr, &key, json!([i, n, "first"]))
+                .await
+                .expect_result(201, "created");
+            let mut last = Some(json!([i, n, "first"]));
+            if n % 2 == 0 {
+                client
+                    .put(addr, &key, json!({"i": i, "n": n}))
+                    .await
+                    .expect_result(200, "replaced");
+                last = Some(json!({"i": i, "n": n}));
+            }
+            if n % 3 == 0 {
+                client
+                    .delete(addr, &key)
+                    .await
+                    .expect_result(200, "deleted");
+                last = None;
+            }
+            if n % 5 == 0 {
+                let (status, result) = match last {
+                    None => (201, "created"),
+                    Some(_) => (200, "replaced"),
+                };
+                client
+                    .put(addr, &key, json!("again"))
+                    .await
+                    .expect_result(status, result);
+                last = Some(json!("again"));
+            }
+            expected.insert(key, last);
+        }
+    }
+    // A client that moves between replicas, deleting keys written elsewhere.
+    let mut roamer = cluster.session();
+    for (n, key) in ["r0-k1", "r1-k1", "r2-k1"].into_iter().enumerate() {
+        let addr = &addrs[(n + 1) % 3];
+        let reply = roamer
+            .patiently("DELETE", addr, key, None, CATCH_UP)
+            .await
+            .0;
+        reply.expect_result(200, "deleted");
+        expected.insert(key.to_string(), None);
+    }
+
+    let started = Instant::now();
+    let took = wait_until(CONVERGE, "every replica holds the same state", || {
+        let (cluster, expected) = (&cluster, &expected);
+        async move { all_hold(cluster, &[0, 1, 2], expected).await }
+    })
+    .await;
+    println!(
+        "{} keys converged on 3 replicas {took:?} after the last write (checked in {:?})",
+        expected.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_replica_started_later_gets_everything_before_it_is_ready() {
+    let mut cluster = Cluster::builder(3).defer(2).start().await;
+    let (a, b) = (cluster.addr(0).to_string(), cluster.addr(1).to_string());
+    let mut client = cluster.session();
+    let mut expected = BTreeMap::new();
+    for n in 0..40 {
+        let key = format!("early{n}");
+        let addr = if n % 2 == 0 { &a } else { &b };
+        let value = json!({"n": n, "text": "x".repeat(n * 10)});
+        client
+            .put_patiently(addr, &key, value.clone(), CATCH_UP)
+            .await
+            .expect_result(201, "created");
+        expected.insert(key, Some(value));
+    }
+    for n in (0..40).step_by(4) {
+        let key = format!("early{n}");
+        client
+            .patiently("DELETE", &a, &key, None, CATCH_UP)
+            .await
+            .0
+            .expect_result(200, "deleted");
+        expected.insert(key, None);
+    }
+
+    let ready_after = cluster.start_replica(2).await;
+    println!("late replica ready {ready_after:?} after start");
+
+    // Once ready, C serves all of it without any metadata and without
+    // waiting for gossip: the state transfer happened before /ready.
+    for (key, want) in &expected {
+        let got = state_of(&cluster.http, cluster.addr(2), key).await;
+        assert_eq!(&got, want, "late replica, key {key}");
+    }
+    // The session's metadata is covered too: no 503.
+    let reply = client.get(cluster.addr(2), "early1").await;
+    reply.expect_result(200, "found");
+
+    // And the others have added it to their views.
+    let all = cluster.sorted(&[0, 1, 2]);
+    wait_until(CATCH_UP, "every view lists the late replica", || {
+        let (cluster, all) = (&cluster, &all);
+        async move { cluster.views_equal(&[0, 1, 2], all).await }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_writes_to_one_key_end_with_one_winner_everywhere() {
+    let cluster = Cluster::start(3).await;
+    let (a, b, c) = (cluster.addr(0), cluster.addr(1), cluster.addr(2));
+
+    for round in 0..5 {
+        let key = format!("contested{round}");
+        let mut left = cluster.session();
+        let mut right = cluster.session();
+        let (l, r) = tokio::join!(
+            left.put(a, &key, json!(format!("from A, round {round}"))),
+            right.put(b, &key, json!(format!("from B, round {round}"))),
+        );
+        assert_eq!(l.status, 201, "{l:?}");
+        assert_eq!(r.status, 201, "{r:?}");
+
+        let (winner, _) = wait_for(
+            CONVERGE,
+            format!("{key} to have one value everywhere"),
+            || {
+                let (cluster, key) = (&cluster, &key);
+                async move { agreed(cluster, key).await }
+            },
+        )
+        .await;
+        let winner = winner.expect("the key exists");
+        assert!(
+            winner == json!(format!("from A, round {round}"))
+                || winner == json!(format!("from B, round {round}")),
+            "winner {winner} is one of the two writes"
+        );
+        // Both writers now read the winner, wherever they ask.
+        for session in [&mut left, &mut right] {
+            let reply = session.get_patiently(c, &key, CATCH_UP).await;
+            assert_eq!(reply.value(), &winner, "{reply:?}");
+        }
+
+        // A write that saw the winner is causally later: it wins everywhere.
+        let mut later = cluster.session();
+        let seen = later.get_patiently(c, &key, CATCH_UP).await;
+        assert_eq!(seen.value(), &winner);
+        later
+            .put(c, &key, json!("causally later"))
+            .await
+            .expect_result(200, "replaced");
+        wait_until(
+            CONVERGE,
+            format!("{key} is the later write everywhere"),
+            || {
+                let (cluster, key) = (&cluster, &key);
+                async move { agreed(cluster, key).await == Some(Some(json!("causally later"))) }
+            },
+        )
+        .await;
+    }
+}
