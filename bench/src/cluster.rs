@@ -69,6 +69,29 @@ impl ClusterArgs {
             .collect()
     }
 
+    /// A setting's effective value as `hearsay config` prints it for replicas
+    /// started with these options (`key = value   # source` lines).
+    pub fn hearsay_setting(&self, key: &str) -> Option<String> {
+        let out = Command::new(self.hearsay_bin().ok()?)
+            .arg("config")
+            // Placeholders: `config` validates the addresses it is given.
+            .env("SOCKET_ADDRESS", "127.0.0.1:1")
+            .env("VIEW", "127.0.0.1:1")
+            .envs(self.env_pairs().ok()?)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| {
+                let (k, rest) = line.split_once('=')?;
+                let value = rest.split('#').next()?.trim();
+                (k.trim() == key).then(|| value.to_string())
+            })
+    }
+
     /// A spec for starting hearsay replicas with these options.
     pub fn hearsay_spec(&self, log_dir: &Path) -> Result<ProcSpec> {
         let bin = self.hearsay_bin()?;

@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::client::{shared_http, Outcome, Session};
 use crate::cluster::{wait_views, ClusterArgs, LocalCluster};
 use crate::load::{random_value, Background, Workload};
-use crate::metrics;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ConvergenceArgs {
@@ -38,7 +37,7 @@ pub struct ConvergenceArgs {
     #[arg(long, default_value_t = 16)]
     pub load_sessions: usize,
     /// hearsay's gossip interval, to express times in rounds
-    /// [default: read from /metrics if exposed, else 100 ms].
+    /// [default: from `hearsay config` with the replicas' settings, else 100 ms].
     #[arg(long)]
     pub gossip_interval_ms: Option<f64>,
     #[arg(long, default_value_t = 1)]
@@ -55,7 +54,7 @@ pub struct ConvergenceResult {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub gossip_interval_ms: f64,
-    /// Where the interval came from: "flag", "metrics" or "assumed default".
+    /// Where the interval came from.
     pub gossip_interval_source: String,
     pub p50_rounds: f64,
     pub p99_rounds: f64,
@@ -67,18 +66,19 @@ pub struct ConvergenceResult {
     pub samples_ms: Vec<f64>,
 }
 
-/// The gossip interval: the flag, else the store's gauge, else 100 ms.
-pub async fn gossip_interval(flag: Option<f64>, addr: &str) -> (f64, String) {
+/// The gossip interval: the flag, else what `hearsay config` reports for the
+/// replicas' settings, else the documented default of 100 ms.
+pub fn gossip_interval(flag: Option<f64>, cluster: &ClusterArgs) -> (f64, String) {
     if let Some(ms) = flag {
-        return (ms, "flag".into());
+        return (ms, "--gossip-interval-ms".into());
     }
-    let http = crate::cluster::probe_client();
-    if let Ok(scrape) = metrics::scrape(&http, addr).await {
-        if let Some(s) = scrape.get(metrics::GOSSIP_INTERVAL_SECONDS) {
-            return (s * 1000.0, "metrics".into());
-        }
+    match cluster
+        .hearsay_setting("gossip_interval_ms")
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        Some(ms) => (ms, "`hearsay config`".into()),
+        None => (100.0, "assumed default".into()),
     }
-    (100.0, "assumed default".into())
 }
 
 pub fn goal_rounds(n: usize) -> u32 {
@@ -103,19 +103,20 @@ pub async fn run(
 ) -> Result<Vec<ConvergenceResult>> {
     let mut out = Vec::new();
     if !cluster.targets.is_empty() {
-        out.extend(measure_cluster(args, &cluster.targets).await?);
+        out.extend(measure_cluster(args, cluster, &cluster.targets).await?);
         return Ok(out);
     }
     for &n in &args.sizes {
         eprintln!("convergence: starting {n} replicas");
         let local = LocalCluster::start(cluster.hearsay_spec(log_dir)?, n).await?;
-        out.extend(measure_cluster(args, &local.addrs()).await?);
+        out.extend(measure_cluster(args, cluster, &local.addrs()).await?);
     }
     Ok(out)
 }
 
 async fn measure_cluster(
     args: &ConvergenceArgs,
+    cluster: &ClusterArgs,
     addrs: &[String],
 ) -> Result<Vec<ConvergenceResult>> {
     let n = addrs.len();
@@ -128,7 +129,7 @@ async fn measure_cluster(
     {
         eprintln!("convergence: views of the {n} replicas did not all list {n} members within 20 s; measuring anyway");
     }
-    let (interval_ms, source) = gossip_interval(args.gossip_interval_ms, &addrs[0]).await;
+    let (interval_ms, source) = gossip_interval(args.gossip_interval_ms, cluster);
     let mut results = vec![measure_phase(args, addrs, "idle", interval_ms, &source).await?];
     if args.load_sessions > 0 {
         let w = Workload {

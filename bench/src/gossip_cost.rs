@@ -34,9 +34,14 @@ pub struct GossipCostArgs {
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct ReplicaCost {
     pub addr: String,
+    /// Gossip rounds it started.
     pub rounds: f64,
-    pub bytes_sent: f64,
-    pub messages_sent: f64,
+    /// Bytes of gossip (pull/push) requests it served and its replies.
+    pub gossip_bytes: f64,
+    /// Gossip requests it served (each has a reply).
+    pub gossip_requests: f64,
+    /// Bytes of heartbeat requests it served and its replies.
+    pub heartbeat_bytes: f64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -47,12 +52,17 @@ pub struct GossipCostResult {
     pub window_s: f64,
     /// Gossip rounds started per replica per second.
     pub rounds_per_s_per_replica: f64,
-    /// Bytes all replicas sent, divided by rounds all replicas started: what
-    /// one exchange costs, both directions.
+    /// Gossip bytes (requests and replies, all replicas) divided by gossip
+    /// rounds (all replicas): what one round costs, both directions. Message
+    /// bodies only; HTTP framing adds roughly 150 bytes per message.
     pub bytes_per_round: f64,
+    /// Gossip messages (requests and replies) per round.
     pub messages_per_round: f64,
-    /// Bytes each replica sends per second, on average.
+    /// Gossip bytes per replica per second, both directions.
     pub bytes_per_s_per_replica: f64,
+    /// Heartbeat bytes per replica per second, both directions (failure
+    /// detection, reported apart from gossip).
+    pub heartbeat_bytes_per_s_per_replica: f64,
     pub background_ops_per_s: Option<f64>,
     pub per_replica: Vec<ReplicaCost>,
 }
@@ -78,6 +88,16 @@ pub async fn run(
         // Fail before spending time on a preload if there is nothing to read.
         let probe = probe_client();
         let first = metrics::scrape(&probe, &addrs[0]).await?;
+        // Counters may only appear once first incremented, so give the
+        // cluster a few rounds before judging that a name is missing.
+        let mut first = first;
+        for _ in 0..20 {
+            if first.get(metrics::GOSSIP_ROUNDS).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            first = metrics::scrape(&probe, &addrs[0]).await?;
+        }
         if first.get(metrics::GOSSIP_ROUNDS).is_none() {
             bail!(
                 "{}/metrics has no {} counter: set the names in bench/src/metrics.rs",
@@ -167,22 +187,36 @@ async fn measure(
     tokio::time::sleep(window).await;
     let after = scrape_all(addrs).await?;
     let window_s = started.elapsed().as_secs_f64();
-    let delta = |b: &Scrape, a: &Scrape, name: &str| {
-        a.get(name).unwrap_or(0.0) - b.get(name).unwrap_or(0.0)
+    let delta = |b: &Scrape, a: &Scrape, f: &dyn Fn(&Scrape) -> Option<f64>| {
+        f(a).unwrap_or(0.0) - f(b).unwrap_or(0.0)
+    };
+    let kinds = |name: &'static str, kinds: &'static [&'static str]| {
+        move |s: &Scrape| s.sum_label(name, metrics::KIND_LABEL, kinds)
     };
     let per_replica: Vec<ReplicaCost> = addrs
         .iter()
         .zip(before.iter().zip(&after))
         .map(|(addr, (b, a))| ReplicaCost {
             addr: addr.clone(),
-            rounds: delta(b, a, metrics::GOSSIP_ROUNDS),
-            bytes_sent: delta(b, a, metrics::GOSSIP_BYTES_SENT),
-            messages_sent: delta(b, a, metrics::GOSSIP_MESSAGES_SENT),
+            rounds: delta(b, a, &|s| s.get(metrics::GOSSIP_ROUNDS)),
+            gossip_bytes: delta(b, a, &kinds(metrics::INTERNAL_BYTES, metrics::GOSSIP_KINDS)),
+            gossip_requests: delta(
+                b,
+                a,
+                &kinds(metrics::INTERNAL_MESSAGES, metrics::GOSSIP_KINDS),
+            ),
+            heartbeat_bytes: delta(
+                b,
+                a,
+                &kinds(metrics::INTERNAL_BYTES, metrics::HEARTBEAT_KINDS),
+            ),
         })
         .collect();
     let rounds: f64 = per_replica.iter().map(|r| r.rounds).sum();
-    let bytes: f64 = per_replica.iter().map(|r| r.bytes_sent).sum();
-    let msgs: f64 = per_replica.iter().map(|r| r.messages_sent).sum();
+    let bytes: f64 = per_replica.iter().map(|r| r.gossip_bytes).sum();
+    // Each request served has a reply: two messages.
+    let msgs: f64 = per_replica.iter().map(|r| 2.0 * r.gossip_requests).sum();
+    let heartbeat: f64 = per_replica.iter().map(|r| r.heartbeat_bytes).sum();
     let n = addrs.len() as f64;
     Ok(GossipCostResult {
         keys,
@@ -193,6 +227,7 @@ async fn measure(
         bytes_per_round: bytes / rounds.max(1.0),
         messages_per_round: msgs / rounds.max(1.0),
         bytes_per_s_per_replica: bytes / n / window_s,
+        heartbeat_bytes_per_s_per_replica: heartbeat / n / window_s,
         background_ops_per_s: None,
         per_replica,
     })

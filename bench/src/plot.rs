@@ -107,6 +107,7 @@ pub fn throughput_svg(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -
         .configure_mesh()
         .x_desc("second of measured window")
         .y_desc("operations / s")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(err)?;
     for (i, (label, values)) in series.iter().enumerate() {

@@ -176,6 +176,7 @@ struct GossipRow<'a> {
     bytes_per_round: f64,
     messages_per_round: f64,
     bytes_per_s_per_replica: f64,
+    heartbeat_bytes_per_s_per_replica: f64,
 }
 
 fn csv_file<T: Serialize>(path: &Path, rows: impl IntoIterator<Item = T>) -> Result<()> {
@@ -246,6 +247,7 @@ impl Report {
                     bytes_per_round: g.bytes_per_round,
                     messages_per_round: g.messages_per_round,
                     bytes_per_s_per_replica: g.bytes_per_s_per_replica,
+                    heartbeat_bytes_per_s_per_replica: g.heartbeat_bytes_per_s_per_replica,
                 }),
             )?;
         }
@@ -462,19 +464,20 @@ impl Report {
         }
         if !self.gossip_cost.is_empty() {
             let _ = writeln!(s, "## Gossip cost\n");
-            let _ = writeln!(s, "| keys | phase | replicas | bytes/round | messages/round | rounds/s/replica | bytes/s/replica |");
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            let _ = writeln!(s, "| keys | phase | replicas | gossip bytes/round | messages/round | rounds/s/replica | gossip bytes/s/replica | heartbeat bytes/s/replica |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
             for g in &self.gossip_cost {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} |",
+                    "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} |",
                     g.keys,
                     g.phase,
                     g.replicas,
                     g.bytes_per_round,
                     g.messages_per_round,
                     g.rounds_per_s_per_replica,
-                    g.bytes_per_s_per_replica
+                    g.bytes_per_s_per_replica,
+                    g.heartbeat_bytes_per_s_per_replica
                 );
             }
             let _ = writeln!(s);

@@ -46,7 +46,7 @@ pub struct SuiteArgs {
     /// Sections to leave out.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub skip: Vec<Section>,
-    /// hearsay's gossip interval [default: from /metrics, else 100 ms].
+    /// hearsay's gossip interval [default: from `hearsay config`, else 100 ms].
     #[arg(long)]
     pub gossip_interval_ms: Option<f64>,
     /// Report directory [default: bench/results/<timestamp>].
