@@ -100,6 +100,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -278,6 +279,16 @@ fn to_json<T: Serialize>(value: &T) -> String {
 // Key-value handlers
 // --------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/kvs/{key}", tag = "kvs",
+    params(("key" = String, Path, description = "1 to 50 characters, percent-encoded")),
+    request_body(content = schema::KvRead, description = "Optional"),
+    responses(
+        (status = 200, body = schema::Found),
+        (status = 400, body = schema::Error, description = "Key is too long, or a malformed body"),
+        (status = 404, body = schema::Error, description = "Key does not exist"),
+        (status = 413, body = schema::Error),
+        (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
+    ))]
 async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let key = key_from_uri(&uri);
     let bytes = read_body(body, state.node.config().max_body_bytes).await?;
@@ -304,6 +315,16 @@ async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResu
     }
 }
 
+#[utoipa::path(put, path = "/kvs/{key}", tag = "kvs",
+    params(("key" = String, Path, description = "1 to 50 characters, percent-encoded")),
+    request_body = schema::KvWrite,
+    responses(
+        (status = 201, body = schema::Written, description = "created"),
+        (status = 200, body = schema::Written, description = "replaced"),
+        (status = 400, body = schema::Error, description = "Key is too long; PUT request does not specify a value; malformed body"),
+        (status = 413, body = schema::Error),
+        (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
+    ))]
 async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let key = key_from_uri(&uri);
     let bytes = read_body(body, state.node.config().max_body_bytes).await?;
@@ -323,6 +344,16 @@ async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResu
     write_response(state.node.write(&key, Some(value), &metadata).await?)
 }
 
+#[utoipa::path(delete, path = "/kvs/{key}", tag = "kvs",
+    params(("key" = String, Path, description = "1 to 50 characters, percent-encoded")),
+    request_body = schema::KvRead,
+    responses(
+        (status = 200, body = schema::Written, description = "deleted"),
+        (status = 400, body = schema::Error),
+        (status = 404, body = schema::Error, description = "Key does not exist"),
+        (status = 413, body = schema::Error),
+        (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
+    ))]
 async fn delete_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let key = key_from_uri(&uri);
     let bytes = read_body(body, state.node.config().max_body_bytes).await?;
@@ -351,6 +382,7 @@ fn write_response(outcome: WriteOutcome) -> ApiResult {
 // View handlers
 // --------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/view", tag = "view", responses((status = 200, body = schema::View)))]
 async fn get_view(State(state): State<AppState>) -> Response {
     Json(json!({ "view": state.node.view() })).into_response()
 }
@@ -378,6 +410,12 @@ async fn view_target(state: &AppState, body: Body) -> Result<String, ApiError> {
     Ok(address.to_string())
 }
 
+#[utoipa::path(put, path = "/view", tag = "view", request_body = schema::ViewChangeRequest,
+    responses(
+        (status = 201, body = schema::ViewResult, description = "added"),
+        (status = 200, body = schema::ViewResult, description = "already present"),
+        (status = 400, body = schema::Error),
+    ))]
 async fn put_view(State(state): State<AppState>, body: Body) -> ApiResult {
     let address = view_target(&state, body).await?;
     Ok(match state.node.view_add(&address) {
@@ -388,6 +426,12 @@ async fn put_view(State(state): State<AppState>, body: Body) -> ApiResult {
     })
 }
 
+#[utoipa::path(delete, path = "/view", tag = "view", request_body = schema::ViewChangeRequest,
+    responses(
+        (status = 200, body = schema::ViewResult, description = "deleted"),
+        (status = 404, body = schema::Error, description = "View has no such replica"),
+        (status = 400, body = schema::Error),
+    ))]
 async fn delete_view(State(state): State<AppState>, body: Body) -> ApiResult {
     let address = view_target(&state, body).await?;
     match state.node.view_remove(&address) {
@@ -398,6 +442,7 @@ async fn delete_view(State(state): State<AppState>, body: Body) -> ApiResult {
     }
 }
 
+#[utoipa::path(get, path = "/members", tag = "operator", responses((status = 200, body = schema::Members)))]
 async fn get_members(State(state): State<AppState>) -> Response {
     Json(json!({ "members": state.node.members() })).into_response()
 }
@@ -406,6 +451,7 @@ async fn get_members(State(state): State<AppState>) -> Response {
 // Operator endpoints
 // --------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/health", tag = "operator", responses((status = 200, body = schema::Health)))]
 async fn health(State(state): State<AppState>) -> Response {
     Json(json!({
         "status": "ok",
@@ -416,6 +462,8 @@ async fn health(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+#[utoipa::path(get, path = "/ready", tag = "operator", responses(
+    (status = 200, body = schema::Ready), (status = 503, body = schema::Ready)))]
 async fn ready(State(state): State<AppState>) -> Response {
     let node = &state.node;
     let (status, reason) = if node.is_draining() {
@@ -435,6 +483,8 @@ async fn ready(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operator",
+    responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text format")))]
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let node = &state.node;
     let (keys, tombstones, clock_entries) = node.inspect(|r| {
@@ -514,6 +564,134 @@ async fn internal(
     metrics::counter!(names::INTERNAL_BYTES, "kind" => kind, "direction" => "out")
         .increment(encoded.len() as u64);
     ([(header::CONTENT_TYPE, "application/msgpack")], encoded).into_response()
+}
+
+// --------------------------------------------------------------------------
+// API description
+// --------------------------------------------------------------------------
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "hearsay",
+        description = "A replicated, causally consistent key-value store (CSE138 Assignment 3 wire API plus operator extensions)."
+    ),
+    paths(
+        get_view,
+        put_view,
+        delete_view,
+        get_key,
+        put_key,
+        delete_key,
+        get_members,
+        health,
+        ready,
+        metrics_text
+    )
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Response {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi()).into_response()
+}
+
+/// Wire shapes for the API description. The handlers parse bodies by hand
+/// (to control error messages and check order); these types say what goes
+/// over the wire.
+mod schema {
+    #![allow(dead_code)]
+    use utoipa::ToSchema;
+
+    #[derive(ToSchema)]
+    pub struct KvWrite {
+        /// Any JSON value except null.
+        #[schema(value_type = Object)]
+        pub value: serde_json::Value,
+        /// `null`, or the object from your last answer, e.g.
+        /// `{"10.10.0.2:8090@1764000000123": 3}`.
+        #[schema(rename = "causal-metadata", value_type = Option<Object>)]
+        pub causal_metadata: Option<serde_json::Value>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct KvRead {
+        /// `null`, or the object from your last answer, e.g.
+        /// `{"10.10.0.2:8090@1764000000123": 3}`.
+        #[schema(rename = "causal-metadata", value_type = Option<Object>)]
+        pub causal_metadata: Option<serde_json::Value>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Found {
+        #[schema(example = "found")]
+        pub result: String,
+        #[schema(value_type = Object)]
+        pub value: serde_json::Value,
+        #[schema(rename = "causal-metadata", value_type = Object)]
+        pub causal_metadata: serde_json::Value,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Written {
+        /// `created`, `replaced` or `deleted`.
+        pub result: String,
+        #[schema(rename = "causal-metadata", value_type = Object)]
+        pub causal_metadata: serde_json::Value,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Error {
+        pub error: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct View {
+        pub view: Vec<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ViewChangeRequest {
+        #[schema(rename = "socket-address", example = "10.10.0.4:8090")]
+        pub socket_address: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ViewResult {
+        /// `added`, `already present` or `deleted`.
+        pub result: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Member {
+        pub address: String,
+        /// alive, suspect, dead or left
+        pub state: String,
+        pub admitted: bool,
+        pub in_view: bool,
+        pub incarnation: Option<u64>,
+        pub last_heard_ms_ago: Option<u64>,
+        pub is_self: bool,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Members {
+        pub members: Vec<Member>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Health {
+        pub status: String,
+        pub address: String,
+        pub incarnation: u64,
+        pub draining: bool,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Ready {
+        pub ready: bool,
+        pub reason: String,
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The `hearsay` command line: serving (the default), a local cluster for
-//! trying it out, a health probe for container health checks, and printing
-//! the effective configuration.
+//! trying it out, a health probe for container health checks, printing the
+//! effective configuration, and a client (`get`, `put`, `delete`, `view`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client::{self, ClientArgs, Operation, ViewCommand};
 use crate::config::{self, Overrides};
 use crate::telemetry;
 
@@ -34,6 +35,32 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Print the effective configuration and where each value came from.
     Config(SettingsArgs),
+    /// Read a key (keeps causal metadata between calls).
+    Get {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write a key; VALUE is JSON if it parses, else a string.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show or change a replica's view.
+    View {
+        #[command(subcommand)]
+        action: Option<ViewCommand>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Configuration layers given on the command line.
@@ -121,6 +148,19 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Cluster(args)) => runtime.block_on(cluster(args)),
         Some(Command::Probe(args)) => runtime.block_on(probe(args)),
         Some(Command::Config(settings)) => show_config(settings),
+        Some(Command::Get { key, client }) => {
+            runtime.block_on(client::run(client, Operation::Get { key }))
+        }
+        Some(Command::Put { key, value, client }) => {
+            runtime.block_on(client::run(client, Operation::Put { key, value }))
+        }
+        Some(Command::Delete { key, client }) => {
+            runtime.block_on(client::run(client, Operation::Delete { key }))
+        }
+        Some(Command::View { action, client }) => runtime.block_on(client::run(
+            client,
+            Operation::View(action.unwrap_or(ViewCommand::List)),
+        )),
     }
 }
 

@@ -9,10 +9,12 @@
 //! * [`api`] — the public HTTP API and operator endpoints.
 //! * [`config`] — layered configuration with provenance.
 //! * [`telemetry`] — logs and Prometheus metrics.
-//! * [`server`], [`cli`] — the binary's entry points.
+//! * [`server`], [`cli`], [`client`] — the binary's entry points and its
+//!   command-line client.
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod node;
