@@ -63,6 +63,9 @@ fn key_path(key: &str) -> String {
 pub struct Session {
     pub id: usize,
     metadata: Value,
+    /// Send `null` instead of the metadata: a broken client, used only to
+    /// show that the checker catches the stale reads it gets.
+    forget_metadata: bool,
     http: reqwest::Client,
     recorder: Recorder,
 }
@@ -78,9 +81,16 @@ impl Session {
         Session {
             id,
             metadata: Value::Null,
+            forget_metadata: false,
             http,
             recorder,
         }
+    }
+
+    /// Makes this session send no causal metadata (see `forget_metadata`).
+    pub fn forgetting_metadata(mut self) -> Self {
+        self.forget_metadata = true;
+        self
     }
 
     /// The metadata the next request will carry.
@@ -117,13 +127,18 @@ impl Session {
     }
 
     async fn run(&mut self, ep: &Endpoint, kind: OpKind) -> Outcome {
+        let meta = if self.forget_metadata {
+            Value::Null
+        } else {
+            self.metadata.clone()
+        };
         let (method, body) = match &kind {
             OpKind::Put { value, .. } => (
                 Method::Put,
-                json!({"value": value, "causal-metadata": self.metadata}),
+                json!({"value": value, "causal-metadata": meta}),
             ),
-            OpKind::Get { .. } => (Method::Get, json!({"causal-metadata": self.metadata})),
-            OpKind::Delete { .. } => (Method::Delete, json!({"causal-metadata": self.metadata})),
+            OpKind::Get { .. } => (Method::Get, json!({"causal-metadata": meta})),
+            OpKind::Delete { .. } => (Method::Delete, json!({"causal-metadata": meta})),
         };
         let url = format!("{}/kvs/{}", ep.base_url, key_path(kind.key()));
         let builder = match method {

@@ -474,6 +474,16 @@ impl Cluster {
         .unwrap_or_else(|e| format!("unknown ({e})"))
     }
 
+    /// Every container's state, in node order, with one `docker inspect`.
+    pub async fn states(&self) -> Vec<String> {
+        let mut args = vec!["inspect", "--format", "{{.State.Status}}"];
+        args.extend(self.nodes.iter().map(|n| n.container.as_str()));
+        match run("docker", &args).await {
+            Ok(out) => out.lines().map(|l| l.trim().to_owned()).collect(),
+            Err(e) => vec![format!("unknown ({e})")],
+        }
+    }
+
     /// Prints the last lines of every replica's log (for failures).
     pub async fn dump_logs(&self, tail: usize) {
         for node in &self.nodes {

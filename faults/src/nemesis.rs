@@ -33,6 +33,9 @@ pub enum Fault {
     Partition { a: String, b: String },
     /// Packets from `from` to `to` are dropped; the other way works.
     OneWay { from: String, to: String },
+    /// `node` can reach no other replica (and none reaches it), but clients
+    /// still reach it: the fault that tests causal waits and 503s hardest.
+    Isolate(String),
     /// `node` loses `percent` % of its incoming packets.
     Loss { node: String, percent: u32 },
 }
@@ -47,6 +50,7 @@ impl Fault {
             Fault::Disconnect(_) => "disconnect",
             Fault::Partition { .. } => "partition",
             Fault::OneWay { .. } => "one-way",
+            Fault::Isolate(_) => "isolate",
             Fault::Loss { .. } => "loss",
         }
     }
@@ -63,7 +67,11 @@ impl Fault {
     /// Every node the fault touches.
     fn nodes(&self) -> Vec<&str> {
         match self {
-            Fault::Stop(n) | Fault::Kill(n) | Fault::Pause(n) | Fault::Disconnect(n) => vec![n],
+            Fault::Stop(n)
+            | Fault::Kill(n)
+            | Fault::Pause(n)
+            | Fault::Disconnect(n)
+            | Fault::Isolate(n) => vec![n],
             Fault::Partition { a, b } => vec![a, b],
             Fault::OneWay { from, to } => vec![from, to],
             Fault::Loss { node, .. } => vec![node],
@@ -91,17 +99,19 @@ pub enum FaultType {
     Disconnect,
     Partition,
     OneWay,
+    Isolate,
     Loss,
 }
 
 impl FaultType {
-    pub const ALL: [FaultType; 7] = [
+    pub const ALL: [FaultType; 8] = [
         FaultType::Stop,
         FaultType::Kill,
         FaultType::Pause,
         FaultType::Disconnect,
         FaultType::Partition,
         FaultType::OneWay,
+        FaultType::Isolate,
         FaultType::Loss,
     ];
 
@@ -117,6 +127,7 @@ impl FaultType {
             FaultType::Disconnect => Fault::Disconnect(a),
             FaultType::Partition => Fault::Partition { a, b },
             FaultType::OneWay => Fault::OneWay { from: a, to: b },
+            FaultType::Isolate => Fault::Isolate(a),
             FaultType::Loss => Fault::Loss {
                 node: a,
                 percent: *[10u32, 20, 30].choose(rng).unwrap_or(&20),
@@ -264,6 +275,19 @@ impl Nemesis {
                 cluster.drop_to(&nb, &na).await?;
             }
             Fault::OneWay { from, to } => cluster.drop_from(&node(to), &node(from)).await?,
+            Fault::Isolate(n) => {
+                let target = node(n);
+                let peers: Vec<_> = cluster
+                    .nodes
+                    .iter()
+                    .filter(|p| p.name != *n)
+                    .cloned()
+                    .collect();
+                for peer in &peers {
+                    cluster.drop_from(&target, peer).await?;
+                    cluster.drop_to(&target, peer).await?;
+                }
+            }
             Fault::Loss { node: n, percent } => {
                 self.loss_tool = Some(cluster.lossy(&node(n), *percent).await?);
             }
@@ -289,7 +313,7 @@ impl Nemesis {
                     cluster.heal_net(&node(b)).await;
                     Ok(())
                 }
-                Fault::Loss { node: n, .. } => {
+                Fault::Loss { node: n, .. } | Fault::Isolate(n) => {
                     cluster.heal_net(&node(n)).await;
                     Ok(())
                 }

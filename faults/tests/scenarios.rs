@@ -110,3 +110,33 @@ async fn random_schedule() {
     println!("random schedule (seed {seed}):\n  {}", plan.join("\n  "));
     run_and_assert(Config::new("random", seed, schedule)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_isolated_from_peers() {
+    scripted("isolate", FaultType::Isolate, 3, 5).await;
+}
+
+/// The suite must be able to fail: clients that drop their causal metadata
+/// while a replica is cut off from its peers do read stale data, and the
+/// checker has to say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_catches_clients_that_drop_metadata() {
+    let seed = seed_from_env();
+    let schedule = Schedule::scripted(
+        FaultType::Isolate,
+        2,
+        Duration::from_secs(5),
+        Duration::from_secs(2),
+        seed,
+        &names(),
+    );
+    let mut config = Config::new("selftest-no-metadata", seed, schedule);
+    config.forget_metadata = true;
+    let report = hearsay_faults::scenario::run(config).await;
+    assert!(
+        !report.violations.is_empty(),
+        "clients without metadata against an isolated replica produced no violation: \
+         the checker or the fault is not working\n{}",
+        report.summary()
+    );
+}
