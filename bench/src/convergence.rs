@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{shared_http, Outcome, Session};
+use crate::client::{Outcome, Session};
 use crate::cluster::{wait_views, ClusterArgs, LocalCluster};
 use crate::load::{random_value, Background, Workload};
 
@@ -159,7 +159,6 @@ async fn measure_phase(
     source: &str,
 ) -> Result<ConvergenceResult> {
     let n = addrs.len();
-    let http = shared_http(2 * n, Duration::from_secs(2));
     let mut rng = SmallRng::seed_from_u64(args.seed ^ n as u64);
     let mut samples = Vec::new();
     let mut failed = 0;
@@ -168,7 +167,7 @@ async fn measure_phase(
         let writer = rng.random_range(0..n);
         let key = format!("conv-{run_id:08x}-{phase}-{i}");
         let value = random_value(&mut rng, 16);
-        match sample(&http, addrs, writer, &key, &value, args).await {
+        match sample(addrs, writer, &key, &value, args).await {
             Some(ms) => samples.push(ms),
             None => failed += 1,
         }
@@ -205,14 +204,13 @@ async fn measure_phase(
 
 /// One write and the time until every other replica shows it, in ms.
 async fn sample(
-    http: &reqwest::Client,
     addrs: &[String],
     writer: usize,
     key: &str,
     value: &serde_json::Value,
     args: &ConvergenceArgs,
 ) -> Option<f64> {
-    let mut w = Session::new(http.clone(), &addrs[writer]);
+    let mut w = Session::new(&addrs[writer]);
     if !matches!(w.put(key, value).await, Outcome::Ok(_)) {
         return None;
     }
@@ -223,10 +221,11 @@ async fn sample(
             .enumerate()
             .filter(|(i, _)| *i != writer)
             .map(|(_, addr)| async move {
+                let mut r = Session::with_timeout(addr, Duration::from_secs(2));
                 loop {
-                    // A fresh session each time: null metadata, so the replica
-                    // answers from what gossip has brought it.
-                    let mut r = Session::new(http.clone(), addr);
+                    // Null metadata every time, so the replica answers from
+                    // what gossip has brought it rather than pulling.
+                    r.metadata = serde_json::Value::Null;
                     if let Outcome::Ok(Some(v)) = r.get(key).await {
                         if &v == value {
                             return Some(acked.elapsed().as_secs_f64() * 1000.0);

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{shared_http, Outcome, Session};
+use crate::client::{Outcome, Session};
 use crate::cluster::{get_view, probe_client, wait_views, ClusterArgs, LocalCluster};
 use crate::load::random_value;
 
@@ -91,13 +91,10 @@ pub async fn run(
     );
 
     // Write while it is down, then restart it and watch it come back.
-    let http = shared_http(4, Duration::from_secs(2));
     let key = "failover-marker";
     let value = random_value(&mut rand::rng(), 16);
     if !matches!(
-        Session::new(http.clone(), &survivors[0])
-            .put(key, &value)
-            .await,
+        Session::new(&survivors[0]).put(key, &value).await,
         Outcome::Ok(_)
     ) {
         bail!("could not write the marker key to {}", survivors[0]);
@@ -112,10 +109,8 @@ pub async fn run(
         }
     });
     let caught_up = poll_until(args.timeout, || {
-        let (http, addr, value) = (http.clone(), victim_addr.clone(), value.clone());
-        async move {
-            matches!(Session::new(http, &addr).get(key).await, Outcome::Ok(Some(v)) if v == value)
-        }
+        let (addr, value) = (victim_addr.clone(), value.clone());
+        async move { matches!(Session::new(&addr).get(key).await, Outcome::Ok(Some(v)) if v == value) }
     });
     let (in_views, ready, caught_up) = tokio::join!(in_views, ready, caught_up);
     // The three polls start together right after the restart, so each

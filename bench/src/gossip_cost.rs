@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{shared_http, Outcome, Session};
+use crate::client::{Outcome, Session};
 use crate::cluster::{probe_client, ClusterArgs, LocalCluster};
 use crate::load::{preload, Background, Workload};
 use crate::metrics::{self, Scrape};
@@ -148,11 +148,10 @@ pub async fn wait_visible(
     value: &serde_json::Value,
     timeout: Duration,
 ) -> bool {
-    let http = shared_http(addrs.len(), Duration::from_secs(2));
     let started = Instant::now();
     for addr in addrs {
         loop {
-            if let Outcome::Ok(Some(v)) = Session::new(http.clone(), addr).get(key).await {
+            if let Outcome::Ok(Some(v)) = Session::new(addr).get(key).await {
                 if &v == value {
                     break;
                 }

@@ -25,7 +25,7 @@ use rand_distr::Zipf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::client::{shared_http, Outcome, Session};
+use crate::client::{Outcome, Session};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -294,13 +294,13 @@ pub async fn preload(
     seed: u64,
     show_progress: bool,
 ) -> Result<(String, Value)> {
-    let http = shared_http(concurrency, Duration::from_secs(10));
     let progress = make_progress(show_progress, keys, "preload");
     let failed = Arc::new(AtomicU64::new(0));
     let concurrency = concurrency.clamp(1, keys.max(1) as usize);
     let mut tasks = Vec::new();
     for j in 0..concurrency {
-        let mut session = Session::new(http.clone(), &targets[j % targets.len()]);
+        let mut session =
+            Session::with_timeout(&targets[j % targets.len()], Duration::from_secs(10));
         let progress = progress.clone();
         let failed = failed.clone();
         tasks.push(tokio::spawn(async move {
@@ -380,7 +380,6 @@ pub async fn run(
         )
         .await?;
     }
-    let http = shared_http(w.sessions, w.request_timeout);
     let live = Arc::new(Live::default());
     let claimed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -389,7 +388,7 @@ pub async fn run(
 
     let mut tasks = Vec::with_capacity(w.sessions);
     for i in 0..w.sessions {
-        let mut session = Session::new(http.clone(), &targets[i % targets.len()]);
+        let mut session = Session::with_timeout(&targets[i % targets.len()], w.request_timeout);
         let chooser = KeyChooser::new(w)?;
         let (live, claimed, stop) = (live.clone(), claimed.clone(), stop.clone());
         let (read_ratio, value_size, ops_cap) = (w.read_ratio, w.value_size, w.ops);

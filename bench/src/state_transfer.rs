@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{shared_http, Outcome, Session};
+use crate::client::{Outcome, Session};
 use crate::cluster::{probe_client, ClusterArgs, LocalCluster};
 use crate::failover::poll_until;
 use crate::gossip_cost::wait_visible;
@@ -78,7 +78,6 @@ pub async fn run(
     let new = local.add()?;
     let new_addr = local.replicas[new].addr.clone();
     let probe = probe_client();
-    let http = shared_http(2, Duration::from_secs(2));
     let ready = poll_until(args.timeout, || {
         let (probe, addr) = (probe.clone(), new_addr.clone());
         async move {
@@ -86,15 +85,8 @@ pub async fn run(
         }
     });
     let serves = poll_until(args.timeout, || {
-        let (http, addr, key, value) = (
-            http.clone(),
-            new_addr.clone(),
-            last_key.clone(),
-            last_value.clone(),
-        );
-        async move {
-            matches!(Session::new(http, &addr).get(&key).await, Outcome::Ok(Some(v)) if v == value)
-        }
+        let (addr, key, value) = (new_addr.clone(), last_key.clone(), last_value.clone());
+        async move { matches!(Session::new(&addr).get(&key).await, Outcome::Ok(Some(v)) if v == value) }
     });
     let (ready, serves) = tokio::join!(ready, serves);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
