@@ -24,6 +24,9 @@ pub fn new_incarnation() -> u64 {
 
 /// Binds, serves, joins the cluster; on a signal drains, hands off and exits.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Install the metrics recorder before anything counts, or early counts
+    // (start-up, the first requests) would go to the no-op recorder.
+    crate::telemetry::prometheus();
     let bind = config.bind_address();
     let listener = TcpListener::bind(bind)
         .await
