@@ -114,6 +114,7 @@ pub fn router(node: Arc<Node>) -> Router {
     public
         .merge(internal)
         .layer(middleware::from_fn(record_request))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
@@ -252,12 +253,18 @@ fn key_from_uri(uri: &Uri) -> Result<String, ApiError> {
     Ok(key.into_owned())
 }
 
-#[derive(Serialize)]
-struct Found<'a> {
-    result: &'static str,
-    value: &'a RawValue,
-    #[serde(rename = "causal-metadata")]
-    causal_metadata: &'a VClock,
+/// `{"result":"found","value":V,"causal-metadata":M}` with the stored JSON
+/// text spliced in as is: it was validated when it was written, so it is not
+/// parsed again on every read.
+fn found_body(value: &str, metadata: &VClock) -> String {
+    let metadata = to_json(metadata);
+    let mut body = String::with_capacity(value.len() + metadata.len() + 48);
+    body.push_str(r#"{"result":"found","value":"#);
+    body.push_str(value);
+    body.push_str(r#","causal-metadata":"#);
+    body.push_str(&metadata);
+    body.push('}');
+    body
 }
 
 #[derive(Serialize)]
@@ -296,20 +303,7 @@ async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResu
     let (_, metadata) = parse_kv_body(&bytes)?;
     match state.node.read(&key, &metadata).await? {
         ReadOutcome::Found { value, metadata } => {
-            let value = RawValue::from_string(value.to_string()).map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Stored value is not valid JSON",
-                )
-            })?;
-            Ok(json_response(
-                StatusCode::OK,
-                to_json(&Found {
-                    result: "found",
-                    value: &value,
-                    causal_metadata: &metadata,
-                }),
-            ))
+            Ok(json_response(StatusCode::OK, found_body(&value, &metadata)))
         }
         ReadOutcome::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_KEY)),
     }
@@ -726,6 +720,17 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn found_body_is_valid_json_with_the_value_spliced_in() {
+        let metadata = VClock::from_pairs([(Origin::new("127.0.0.1:1", 2), 3)]);
+        let body: Value =
+            serde_json::from_str(&found_body(r#"{"a": [1, "x"]}"#, &metadata)).unwrap();
+        assert_eq!(
+            body,
+            json!({"result": "found", "value": {"a": [1, "x"]}, "causal-metadata": {"127.0.0.1:1@2": 3}})
+        );
     }
 
     #[test]
