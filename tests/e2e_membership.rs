@@ -460,3 +460,128 @@ async fn members_lists_alive_dead_and_left() {
     }
     assert_eq!(cluster.view(observer).await, cluster.sorted(&[observer]));
 }
+
+#[tokio::test]
+async fn a_replica_stalled_past_the_timeout_comes_back_and_catches_up() {
+    let cluster = Cluster::start(3).await;
+    let all = cluster.sorted(&[0, 1, 2]);
+    let (a, b, stalled) = (
+        cluster.addr(0).to_string(),
+        cluster.addr(1).to_string(),
+        cluster.addr(2).to_string(),
+    );
+    let mut client = cluster.session();
+    client
+        .put(&a, "before", json!("old"))
+        .await
+        .expect_result(201, "created");
+    client
+        .put(&a, "deleted-meanwhile", json!(1))
+        .await
+        .expect_result(201, "created");
+    wait_until(
+        SOON,
+        "the stalled-to-be replica has the early writes",
+        || {
+            let (http, stalled) = (&cluster.http, &stalled);
+            async move { http.read(stalled, "deleted-meanwhile").await.status == 200 }
+        },
+    )
+    .await;
+
+    // Frozen until both others have removed it.
+    cluster.pause(2);
+    let paused = Instant::now();
+    wait_until(SOON, "the stalled replica leaves both views", || {
+        let (cluster, stalled) = (&cluster, &stalled);
+        async move { out_of_views(cluster, &[0, 1], stalled).await }
+    })
+    .await;
+    client
+        .put(&b, "before", json!("new"))
+        .await
+        .expect_result(200, "replaced");
+    client
+        .delete(&a, "deleted-meanwhile")
+        .await
+        .expect_result(200, "deleted");
+    for n in 0..10 {
+        client
+            .put(&b, &format!("meanwhile{n}"), json!(n))
+            .await
+            .expect_result(201, "created");
+    }
+    cluster.resume(2);
+    println!("stalled for {:?}", paused.elapsed());
+
+    // With no client request, it is back in every view and has every write.
+    let resumed = Instant::now();
+    wait_until(SOON, "the resumed replica is in every view", || {
+        let (cluster, all) = (&cluster, &all);
+        async move { cluster.views_equal(&[0, 1, 2], all).await }
+    })
+    .await;
+    let back = resumed.elapsed();
+    wait_until(SOON, "the resumed replica has caught up", || {
+        let (http, stalled) = (&cluster.http, &stalled);
+        async move {
+            http.read(stalled, "before").await.value() == &json!("new")
+                && http.read(stalled, "deleted-meanwhile").await.status == 404
+                && http.read(stalled, "meanwhile9").await.status == 200
+        }
+    })
+    .await;
+    println!(
+        "after SIGCONT: in every view after {back:?}, caught up after {:?}",
+        resumed.elapsed()
+    );
+    let mut reader = cluster.session();
+    reader.metadata = client.metadata.clone();
+    let reply = reader.get(&stalled, "meanwhile0").await;
+    reply.expect_result(200, "found");
+}
+
+#[tokio::test]
+async fn a_lone_survivor_keeps_serving() {
+    let mut cluster = Cluster::start(3).await;
+    let survivor = cluster.addr(0).to_string();
+    let mut client = cluster.session();
+    client
+        .put(&survivor, "k", json!("before"))
+        .await
+        .expect_result(201, "created");
+
+    cluster.kill(1);
+    cluster.kill(2);
+    // Reads, writes and deletes that need nothing it lacks are answered at
+    // once, before and after the failure detector notices.
+    for round in 0..2 {
+        let started = Instant::now();
+        let value = json!(format!("alone {round}"));
+        client
+            .put(&survivor, "k", value.clone())
+            .await
+            .expect_result(200, "replaced");
+        assert_eq!(client.get(&survivor, "k").await.value(), &value);
+        client
+            .put(&survivor, "tmp", json!(1))
+            .await
+            .expect_result(201, "created");
+        client
+            .delete(&survivor, "tmp")
+            .await
+            .expect_result(200, "deleted");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+        if round == 0 {
+            wait_until(SOON, "the survivor is alone in its view", || {
+                let cluster = &cluster;
+                async move { cluster.views_equal(&[0], &cluster.sorted(&[0])).await }
+            })
+            .await;
+        }
+    }
+}

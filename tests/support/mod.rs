@@ -361,6 +361,19 @@ impl Http {
             .unwrap_or_else(|| panic!("{addr}: no incarnation in {me}"))
     }
 
+    /// The value of an unlabelled sample `name` in `GET /metrics`, if the
+    /// scrape has it.
+    pub async fn metric(&self, addr: &str, name: &str) -> Option<f64> {
+        let reply = self
+            .try_send("GET", addr, "/metrics", Body::None)
+            .await
+            .ok()?;
+        reply.text.lines().find_map(|line| {
+            let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+    }
+
     /// `PUT` or `DELETE /view` with `{"socket-address": target}`.
     pub async fn change_view(&self, method: &str, addr: &str, target: &str) -> Reply {
         self.send(
