@@ -517,7 +517,6 @@ async fn health_ready_and_metrics_endpoints() {
 
     // The exporter format, on a scrape after some traffic.
     http.read(a, "nothing").await.expect(404, Some(NO_KEY));
-    let _first = http.send("GET", a, "/metrics", Body::None).await;
     let metrics = http.send("GET", a, "/metrics", Body::None).await;
     assert_eq!(metrics.status, 200);
     assert!(
@@ -560,7 +559,6 @@ fn assert_prometheus_text(text: &str) {
 }
 
 #[tokio::test]
-#[ignore = "bug: the Prometheus recorder is installed on the first GET /metrics, so everything before it is lost and the first scrape is empty"]
 async fn metrics_count_requests_made_before_the_first_scrape() {
     let cluster = Cluster::start(1).await;
     let a = cluster.addr(0);

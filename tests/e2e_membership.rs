@@ -459,6 +459,32 @@ async fn members_lists_alive_dead_and_left() {
         assert_eq!(member["is_self"], alive, "{member}");
     }
     assert_eq!(cluster.view(observer).await, cluster.sorted(&[observer]));
+
+    // The one that left comes back when restarted, in a new life.
+    let old_life = cluster
+        .http
+        .member(cluster.addr(observer), &stopped_addr)
+        .await
+        .expect("still listed")["incarnation"]
+        .as_u64()
+        .expect("an incarnation");
+    cluster.start_replica(stopped).await;
+    wait_until(SOON, "the restarted replica is alive again", || {
+        let (cluster, stopped_addr) = (&cluster, &stopped_addr);
+        async move { state_at(cluster, observer, stopped_addr).await.as_deref() == Some("alive") }
+    })
+    .await;
+    let entry = cluster
+        .http
+        .member(cluster.addr(observer), &stopped_addr)
+        .await
+        .expect("listed");
+    assert_eq!(entry["in_view"], true, "{entry}");
+    assert!(entry["incarnation"].as_u64().unwrap() > old_life, "{entry}");
+    assert_eq!(
+        cluster.view(observer).await,
+        cluster.sorted(&[observer, stopped])
+    );
 }
 
 #[tokio::test]
@@ -584,4 +610,69 @@ async fn a_lone_survivor_keeps_serving() {
             .await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_replica_deleted_at_itself_leaves_the_others_until_an_operator_adds_it_back() {
+    let cluster = Cluster::start(3).await;
+    let all = cluster.sorted(&[0, 1, 2]);
+    let rest = cluster.sorted(&[0, 1]);
+    let removed = cluster.addr(2).to_string();
+
+    cluster
+        .http
+        .change_view("DELETE", &removed, &removed)
+        .await
+        .expect_result(200, "deleted");
+    // A replica lists itself while it is up; the others drop it.
+    assert!(cluster.view(2).await.contains(&removed));
+    wait_until(
+        SOON,
+        "both others drop the replica deleted at itself",
+        || {
+            let (cluster, rest) = (&cluster, &rest);
+            async move { cluster.views_equal(&[0, 1], rest).await }
+        },
+    )
+    .await;
+    holds_throughout(Duration::from_secs(1), Duration::from_millis(50), || {
+        let (cluster, rest) = (&cluster, &rest);
+        async move {
+            for i in [0, 1] {
+                let view = cluster.view(i).await;
+                if &view != rest {
+                    return Err(format!("replica {i} lists {view:?}"));
+                }
+            }
+            Ok(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the deleted replica was re-added: {e}"));
+
+    // An operator adds it back at another replica: back everywhere, and its
+    // writes reach the others again.
+    cluster
+        .http
+        .change_view("PUT", cluster.addr(1), &removed)
+        .await
+        .expect_result(201, "added");
+    wait_until(SOON, "every view lists it again", || {
+        let (cluster, all) = (&cluster, &all);
+        async move { cluster.views_equal(&[0, 1, 2], all).await }
+    })
+    .await;
+    let mut client = cluster.session();
+    client
+        .put(&removed, "after", json!("re-added"))
+        .await
+        .expect_result(201, "created");
+    wait_until(SOON, "its write reaches the others", || {
+        let cluster = &cluster;
+        async move {
+            cluster.http.read(cluster.addr(0), "after").await.status == 200
+                && cluster.http.read(cluster.addr(1), "after").await.status == 200
+        }
+    })
+    .await;
 }

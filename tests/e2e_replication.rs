@@ -489,7 +489,6 @@ async fn deletes_stay_deleted_when_a_replica_returns_after_tombstones_were_colle
 }
 
 #[tokio::test]
-#[ignore = "bug: a replica that took a snapshot does not inherit the sender's collected-tombstone horizon, so a replica returning after GC syncs from it without a snapshot and keeps the deleted key"]
 async fn deletes_stay_deleted_when_the_returning_replica_meets_one_restarted_since() {
     let mut cluster = short_tombstone_grace(Cluster::builder(3)).start().await;
     delete_while_away(&cluster, 2, 0, "doomed").await;
