@@ -49,6 +49,10 @@ pub enum WriteOutcome {
 pub struct Covers {
     pub clock: VClock,
     pub lamport: u64,
+    /// The sender's collected-tombstone horizon. A snapshot receiver adopts
+    /// it: the snapshot carries no trace of those deletes, so the receiver
+    /// must demand snapshots from peers that lack them just as the sender does.
+    pub collected: VClock,
 }
 
 /// One chunk of a pull answer.
@@ -203,10 +207,7 @@ impl Replica {
         cursor: Option<&Stamp>,
         max_bytes: usize,
     ) -> PullChunk {
-        let covers = Covers {
-            clock: self.clock.clone(),
-            lamport: self.lamport,
-        };
+        let covers = self.covers();
         if !snapshot && !their.covers(&self.collected) {
             return PullChunk {
                 entries: Vec::new(),
@@ -244,6 +245,7 @@ impl Replica {
         Covers {
             clock: self.clock.clone(),
             lamport: self.lamport,
+            collected: self.collected.clone(),
         }
     }
 
@@ -275,12 +277,13 @@ impl Replica {
     }
 
     /// A full snapshot completed: drop versions the sender had deleted and
-    /// collected, then adopt its guarantee.
+    /// collected, then adopt its guarantee and its collected horizon.
     pub fn complete_snapshot(&mut self, covers: &Covers, snapshot_keys: &HashSet<Key>) -> usize {
         let dropped = self
             .store
             .drop_versions_deleted_elsewhere(&covers.clock, snapshot_keys);
         self.complete_transfer(covers);
+        self.collected.merge(&covers.collected);
         dropped
     }
 
@@ -466,6 +469,45 @@ mod tests {
             right[0].read("j", &m),
             Ok(ReadOutcome::Found { .. })
         ));
+    }
+
+    #[test]
+    fn a_snapshot_passes_on_the_collected_horizon() {
+        let mut r = replicas(4);
+        let m = VClock::new();
+        r[0].write("k", v("1"), &m).unwrap();
+        let (left, right) = r.split_at_mut(1);
+        for other in right.iter_mut() {
+            sync(&left[0], other, 1 << 20);
+        }
+        r[0].write("k", None, &m).unwrap();
+        let (left, right) = r.split_at_mut(1);
+        sync(&left[0], &mut right[0], 1 << 20);
+        // r0 collects the tombstone (r2, r3 are forgotten: dead past grace).
+        let now = 100_000;
+        let clock = r[1].clock().clone();
+        r[0].members.heard_from("r1", 1, now);
+        r[0].members.record_clock("r1", &clock);
+        r[0].members.tick(now);
+        assert_eq!(r[0].collect_garbage(now), 1);
+        // r3 restarts empty and takes a snapshot from r0 …
+        r[3] = Replica::new(
+            "r3",
+            2,
+            &["r0".into(), "r1".into(), "r2".into(), "r3".into()],
+            T,
+            0,
+        );
+        let (left, right) = r.split_at_mut(3);
+        sync(&left[0], &mut right[0], 1 << 20);
+        // … so when r2 (still holding k=1) meets r3, r3 demands a snapshot.
+        assert!(
+            r[3].pull_chunk(r[2].clock(), false, None, 1 << 20)
+                .snapshot_required
+        );
+        let (left, right) = r.split_at_mut(3);
+        sync(&right[0], &mut left[2], 1 << 20);
+        assert_eq!(r[2].read("k", &m), Ok(ReadOutcome::NotFound));
     }
 
     #[test]
