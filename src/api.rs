@@ -267,6 +267,31 @@ fn found_body(value: &str, metadata: &VClock) -> String {
     body
 }
 
+/// A key-value request after every 400/413 check common to all methods.
+struct KvRequest {
+    key: String,
+    /// The `value` field's JSON text; `None` when absent or `null`.
+    value: Option<JsonText>,
+    metadata: VClock,
+}
+
+async fn kv_request(state: &AppState, uri: &Uri, body: Body) -> Result<KvRequest, ApiError> {
+    let key = key_from_uri(uri);
+    // The body is read (and so drained) even when the key is already known
+    // to be bad, so the connection stays usable.
+    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
+    let key = key?;
+    let (value, metadata) = parse_kv_body(&bytes)?;
+    let value = value
+        .filter(|v| v.get() != "null")
+        .map(|v| JsonText::from(v.get()));
+    Ok(KvRequest {
+        key,
+        value,
+        metadata,
+    })
+}
+
 #[derive(Serialize)]
 struct Written<'a> {
     result: &'static str,
@@ -297,10 +322,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
         (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
     ))]
 async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
-    let key = key_from_uri(&uri);
-    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
-    let key = key?;
-    let (_, metadata) = parse_kv_body(&bytes)?;
+    let KvRequest { key, metadata, .. } = kv_request(&state, &uri, body).await?;
     match state.node.read(&key, &metadata).await? {
         ReadOutcome::Found { value, metadata } => {
             Ok(json_response(StatusCode::OK, found_body(&value, &metadata)))
@@ -320,21 +342,19 @@ async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResu
         (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
     ))]
 async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
-    let key = key_from_uri(&uri);
-    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
-    let key = key?;
-    let (value, metadata) = parse_kv_body(&bytes)?;
-    let value = value
-        .filter(|v| v.get() != "null")
-        .ok_or_else(|| ApiError::bad_request(ERR_NO_VALUE))?;
+    let KvRequest {
+        key,
+        value,
+        metadata,
+    } = kv_request(&state, &uri, body).await?;
+    let value = value.ok_or_else(|| ApiError::bad_request(ERR_NO_VALUE))?;
     let limit = state.node.config().max_value_bytes;
-    if value.get().len() > limit {
+    if value.len() > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Value is larger than the limit of {limit} bytes"),
         ));
     }
-    let value = JsonText::from(value.get());
     write_response(state.node.write(&key, Some(value), &metadata).await?)
 }
 
@@ -349,10 +369,7 @@ async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResu
         (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
     ))]
 async fn delete_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
-    let key = key_from_uri(&uri);
-    let bytes = read_body(body, state.node.config().max_body_bytes).await?;
-    let key = key?;
-    let (_, metadata) = parse_kv_body(&bytes)?;
+    let KvRequest { key, metadata, .. } = kv_request(&state, &uri, body).await?;
     write_response(state.node.write(&key, None, &metadata).await?)
 }
 
