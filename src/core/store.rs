@@ -203,19 +203,18 @@ impl Store {
         };
         let mut chunk = Vec::new();
         let mut bytes = 0usize;
-        for (stamp, key) in self.by_stamp.range((lower, Bound::Unbounded)) {
+        for key in self.by_stamp.range((lower, Bound::Unbounded)).map(|(_, key)| key) {
             let version = &self.versions[key];
             if their.covers_dot(&version.dot) {
                 continue;
             }
             let size = version.encoded_size_hint();
             if !chunk.is_empty() && bytes + size > max_bytes {
-                let last: &Version = chunk.last().expect("non-empty chunk");
-                return (chunk.clone(), Some(last.stamp()));
+                let resume_after = chunk.last().map(Version::stamp);
+                return (chunk, resume_after);
             }
             bytes += size;
             chunk.push(version.clone());
-            let _ = stamp;
         }
         (chunk, None)
     }
