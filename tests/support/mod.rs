@@ -536,6 +536,8 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// One replica process (possibly not running).
 struct Replica {
     address: String,
+    /// Its `VIEW`.
+    view: String,
     log: PathBuf,
     child: Option<Child>,
     lives: u32,
@@ -567,6 +569,7 @@ impl Replica {
 pub struct ClusterBuilder {
     size: usize,
     deferred: Vec<usize>,
+    views: Vec<(usize, Vec<usize>)>,
     settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
 }
@@ -581,6 +584,14 @@ impl ClusterBuilder {
     /// An environment variable for every replica (e.g. `HEARSAY_CAUSAL_WAIT_MS`).
     pub fn env(mut self, key: &str, value: impl Display) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Replica `index` starts with `VIEW` listing only `members` (by index)
+    /// instead of every replica; the others' `VIEW` still lists every
+    /// replica unless also overridden.
+    pub fn view_for(mut self, index: usize, members: &[usize]) -> Self {
+        self.views.push((index, members.to_vec()));
         self
     }
 
@@ -608,6 +619,14 @@ impl ClusterBuilder {
                 .enumerate()
                 .map(|(i, address)| Replica {
                     address: address.clone(),
+                    view: match self.views.iter().find(|(index, _)| *index == i) {
+                        Some((_, members)) => members
+                            .iter()
+                            .map(|&m| addresses[m].as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        None => addresses.join(","),
+                    },
                     log: dir.path().join(format!("replica-{i}.log")),
                     child: None,
                     lives: 0,
@@ -616,7 +635,6 @@ impl ClusterBuilder {
             let mut cluster = Cluster {
                 dir: Some(dir),
                 replicas,
-                view: addresses.join(","),
                 settings: self.settings.clone(),
                 env: self.env.clone(),
                 http: Http::default(),
@@ -657,7 +675,6 @@ enum StartError {
 pub struct Cluster {
     dir: Option<tempfile::TempDir>,
     replicas: Vec<Replica>,
-    view: String,
     settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
     pub http: Http,
@@ -669,6 +686,7 @@ impl Cluster {
         ClusterBuilder {
             size,
             deferred: Vec::new(),
+            views: Vec::new(),
             settings: Vec::new(),
             env: Vec::new(),
         }
@@ -707,10 +725,9 @@ impl Cluster {
         &self.replicas[index].log
     }
 
-    /// Spawns replica `index` (again) with the cluster's address list, its
-    /// output appended to its log file.
+    /// Spawns replica `index` (again) with its `VIEW` (by default every
+    /// replica's address), its output appended to its log file.
     pub fn spawn(&mut self, index: usize) {
-        let view = self.view.clone();
         let settings = self.settings.clone();
         let env = self.env.clone();
         let replica = &mut self.replicas[index];
@@ -740,7 +757,7 @@ impl Cluster {
         }
         command
             .env("SOCKET_ADDRESS", &replica.address)
-            .env("VIEW", &view)
+            .env("VIEW", &replica.view)
             .env("RUST_LOG", "info")
             .envs(env)
             .stdin(Stdio::null())
