@@ -62,6 +62,8 @@ pub struct ComparisonSummary {
     pub put_p99_ratio: Option<Spread>,
     pub hearsay_unavailable_503: u64,
     pub hearsay_errors: u64,
+    /// Largest share of CPU other processes took during any run.
+    pub max_foreign_cpu_pct: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -96,7 +98,14 @@ impl Comparison {
                 .collect();
             Spread::of(&v)
         };
+        let foreign = self
+            .runs
+            .iter()
+            .flat_map(|p| [&p.ceiling, &p.hearsay])
+            .filter_map(|r| r.as_ref()?.foreign_cpu_pct)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         self.summary = ComparisonSummary {
+            max_foreign_cpu_pct: foreign,
             hearsay_throughput: of(&|p| p.hearsay.as_ref()),
             ceiling_throughput: of(&|p| p.ceiling.as_ref()),
             throughput_ratio: ratio(&|r| r.throughput),
@@ -147,7 +156,7 @@ pub async fn compare(
                 let r =
                     load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
                 eprintln!(
-                    "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}",
+                    "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}  foreign CPU {:.0}%",
                     i + 1,
                     r.throughput,
                     r.get.p50_ms,
@@ -155,7 +164,8 @@ pub async fn compare(
                     r.put.p50_ms,
                     r.put.p99_ms,
                     r.unavailable_503,
-                    r.errors
+                    r.errors,
+                    r.foreign_cpu_pct.unwrap_or(f64::NAN)
                 );
                 *slot = Some(r);
             }

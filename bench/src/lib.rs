@@ -12,6 +12,7 @@
 //! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.
 //! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`]: the other bench modes.
 //! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
+//! - [`noise`]: how much CPU other processes took during a run (shared machines).
 //! - [`report`], [`plot`]: JSON/CSV/Markdown output and SVG plots.
 //! - [`suite`]: the standard set, run against a local 3-replica cluster.
 
@@ -24,6 +25,7 @@ pub mod failover;
 pub mod gossip_cost;
 pub mod load;
 pub mod metrics;
+pub mod noise;
 pub mod plot;
 pub mod report;
 pub mod state_transfer;

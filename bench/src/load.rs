@@ -176,6 +176,9 @@ pub struct LoadResult {
     pub unavailable_503: u64,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
+    /// Share of the machine's CPU used by processes outside the bench and
+    /// its servers during the measured window (noise from a shared machine).
+    pub foreign_cpu_pct: Option<f64>,
     pub timeline: Vec<TimelinePoint>,
     /// Raw histograms (µs), kept for plots; not serialised.
     #[serde(skip)]
@@ -384,6 +387,10 @@ pub async fn run(
     let claimed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let measure_from = start + w.warmup;
+    let cpu_at_measure = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        crate::noise::CpuSample::now()
+    });
     let deadline = measure_from + w.duration;
 
     let mut tasks = Vec::with_capacity(w.sessions);
@@ -502,6 +509,7 @@ pub async fn run(
             b.errors += p.errors;
         }
     }
+    let cpu_end = crate::noise::CpuSample::now();
     reporter.abort();
     let _ = reporter.await;
 
@@ -525,6 +533,10 @@ pub async fn run(
         unavailable_503: merged.unavailable,
         errors,
         error_kinds: merged.errors,
+        foreign_cpu_pct: match (cpu_at_measure.await.ok().flatten(), cpu_end) {
+            (Some(a), Some(b)) => Some(a.foreign_pct(&b)),
+            _ => None,
+        },
         timeline: merged.timeline,
         hist_get: Some(merged.get),
         hist_put: Some(merged.put),

@@ -371,17 +371,17 @@ impl Report {
         };
         if !self.load.is_empty() {
             let _ = writeln!(s, "## Load: hearsay vs ceiling (same run, same settings)\n");
-            let _ = writeln!(s, "| workload | sessions | read ratio | runs | ceiling ops/s | hearsay ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | hearsay spread ±% | 503s | errors |");
+            let _ = writeln!(s, "| workload | sessions | read ratio | runs | ceiling ops/s | hearsay ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | hearsay spread ±% | 503s | errors | max foreign CPU % |");
             let _ = writeln!(
                 s,
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
             );
             for c in &self.load {
                 let st = c.settings.as_ref();
                 let sm = &c.summary;
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     c.name,
                     st.map_or(0, |w| w.sessions),
                     st.map_or(0.0, |w| w.read_ratio),
@@ -402,6 +402,8 @@ impl Report {
                         .map_or("–".into(), |x| format!("{:.1}", x.spread_pct)),
                     sm.hearsay_unavailable_503,
                     sm.hearsay_errors,
+                    sm.max_foreign_cpu_pct
+                        .map_or("–".into(), |x| format!("{x:.0}")),
                 );
             }
             let _ = writeln!(s, "\nLatency (ms, last run of each workload):\n");
