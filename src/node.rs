@@ -498,7 +498,9 @@ impl Node {
                 hello.address
             );
         }
-        if behind {
+        // Before the start-up snapshot completes, a delta pull would only
+        // race with it.
+        if behind && self.is_ready() {
             self.spawn_pull(hello.address.clone());
         }
     }
@@ -509,13 +511,32 @@ impl Node {
 
     /// Pulls what this replica lacks from `peer` (everything, for a
     /// snapshot), chunk by chunk, and adopts the peer's clock when done.
+    ///
+    /// At most one pull per peer runs at a time. A delta pull that finds one
+    /// under way is redundant and returns at once; a snapshot (state
+    /// transfer) waits for it, because the caller relies on the snapshot
+    /// having completed when this returns `Ok`.
     pub async fn pull_from(
         self: &Arc<Self>,
         peer: &str,
         mut snapshot: bool,
     ) -> Result<(), TransportError> {
-        let Some(_claim) = InFlight::claim(&self.pulls_in_flight, peer) else {
-            return Ok(());
+        let _claim = if snapshot {
+            let deadline = Instant::now() + self.timeout() * 2;
+            loop {
+                if let Some(claim) = InFlight::claim(&self.pulls_in_flight, peer) {
+                    break claim;
+                }
+                if Instant::now() >= deadline {
+                    return Err(TransportError::Timeout);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } else {
+            match InFlight::claim(&self.pulls_in_flight, peer) {
+                Some(claim) => claim,
+                None => return Ok(()),
+            }
         };
         let mut cursor = None;
         let mut covers: Option<Covers> = None;
