@@ -203,7 +203,11 @@ impl Store {
         };
         let mut chunk = Vec::new();
         let mut bytes = 0usize;
-        for key in self.by_stamp.range((lower, Bound::Unbounded)).map(|(_, key)| key) {
+        for key in self
+            .by_stamp
+            .range((lower, Bound::Unbounded))
+            .map(|(_, key)| key)
+        {
             let version = &self.versions[key];
             if their.covers_dot(&version.dot) {
                 continue;
