@@ -582,7 +582,6 @@ async fn transfers_split_into_many_small_messages_lose_nothing() {
 }
 
 #[tokio::test]
-
 async fn a_starting_replica_is_ready_only_after_its_state_transfer() {
     // Many small chunks make the transfer take a while, so that a replica
     // that declares itself ready too early is caught reading. The race is
