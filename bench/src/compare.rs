@@ -64,6 +64,9 @@ pub struct ComparisonSummary {
     pub hearsay_errors: u64,
     /// Largest share of CPU other processes took during any run.
     pub max_foreign_cpu_pct: Option<f64>,
+    /// Server CPU per operation, hearsay ÷ ceiling: the efficiency ratio,
+    /// much steadier than throughput on a shared machine.
+    pub server_cpu_per_op_ratio: Option<Spread>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -112,6 +115,7 @@ impl Comparison {
             get_throughput_ratio: ratio(&|r| r.get.throughput),
             put_throughput_ratio: ratio(&|r| r.put.throughput),
             get_p99_ratio: ratio(&|r| r.get.p99_ms),
+            server_cpu_per_op_ratio: ratio(&|r| r.server_cpu_us_per_op.unwrap_or(f64::NAN)),
             put_p99_ratio: ratio(&|r| r.put.p99_ms),
             hearsay_unavailable_503: self
                 .runs
@@ -156,7 +160,7 @@ pub async fn compare(
                 let r =
                     load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
                 eprintln!(
-                    "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}  foreign CPU {:.0}%",
+                    "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}  server CPU {:.0} µs/op  foreign CPU {:.0}%",
                     i + 1,
                     r.throughput,
                     r.get.p50_ms,
@@ -165,6 +169,7 @@ pub async fn compare(
                     r.put.p99_ms,
                     r.unavailable_503,
                     r.errors,
+                    r.server_cpu_us_per_op.unwrap_or(f64::NAN),
                     r.foreign_cpu_pct.unwrap_or(f64::NAN)
                 );
                 *slot = Some(r);

@@ -179,6 +179,12 @@ pub struct LoadResult {
     /// Share of the machine's CPU used by processes outside the bench and
     /// its servers during the measured window (noise from a shared machine).
     pub foreign_cpu_pct: Option<f64>,
+    /// CPU time all servers the bench started spent per successful
+    /// operation, in µs (includes idle servers of the other system, which
+    /// use little). None when driving an external cluster.
+    pub server_cpu_us_per_op: Option<f64>,
+    /// The load generator's CPU time per successful operation, in µs.
+    pub client_cpu_us_per_op: Option<f64>,
     pub timeline: Vec<TimelinePoint>,
     /// Raw histograms (µs), kept for plots; not serialised.
     #[serde(skip)]
@@ -521,6 +527,10 @@ pub async fn run(
         .max(1e-9);
     let ops = merged.get.len() + merged.put.len();
     let errors = merged.errors.values().sum();
+    let cpu = match (cpu_at_measure.await.ok().flatten(), cpu_end) {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    };
     Ok(LoadResult {
         system: system.to_string(),
         targets: targets.to_vec(),
@@ -533,10 +543,11 @@ pub async fn run(
         unavailable_503: merged.unavailable,
         errors,
         error_kinds: merged.errors,
-        foreign_cpu_pct: match (cpu_at_measure.await.ok().flatten(), cpu_end) {
-            (Some(a), Some(b)) => Some(a.foreign_pct(&b)),
-            _ => None,
-        },
+        foreign_cpu_pct: cpu.map(|(a, b)| a.foreign_pct(&b)),
+        server_cpu_us_per_op: cpu
+            .map(|(a, b)| a.children_cpu_s(&b) * 1e6 / ops.max(1) as f64)
+            .filter(|v| *v > 0.0),
+        client_cpu_us_per_op: cpu.map(|(a, b)| a.self_cpu_s(&b) * 1e6 / ops.max(1) as f64),
         timeline: merged.timeline,
         hist_get: Some(merged.get),
         hist_put: Some(merged.put),

@@ -1,10 +1,12 @@
-//! How much of the machine something else used during a measurement.
+//! CPU accounting for a measurement: how much of the machine something else
+//! used, and how much CPU the servers and the load generator spent.
 //!
 //! The machines are shared: another engineer's build can take a core in the
 //! middle of a run. Each run records the CPU share used by processes outside
 //! this bench's own tree (itself and the servers it started), from
 //! `/proc/stat` and `/proc/<pid>/stat`, so a reader can tell a slow store
-//! from a busy machine.
+//! from a busy machine. CPU time per operation is also far less sensitive to
+//! such noise than throughput, so it is reported too.
 
 use std::fs;
 
@@ -13,8 +15,15 @@ use std::fs;
 pub struct CpuSample {
     total: u64,
     busy: u64,
-    own: u64,
+    /// This process (the load generator).
+    own_self: u64,
+    /// Its child processes (the servers it started).
+    own_children: u64,
 }
+
+/// Linux reports process and system times in USER_HZ ticks, which the kernel
+/// ABI fixes at 100 per second whatever the kernel's own tick rate.
+const TICKS_PER_SECOND: f64 = 100.0;
 
 impl CpuSample {
     /// `None` where /proc is not readable (not Linux).
@@ -31,7 +40,8 @@ impl CpuSample {
         // idle and iowait are the 4th and 5th fields.
         let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
         let me = std::process::id();
-        let mut own = process_ticks(me).unwrap_or(0);
+        let own_self = process_ticks(me).unwrap_or(0);
+        let mut own_children = 0;
         for entry in fs::read_dir("/proc").ok()?.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -41,13 +51,14 @@ impl CpuSample {
                 continue;
             };
             if pid != me && parent(pid) == Some(me) {
-                own += process_ticks(pid).unwrap_or(0);
+                own_children += process_ticks(pid).unwrap_or(0);
             }
         }
         Some(CpuSample {
             total,
             busy: total - idle,
-            own,
+            own_self,
+            own_children,
         })
     }
 
@@ -57,8 +68,19 @@ impl CpuSample {
     pub fn foreign_pct(&self, later: &CpuSample) -> f64 {
         let total = later.total.saturating_sub(self.total).max(1) as f64;
         let busy = later.busy.saturating_sub(self.busy) as f64;
-        let own = later.own.saturating_sub(self.own) as f64;
+        let own = (later.own_self + later.own_children)
+            .saturating_sub(self.own_self + self.own_children) as f64;
         ((busy - own).max(0.0) / total * 100.0).min(100.0)
+    }
+
+    /// CPU seconds the child processes (servers) used between the two samples.
+    pub fn children_cpu_s(&self, later: &CpuSample) -> f64 {
+        later.own_children.saturating_sub(self.own_children) as f64 / TICKS_PER_SECOND
+    }
+
+    /// CPU seconds this process (the load generator) used between the two samples.
+    pub fn self_cpu_s(&self, later: &CpuSample) -> f64 {
+        later.own_self.saturating_sub(self.own_self) as f64 / TICKS_PER_SECOND
     }
 }
 

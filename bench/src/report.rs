@@ -136,6 +136,9 @@ struct SummaryRow<'a> {
     not_found: u64,
     unavailable_503: u64,
     errors: u64,
+    server_cpu_us_per_op: Option<f64>,
+    client_cpu_us_per_op: Option<f64>,
+    foreign_cpu_pct: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -291,6 +294,9 @@ impl Report {
                             not_found: r.not_found,
                             unavailable_503: r.unavailable_503,
                             errors: r.errors,
+                            server_cpu_us_per_op: r.server_cpu_us_per_op,
+                            client_cpu_us_per_op: r.client_cpu_us_per_op,
+                            foreign_cpu_pct: r.foreign_cpu_pct,
                         });
                     }
                     timeline.extend(r.timeline.iter().map(|p| TimelineRow {
@@ -371,17 +377,17 @@ impl Report {
         };
         if !self.load.is_empty() {
             let _ = writeln!(s, "## Load: hearsay vs ceiling (same run, same settings)\n");
-            let _ = writeln!(s, "| workload | sessions | read ratio | runs | ceiling ops/s | hearsay ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | hearsay spread ±% | 503s | errors | max foreign CPU % |");
+            let _ = writeln!(s, "| workload | sessions | read ratio | runs | ceiling ops/s | hearsay ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | hearsay spread ±% | server CPU/op ratio | 503s | errors | max foreign CPU % |");
             let _ = writeln!(
                 s,
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
             );
             for c in &self.load {
                 let st = c.settings.as_ref();
                 let sm = &c.summary;
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     c.name,
                     st.map_or(0, |w| w.sessions),
                     st.map_or(0.0, |w| w.read_ratio),
@@ -400,11 +406,45 @@ impl Report {
                     sm.hearsay_throughput
                         .as_ref()
                         .map_or("–".into(), |x| format!("{:.1}", x.spread_pct)),
+                    spread(&sm.server_cpu_per_op_ratio),
                     sm.hearsay_unavailable_503,
                     sm.hearsay_errors,
                     sm.max_foreign_cpu_pct
                         .map_or("–".into(), |x| format!("{x:.0}")),
                 );
+            }
+            let _ = writeln!(
+                s,
+                "\nEvery run (server CPU: µs of CPU all server processes spent per operation):\n"
+            );
+            let _ = writeln!(s, "| workload | run | ceiling ops/s | hearsay ops/s | ratio | ceiling server CPU µs/op | hearsay server CPU µs/op | foreign CPU % |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            for c in &self.load {
+                for (i, p) in c.runs.iter().enumerate() {
+                    let thr = |r: &Option<LoadResult>| r.as_ref().map(|r| r.throughput);
+                    let cpu =
+                        |r: &Option<LoadResult>| r.as_ref().and_then(|r| r.server_cpu_us_per_op);
+                    let num = |v: Option<f64>, d: usize| {
+                        v.map_or("–".to_string(), |v| format!("{v:.d$}"))
+                    };
+                    let ratio = thr(&p.hearsay).zip(thr(&p.ceiling)).map(|(h, c)| h / c);
+                    let foreign = [&p.ceiling, &p.hearsay]
+                        .iter()
+                        .filter_map(|r| r.as_ref()?.foreign_cpu_pct)
+                        .reduce(f64::max);
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                        c.name,
+                        i + 1,
+                        num(thr(&p.ceiling), 0),
+                        num(thr(&p.hearsay), 0),
+                        num(ratio, 2),
+                        num(cpu(&p.ceiling), 0),
+                        num(cpu(&p.hearsay), 0),
+                        num(foreign, 0)
+                    );
+                }
             }
             let _ = writeln!(s, "\nLatency (ms, last run of each workload):\n");
             let _ = writeln!(
