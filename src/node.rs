@@ -767,6 +767,22 @@ impl Node {
         }
         self.set_ready();
         info!(address = %self.address, incarnation = self.incarnation, "ready");
+        // Other peers may hold writes the snapshot's sender had not seen yet:
+        // fetch them now rather than at the next heartbeat.
+        let ahead: Vec<String> = {
+            let replica = self.replica();
+            live.into_iter()
+                .filter(|peer| {
+                    replica
+                        .members
+                        .member(peer)
+                        .is_some_and(|m| !replica.clock().covers(&m.known_clock))
+                })
+                .collect()
+        };
+        for peer in ahead {
+            self.spawn_pull(peer);
+        }
     }
 
     fn spawn_loops(self: &Arc<Self>) {

@@ -255,10 +255,12 @@ fn a_restarted_replica_returns_with_a_new_incarnation_and_catches_up() {
                 ));
             }
         }
-        let has = cluster.contents(&victim).contains_key("while-down");
-        if !has {
-            return Err("restarted replica missing a write made while it was down".into());
-        }
+        cluster
+            .wait_for(ms(1000), ms(10), |c| {
+                c.contents(&victim).contains_key("while-down")
+            })
+            .await
+            .ok_or("restarted replica did not catch up on a write made while it was down")?;
         Ok(format!("back in every view {took:?} after start"))
     });
 }
