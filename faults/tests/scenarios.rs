@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use hearsay_faults::docker::ClusterSpec;
-use hearsay_faults::nemesis::{FaultType, Schedule};
+use hearsay_faults::nemesis::{Fault, FaultType, Round, Schedule};
 use hearsay_faults::scenario::{run_and_assert, seed_from_env, Config};
 
 fn names() -> Vec<String> {
@@ -38,7 +38,7 @@ async fn healthy_cluster() {
     let seed = seed_from_env();
     // One round with no fault: the baseline every other scenario builds on.
     let schedule = Schedule {
-        rounds: vec![hearsay_faults::nemesis::Round {
+        rounds: vec![Round {
             faults: vec![],
             on: Duration::from_secs(8),
             off: Duration::ZERO,
@@ -54,6 +54,24 @@ async fn healthy_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_start() {
     scripted("stop-start", FaultType::Stop, 3, 4).await;
+}
+
+/// Every replica in turn leaves gracefully and comes back empty: all data
+/// must survive through SIGTERM hand-off and state transfer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart() {
+    let seed = seed_from_env();
+    let schedule = Schedule {
+        rounds: names()
+            .into_iter()
+            .map(|n| Round {
+                faults: vec![Fault::Stop(n)],
+                on: Duration::from_secs(3),
+                off: Duration::from_secs(3),
+            })
+            .collect(),
+    };
+    run_and_assert(Config::new("rolling-restart", seed, schedule)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
