@@ -160,7 +160,7 @@ pub async fn compare(
                 let r =
                     load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
                 eprintln!(
-                    "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}  server CPU {:.0} µs/op  foreign CPU {:.0}%",
+                    "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}  server CPU {} µs/op  foreign CPU {}%",
                     i + 1,
                     r.throughput,
                     r.get.p50_ms,
@@ -169,8 +169,8 @@ pub async fn compare(
                     r.put.p99_ms,
                     r.unavailable_503,
                     r.errors,
-                    r.server_cpu_us_per_op.unwrap_or(f64::NAN),
-                    r.foreign_cpu_pct.unwrap_or(f64::NAN)
+                    r.server_cpu_us_per_op.map_or("–".into(), |v| format!("{v:.0}")),
+                    r.foreign_cpu_pct.map_or("–".into(), |v| format!("{v:.0}"))
                 );
                 *slot = Some(r);
             }

@@ -177,7 +177,8 @@ pub struct LoadResult {
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
     /// Share of the machine's CPU used by processes outside the bench and
-    /// its servers during the measured window (noise from a shared machine).
+    /// the servers it started during the measured window (noise from a shared
+    /// machine; with --targets the external cluster counts here too).
     pub foreign_cpu_pct: Option<f64>,
     /// CPU time all servers the bench started spent per successful
     /// operation, in µs (includes idle servers of the other system, which
