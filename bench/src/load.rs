@@ -70,6 +70,11 @@ pub struct Workload {
     /// Skip writing every key once before measuring (GETs then see 404s).
     #[arg(long)]
     pub no_preload: bool,
+    /// Before each run, wait (up to 2 minutes) until processes outside the
+    /// bench use at most this % of the machine's CPU over one second: on a
+    /// shared machine this keeps someone's build out of the measurement.
+    #[arg(long, value_name = "PCT")]
+    pub wait_quiet: Option<f64>,
     /// Per-request timeout; a request that takes longer counts as an error.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub request_timeout: Duration,
@@ -89,6 +94,7 @@ impl Default for Workload {
             warmup: Duration::from_secs(1),
             seed: 1,
             no_preload: false,
+            wait_quiet: None,
             request_timeout: Duration::from_secs(5),
         }
     }
@@ -351,6 +357,35 @@ pub async fn preload(
     Ok((key_name(keys - 1), last_value))
 }
 
+/// Sample the machine once a second until others use at most `max_pct` % of
+/// its CPU, or `timeout` passes (then go on, and say so).
+pub async fn wait_quiet(max_pct: f64, timeout: Duration) {
+    let started = Instant::now();
+    let mut said = false;
+    while started.elapsed() < timeout {
+        let Some(a) = crate::noise::CpuSample::now() else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(b) = crate::noise::CpuSample::now() else {
+            return;
+        };
+        let pct = a.foreign_pct(&b);
+        if pct <= max_pct {
+            return;
+        }
+        if !said {
+            eprintln!(
+                "waiting for other processes to use at most {max_pct:.0}% CPU (now {pct:.0}%)"
+            );
+            said = true;
+        }
+    }
+    eprintln!(
+        "machine still busy after {timeout:?}; measuring anyway (see foreign CPU in the report)"
+    );
+}
+
 fn make_progress(show: bool, len: u64, what: &str) -> ProgressBar {
     if !show || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -378,6 +413,9 @@ pub async fn run(
     w.validate()?;
     if targets.is_empty() {
         bail!("no targets to load");
+    }
+    if let Some(pct) = w.wait_quiet {
+        wait_quiet(pct, Duration::from_secs(120)).await;
     }
     if !w.no_preload {
         preload(

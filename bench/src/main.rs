@@ -3,6 +3,7 @@
 //! the run owns are dropped, and so killed, on the way out.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -101,14 +102,22 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tokio::select! {
+    let result = tokio::select! {
         r = run(cli.command) => r,
         _ = tokio::signal::ctrl_c() => {
-            // Returning drops `run`'s future and with it every LocalCluster,
-            // whose Drop kills the child processes.
-            anyhow::bail!("interrupted")
+            // Leaving the select drops `run`'s future and with it every
+            // LocalCluster, whose Drop kills the child processes.
+            eprintln!("hearsay-bench: interrupted; stopped the servers it started");
+            return ExitCode::from(130);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearsay-bench: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

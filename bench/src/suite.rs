@@ -40,6 +40,10 @@ pub struct SuiteArgs {
     /// Concurrent sessions for the load workloads.
     #[arg(long, default_value_t = 64)]
     pub sessions: usize,
+    /// Before each load run, wait until other processes use at most this %
+    /// of the CPU (bounded; see `load --wait-quiet`).
+    #[arg(long, value_name = "PCT")]
+    pub wait_quiet: Option<f64>,
     /// Everything shorter and smaller: a check that the suite works, not numbers.
     #[arg(long)]
     pub quick: bool,
@@ -60,10 +64,12 @@ pub fn workloads(
     sessions: usize,
     duration: Duration,
     quick: bool,
+    wait_quiet: Option<f64>,
 ) -> Vec<(&'static str, Workload)> {
     let base = Workload {
         sessions,
         duration,
+        wait_quiet,
         warmup: if quick {
             Duration::from_millis(500)
         } else {
@@ -210,7 +216,7 @@ async fn load_section(
     } else {
         args.cluster.targets.clone()
     };
-    for (name, w) in workloads(args.sessions, duration, args.quick) {
+    for (name, w) in workloads(args.sessions, duration, args.quick, args.wait_quiet) {
         let cmp = compare(name, &w, Some(&ceiling.addrs()), Some(&hearsay), repeat).await?;
         report.load.push(cmp);
     }
