@@ -769,6 +769,8 @@ impl Cluster {
         // SAFETY: prctl only sets a flag of the new process; nothing else runs
         // between fork and exec. If the test process dies without running the
         // drop guard (e.g. a test-runner timeout), the replica dies with it.
+        // The signal fires when the *spawning thread* ends: spawn from the
+        // test's own thread (the default current-thread `#[tokio::test]`).
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
