@@ -70,7 +70,7 @@ pub struct Workload {
     /// Skip writing every key once before measuring (GETs then see 404s).
     #[arg(long)]
     pub no_preload: bool,
-    /// Before each run, wait (up to 2 minutes) until processes outside the
+    /// Before each run, wait (up to a minute) until processes outside the
     /// bench use at most this % of the machine's CPU over one second: on a
     /// shared machine this keeps someone's build out of the measurement.
     #[arg(long, value_name = "PCT")]
@@ -415,7 +415,7 @@ pub async fn run(
         bail!("no targets to load");
     }
     if let Some(pct) = w.wait_quiet {
-        wait_quiet(pct, Duration::from_secs(120)).await;
+        wait_quiet(pct, Duration::from_secs(60)).await;
     }
     if !w.no_preload {
         preload(
