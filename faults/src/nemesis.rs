@@ -172,6 +172,27 @@ impl Schedule {
         }
     }
 
+    /// One round per entry of `kinds`, in that order, nodes chosen by `seed`.
+    pub fn cycle(
+        kinds: &[FaultType],
+        on: Duration,
+        off: Duration,
+        seed: u64,
+        names: &[String],
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Schedule {
+            rounds: kinds
+                .iter()
+                .map(|kind| Round {
+                    faults: vec![kind.pick(names, &mut rng)],
+                    on,
+                    off,
+                })
+                .collect(),
+        }
+    }
+
     /// Jepsen-style mix: rounds of one to three faults of random types
     /// (at most one process-level fault per node) with random on/off times,
     /// until `total` time is used up.

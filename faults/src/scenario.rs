@@ -466,8 +466,8 @@ impl Worker {
             let key = key_name(self.rng.random_range(0..self.keys));
             let roll = self.rng.random_range(0..100);
             // Mostly a few shared keys, so sessions collide; a few writes go
-            // to keys only this session ever writes, where a lost write
-            // cannot hide behind a later one.
+            // to keys only this session ever writes, where a lost write or a
+            // resurrected delete cannot hide behind a later write.
             let outcome = if roll < 43 {
                 session.get(ep, &key).await
             } else if roll < 86 {
@@ -480,9 +480,13 @@ impl Worker {
                 let value = json!(format!("s{}-{seq}", session.id));
                 own_keys.push(own.clone());
                 session.put(ep, &own, value).await
-            } else if roll < 92 && !own_keys.is_empty() {
+            } else if roll < 91 && !own_keys.is_empty() {
                 let own = own_keys[self.rng.random_range(0..own_keys.len())].clone();
                 session.get(ep, &own).await
+            } else if roll < 92 && !own_keys.is_empty() {
+                // Kept in the list: later reads check it stays deleted.
+                let own = own_keys[self.rng.random_range(0..own_keys.len())].clone();
+                session.delete(ep, &own).await
             } else {
                 session.delete(ep, &key).await
             };
