@@ -558,7 +558,7 @@ impl Node {
                 }
             };
             if chunk.snapshot_required && !snapshot {
-                info!(%peer, "state transfer: peer collected tombstones we lack; taking a snapshot");
+                info!(%peer, "state transfer: we are below the peer's horizon; taking a snapshot");
                 snapshot = true;
                 continue;
             }

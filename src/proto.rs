@@ -101,7 +101,7 @@ mod tests {
             covers: Some(Covers {
                 clock: VClock::from_pairs([(origin, 3)]),
                 lamport: 9,
-                collected: VClock::new(),
+                horizon: VClock::new(),
             }),
         };
         let bytes = encode(&request).unwrap();

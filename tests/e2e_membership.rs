@@ -678,7 +678,6 @@ async fn a_replica_deleted_at_itself_leaves_the_others_until_an_operator_adds_it
 }
 
 #[tokio::test]
-#[ignore = "bug: heard_from() records an unknown sender as {admitted: false, version: 0}; spread by heartbeats, that placeholder beats the initial-VIEW admission (version 0, ties go to removal) and evicts the replica that took the PUT /view from every other view"]
 async fn an_operator_adds_a_running_replica_and_it_joins_everywhere() {
     // D runs alone (its VIEW is itself); A, B and C do not know it.
     let cluster = Cluster::builder(4)

@@ -500,7 +500,6 @@ async fn deletes_stay_deleted_when_a_replica_returns_after_tombstones_were_colle
 }
 
 #[tokio::test]
-#[ignore = "bug (intermittent, 1-2 runs in 5 under load): a key whose tombstone was collected comes back at a restarted replica when a replica that missed the delete returns (its stale version is pushed to, or snapshotted by, the restarted one)"]
 async fn deletes_stay_deleted_when_the_returning_replica_meets_one_restarted_since() {
     let mut cluster = short_tombstone_grace(Cluster::builder(3)).start().await;
     delete_while_away(&cluster, 2, 0, "doomed").await;

@@ -69,8 +69,17 @@ pub struct AdminRecord {
 }
 
 impl AdminRecord {
-    /// Whether `self` should replace `other` (higher version; removal wins ties).
+    /// A record made up for a sender we merely heard from: it decides nothing.
+    fn is_placeholder(&self) -> bool {
+        self.version == 0 && !self.admitted
+    }
+
+    /// Whether `self` should replace `other`: a real decision beats a
+    /// placeholder; otherwise the higher version wins and removal wins ties.
     fn beats(&self, other: &AdminRecord) -> bool {
+        if other.is_placeholder() {
+            return !self.is_placeholder();
+        }
         (self.version, !self.admitted) > (other.version, !other.admitted)
     }
 }
@@ -346,16 +355,35 @@ impl Membership {
         ViewChange::Deleted
     }
 
-    /// Every admission record, for heartbeats.
+    /// Every admission record worth spreading, for heartbeats: decisions
+    /// (operator changes, announcements, the start-up view) and this
+    /// replica's own standing. Placeholders for senders we merely heard from
+    /// (version 0, not admitted) decide nothing and are not spread.
     pub fn admin_records(&self) -> Vec<AdminRecord> {
-        self.members.values().map(|m| m.admission.clone()).collect()
+        let mut records: Vec<AdminRecord> = self
+            .members
+            .values()
+            .map(|m| m.admission.clone())
+            .filter(|r| !r.is_placeholder())
+            .collect();
+        if !self.members.contains_key(&self.me) {
+            // Unless an operator removed it, a replica vouches for itself, so
+            // that a replica added to a running cluster learns of the one
+            // that added it.
+            records.push(AdminRecord {
+                address: self.me.clone(),
+                admitted: true,
+                version: 0,
+            });
+        }
+        records
     }
 
     /// Merges admission records heard from a peer. Returns the addresses whose
     /// admission changed.
     pub fn merge_admin(&mut self, records: &[AdminRecord], now_ms: u64) -> Vec<AdminRecord> {
         let mut changed = Vec::new();
-        for record in records {
+        for record in records.iter().filter(|r| !r.is_placeholder()) {
             self.admin_clock = self.admin_clock.max(record.version);
             if record.address == self.me && !self.members.contains_key(&self.me) {
                 // This replica is in its own view while it runs; it only keeps
@@ -514,7 +542,7 @@ mod tests {
         b.heard_from("c", 1, 10);
         assert_eq!(b.view(), vec!["a", "b"]);
         // Stale records from someone who missed the removal do not undo it.
-        let stale = Membership::new("x", &["a".into(), "b".into(), "c".into()], T, 0);
+        let stale = Membership::new("a", &["a".into(), "b".into(), "c".into()], T, 0);
         b.merge_admin(&stale.admin_records(), 20);
         assert_eq!(b.view(), vec!["a", "b"]);
         // c announces itself again: back everywhere.
@@ -522,6 +550,26 @@ mod tests {
         assert_eq!(b.admin_add("c", 30), ViewChange::AlreadyPresent);
         a.merge_admin(&b.admin_records(), 30);
         assert_eq!(a.view(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_replica_added_to_a_running_cluster_is_admitted_both_ways() {
+        // x runs alone; a (in a cluster with b) adds it.
+        let mut a = table();
+        let mut x = Membership::new("x", &["x".into()], T, 0);
+        assert_eq!(a.admin_add("x", 0), ViewChange::Added);
+        // x hears a's heartbeat: a vouches for itself, b comes with the table.
+        x.heard_from("a", 1, 0);
+        x.merge_admin(&a.admin_records(), 0);
+        assert_eq!(x.view(), vec!["a", "b", "c", "x"]);
+        // a hears x, which it had never heard from before: x's records do
+        // not remove anyone, even though x had a placeholder for a.
+        a.heard_from("x", 1, 0);
+        let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+        b.merge_admin(&a.admin_records(), 0);
+        b.merge_admin(&x.admin_records(), 0);
+        assert_eq!(b.view(), vec!["a", "b", "c", "x"]);
+        assert!(x.admin_records().iter().all(|r| r.admitted));
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //!   `w` or a version of `w`'s key whose stamp is greater (a later or winning
 //!   concurrent write, possibly a tombstone) — or held such a tombstone and
 //!   collected it once every member had it.
+//! * **Horizon.** `horizon` only grows, and every member that may still serve
+//!   clients covered it when it was raised. A peer whose clock does not cover
+//!   it (a new replica, or one gone longer than the grace period) must take a
+//!   full snapshot; this is what makes collecting tombstones and trimming
+//!   client metadata below it safe.
 //! * **I2 (closure).** For every stored version whose dot the clock covers, the
 //!   clock also covers the version's dependencies. Together with I1: the clock
 //!   never claims a write whose causal past is missing here.
@@ -49,10 +54,10 @@ pub enum WriteOutcome {
 pub struct Covers {
     pub clock: VClock,
     pub lamport: u64,
-    /// The sender's collected-tombstone horizon. A snapshot receiver adopts
-    /// it: the snapshot carries no trace of those deletes, so the receiver
-    /// must demand snapshots from peers that lack them just as the sender does.
-    pub collected: VClock,
+    /// The sender's stability horizon. A snapshot receiver adopts it: the
+    /// snapshot carries no trace of the tombstones collected below it, so the
+    /// receiver must send stale peers to a snapshot just as the sender does.
+    pub horizon: VClock,
 }
 
 /// One chunk of a pull answer.
@@ -64,8 +69,8 @@ pub struct PullChunk {
     /// The sender's clock and Lamport time now. The receiver keeps the value
     /// from the first chunk and adopts it when the last chunk has arrived.
     pub covers: Covers,
-    /// The receiver's clock misses tombstones the sender already collected:
-    /// only a full snapshot can bring it up to date.
+    /// The receiver's clock does not cover the sender's horizon (it may miss
+    /// collected tombstones): only a full snapshot can bring it up to date.
     pub snapshot_required: bool,
 }
 
@@ -78,8 +83,9 @@ pub struct Replica {
     lamport: u64,
     clock: VClock,
     store: Store,
-    /// Per origin, the highest sequence number of a tombstone collected here.
-    collected: VClock,
+    /// The stability horizon: the join of every stability frontier this
+    /// replica acted on (collecting tombstones, trimming client metadata).
+    horizon: VClock,
     pub members: Membership,
 }
 
@@ -99,7 +105,7 @@ impl Replica {
             lamport: 0,
             clock: VClock::new(),
             store: Store::new(),
-            collected: VClock::new(),
+            horizon: VClock::new(),
             members: Membership::new(address, view, timing, now_ms),
         }
     }
@@ -128,8 +134,8 @@ impl Replica {
         &self.store
     }
 
-    pub fn collected(&self) -> &VClock {
-        &self.collected
+    pub fn horizon(&self) -> &VClock {
+        &self.horizon
     }
 
     /// Whether a client that has seen `metadata` can be served here now.
@@ -148,7 +154,7 @@ impl Replica {
                 ..
             }) => ReadOutcome::Found {
                 value: value.clone(),
-                metadata: metadata.joined(deps),
+                metadata: self.trimmed(metadata.joined(deps)),
             },
             _ => ReadOutcome::NotFound,
         })
@@ -191,10 +197,11 @@ impl Replica {
             "a local write always wins"
         );
         self.clock.raise(&self.origin, seq);
+        let metadata = self.trimmed(deps);
         Ok(match (deleting, exists) {
-            (true, _) => WriteOutcome::Deleted { metadata: deps },
-            (false, true) => WriteOutcome::Replaced { metadata: deps },
-            (false, false) => WriteOutcome::Created { metadata: deps },
+            (true, _) => WriteOutcome::Deleted { metadata },
+            (false, true) => WriteOutcome::Replaced { metadata },
+            (false, false) => WriteOutcome::Created { metadata },
         })
     }
 
@@ -208,7 +215,7 @@ impl Replica {
         max_bytes: usize,
     ) -> PullChunk {
         let covers = self.covers();
-        if !snapshot && !their.covers(&self.collected) {
+        if !snapshot && !their.covers(&self.horizon) {
             return PullChunk {
                 entries: Vec::new(),
                 next: None,
@@ -228,8 +235,8 @@ impl Replica {
     }
 
     /// The next chunk to push to a peer whose clock is `their`, and whether
-    /// the push may end with a [`Covers`] (not if the peer misses collected
-    /// tombstones; it must take a snapshot instead).
+    /// the push may end with a [`Covers`] (not if the peer is below the
+    /// horizon; it must take a snapshot instead).
     pub fn push_chunk(
         &self,
         their: &VClock,
@@ -237,7 +244,7 @@ impl Replica {
         max_bytes: usize,
     ) -> (Vec<Version>, Option<Stamp>, bool) {
         let (entries, next) = self.store.delta(their, cursor, max_bytes);
-        (entries, next, their.covers(&self.collected))
+        (entries, next, their.covers(&self.horizon))
     }
 
     /// The guarantee this replica can give about its current state.
@@ -245,15 +252,22 @@ impl Replica {
         Covers {
             clock: self.clock.clone(),
             lamport: self.lamport,
-            collected: self.collected.clone(),
+            horizon: self.horizon.clone(),
         }
     }
 
     /// Applies versions from a peer; returns how many changed the store.
+    ///
+    /// A version whose dot the clock already covers is skipped: by I1 this
+    /// replica holds it or something that beats it — or held a tombstone
+    /// that beat it and has collected it, in which case applying the old
+    /// version would bring a deleted key back. (A peer's delta can carry such
+    /// versions when its idea of our clock is stale, and a snapshot from a
+    /// peer that missed a delete always does.)
     pub fn apply_versions(&mut self, versions: Vec<Version>) -> usize {
         let mut changed = 0;
         for version in versions {
-            if !Self::well_formed(&version) {
+            if !Self::well_formed(&version) || self.clock.covers_dot(&version.dot) {
                 continue;
             }
             self.lamport = self.lamport.max(version.lamport);
@@ -277,24 +291,33 @@ impl Replica {
     }
 
     /// A full snapshot completed: drop versions the sender had deleted and
-    /// collected, then adopt its guarantee and its collected horizon.
+    /// collected, then adopt its guarantee and its horizon.
     pub fn complete_snapshot(&mut self, covers: &Covers, snapshot_keys: &HashSet<Key>) -> usize {
         let dropped = self
             .store
             .drop_versions_deleted_elsewhere(&covers.clock, snapshot_keys);
         self.complete_transfer(covers);
-        self.collected.merge(&covers.collected);
+        self.horizon.merge(&covers.horizon);
         dropped
     }
 
-    /// Collects tombstones every member holds. Returns how many.
+    /// Raises the horizon to the stability frontier (what every member that
+    /// may serve clients holds) and collects the tombstones below it.
+    /// Returns how many were collected.
     pub fn collect_garbage(&mut self, now_ms: u64) -> usize {
         let frontier = self.members.stability_frontier(&self.clock, now_ms);
-        let dots = self.store.collect_tombstones(&frontier);
-        for dot in &dots {
-            self.collected.raise(&dot.origin, dot.seq);
-        }
-        dots.len()
+        self.horizon.merge(&frontier);
+        self.store.collect_tombstones(&self.horizon).len()
+    }
+
+    /// Client metadata without the entries every member already covers:
+    /// any replica that can serve the client satisfies them anyway, so they
+    /// only make the metadata bigger. This keeps metadata to the writes that
+    /// are still spreading — in particular, entries of earlier lives of
+    /// restarted replicas disappear once everyone has their writes.
+    fn trimmed(&self, mut metadata: VClock) -> VClock {
+        metadata.retain_above(&self.horizon);
+        metadata
     }
 
     /// Checks I2 and I3 over the whole store (tests and debug assertions).
@@ -432,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn collected_tombstone_forces_snapshot_and_prevents_resurrection() {
+    fn a_collected_tombstone_forces_a_snapshot_and_prevents_resurrection() {
         let mut r = replicas(3);
         let m = VClock::new();
         r[0].write("k", v("1"), &m).unwrap();
@@ -472,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_passes_on_the_collected_horizon() {
+    fn a_snapshot_passes_on_the_horizon() {
         let mut r = replicas(4);
         let m = VClock::new();
         r[0].write("k", v("1"), &m).unwrap();
@@ -508,6 +531,66 @@ mod tests {
         let (left, right) = r.split_at_mut(3);
         sync(&right[0], &mut left[2], 1 << 20);
         assert_eq!(r[2].read("k", &m), Ok(ReadOutcome::NotFound));
+    }
+
+    #[test]
+    fn metadata_loses_entries_every_member_covers() {
+        let mut r = replicas(2);
+        let m = VClock::new();
+        r[0].write("a", v("1"), &m).unwrap();
+        let (left, right) = r.split_at_mut(1);
+        sync(&left[0], &mut right[0], 1 << 20);
+        let WriteOutcome::Replaced { metadata } = r[0].write("a", v("2"), &m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(metadata.get(r[0].origin()), 2, "not yet stable: kept");
+        let clock = r[1].clock().clone();
+        r[0].members.heard_from("r1", 1, 10);
+        r[0].members.record_clock("r1", &clock);
+        r[0].collect_garbage(10);
+        let ReadOutcome::Found { metadata, .. } = r[0].read("a", &m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            metadata.get(r[0].origin()),
+            2,
+            "seq 2 is not everywhere yet"
+        );
+        let seen = VClock::from_pairs([(r[0].origin().clone(), 1)]);
+        let WriteOutcome::Created { metadata } = r[0].write("b", v("3"), &seen).unwrap() else {
+            panic!()
+        };
+        assert_eq!(metadata.get(r[0].origin()), 3);
+        let (left, right) = r.split_at_mut(1);
+        sync(&left[0], &mut right[0], 1 << 20);
+        let clock = r[1].clock().clone();
+        r[0].members.record_clock("r1", &clock);
+        r[0].collect_garbage(20);
+        let ReadOutcome::Found { metadata, .. } = r[0].read("b", &m).unwrap() else {
+            panic!()
+        };
+        assert!(
+            metadata.is_empty(),
+            "everything is everywhere: {metadata:?}"
+        );
+    }
+
+    #[test]
+    fn a_stale_version_cannot_bring_back_a_collected_delete() {
+        let mut r = replicas(2);
+        let m = VClock::new();
+        r[0].write("k", v("1"), &m).unwrap();
+        let old = r[0].store().get("k").unwrap().clone();
+        r[0].write("k", None, &m).unwrap();
+        let (left, right) = r.split_at_mut(1);
+        sync(&left[0], &mut right[0], 1 << 20);
+        let clock = r[1].clock().clone();
+        r[0].members.heard_from("r1", 1, 0);
+        r[0].members.record_clock("r1", &clock);
+        assert_eq!(r[0].collect_garbage(0), 1);
+        // A peer with a stale idea of our clock sends the old value again.
+        assert_eq!(r[0].apply_versions(vec![old]), 0);
+        assert_eq!(r[0].read("k", &m), Ok(ReadOutcome::NotFound));
     }
 
     #[test]
