@@ -13,6 +13,33 @@ const QUANTILES: &[f64] = &[
     0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999,
 ];
 
+/// One colour family per system (blues for the ceiling, reds for hearsay),
+/// a lighter shade for each further series of the same system, so the two
+/// systems are told apart at a glance.
+#[derive(Default)]
+struct Shades {
+    ceiling: u8,
+    other: u8,
+}
+
+impl Shades {
+    fn next(&mut self, label: &str) -> RGBAColor {
+        let is_ceiling = label.starts_with("ceiling");
+        let count = if is_ceiling {
+            &mut self.ceiling
+        } else {
+            &mut self.other
+        };
+        let k = count.saturating_mul(30).min(180);
+        *count = count.saturating_add(1);
+        if is_ceiling {
+            RGBColor(20, 40 + k, 200).to_rgba()
+        } else {
+            RGBColor(210, 20 + k, 30).to_rgba()
+        }
+    }
+}
+
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e}")
 }
@@ -60,8 +87,9 @@ pub fn latency_svg(path: &Path, title: &str, series: &[(String, &Histogram<u64>)
         })
         .draw()
         .map_err(err)?;
-    for (i, (label, pts)) in curves.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    let mut shades = Shades::default();
+    for (label, pts) in curves {
+        let color = shades.next(&label);
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(err)?
@@ -110,8 +138,9 @@ pub fn throughput_svg(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(err)?;
-    for (i, (label, values)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    let mut shades = Shades::default();
+    for (label, values) in series.iter() {
+        let color = shades.next(label);
         // Plot each second's count at the second's midpoint.
         let pts = values.iter().enumerate().map(|(s, v)| (s as f64 + 0.5, *v));
         chart
