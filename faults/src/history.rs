@@ -13,14 +13,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Index of an operation in a [`History`].
 pub type OpId = usize;
 
 /// What the client asked for.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OpKind {
     /// `PUT /kvs/<key>` with a value no other write in the history uses.
     Put { key: String, value: Value },
@@ -40,7 +40,7 @@ impl OpKind {
 }
 
 /// What a successful answer said.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     /// PUT answered 201 (`created == true`) or 200.
     Written { created: bool },
@@ -51,7 +51,7 @@ pub enum Reply {
 }
 
 /// How an operation ended, from the client's point of view.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The replica answered with a success (or the documented 404).
     Ok(Reply),
@@ -70,7 +70,7 @@ impl Outcome {
 }
 
 /// One completed client operation.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Op {
     /// Client session (one causal-metadata chain).
     pub session: usize,
@@ -84,7 +84,7 @@ pub struct Op {
 }
 
 /// A whole recorded history, ops in the order they were recorded.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
     pub ops: Vec<Op>,
 }
