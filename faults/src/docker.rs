@@ -326,6 +326,14 @@ impl Cluster {
         self.docker(&["stop", "-t", "5", &node.container]).await
     }
 
+    /// One `docker stop` for several containers: Docker signals them all
+    /// at once and waits for each.
+    pub async fn stop_many(&self, nodes: &[Node]) -> Result<(), CmdError> {
+        let mut args = vec!["stop", "-t", "5"];
+        args.extend(nodes.iter().map(|n| n.container.as_str()));
+        self.docker(&args).await
+    }
+
     pub async fn start_node(&self, node: &Node) -> Result<(), CmdError> {
         self.docker(&["start", &node.container]).await
     }

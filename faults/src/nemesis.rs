@@ -23,6 +23,10 @@ use crate::history::Recorder;
 pub enum Fault {
     /// `docker stop` (graceful leave), healed by `docker start`.
     Stop(String),
+    /// One `docker stop` of two replicas, which Docker stops in parallel:
+    /// both leave at once, so neither may count on the other to take its
+    /// hand-off.
+    StopTogether(String, String),
     /// `docker kill` (SIGKILL), healed by `docker start`.
     Kill(String),
     /// `docker pause` (frozen, sockets still accept), healed by unpause.
@@ -45,6 +49,7 @@ impl Fault {
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Stop(_) => "stop",
+            Fault::StopTogether(..) => "stop-together",
             Fault::Kill(_) => "kill",
             Fault::Pause(_) => "pause",
             Fault::Disconnect(_) => "disconnect",
@@ -72,7 +77,7 @@ impl Fault {
             | Fault::Pause(n)
             | Fault::Disconnect(n)
             | Fault::Isolate(n) => vec![n],
-            Fault::Partition { a, b } => vec![a, b],
+            Fault::Partition { a, b } | Fault::StopTogether(a, b) => vec![a, b],
             Fault::OneWay { from, to } => vec![from, to],
             Fault::Loss { node, .. } => vec![node],
         }
@@ -83,6 +88,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Partition { a, b } => write!(f, "partition({a}|{b})"),
+            Fault::StopTogether(a, b) => write!(f, "stop-together({a},{b})"),
             Fault::OneWay { from, to } => write!(f, "one-way({from}->{to} dropped)"),
             Fault::Loss { node, percent } => write!(f, "loss({node},{percent}%)"),
             other => write!(f, "{}({})", other.kind(), other.nodes()[0]),
@@ -282,6 +288,7 @@ impl Nemesis {
         let node = |n: &str| cluster.node(n).clone();
         match &fault {
             Fault::Stop(n) => cluster.stop(&node(n)).await?,
+            Fault::StopTogether(a, b) => cluster.stop_many(&[node(a), node(b)]).await?,
             Fault::Kill(n) => {
                 cluster.kill(&node(n)).await?;
                 self.kills.push((n.clone(), self.recorder.now_us()));
@@ -327,6 +334,10 @@ impl Nemesis {
             let node = |n: &str| cluster.node(n).clone();
             let result = match &fault {
                 Fault::Stop(n) | Fault::Kill(n) => cluster.start_node(&node(n)).await,
+                Fault::StopTogether(a, b) => {
+                    let first = cluster.start_node(&node(a)).await;
+                    cluster.start_node(&node(b)).await.and(first)
+                }
                 Fault::Pause(n) => cluster.unpause(&node(n)).await,
                 Fault::Disconnect(n) => cluster.connect(&node(n)).await,
                 Fault::Partition { a, b } | Fault::OneWay { from: a, to: b } => {

@@ -72,9 +72,45 @@ async fn rolling_restart() {
     run_and_assert(Config::new("rolling-restart", seed, schedule)).await;
 }
 
+/// Two replicas leave at the same moment: each must hand its un-gossiped
+/// writes to a replica that stays (here only the third), or nothing
+/// acknowledged may be lost all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_stop_at_once() {
+    let seed = seed_from_env();
+    let names = names();
+    let rounds = (0..3)
+        .map(|i| Round {
+            faults: vec![Fault::StopTogether(
+                names[i].clone(),
+                names[(i + 1) % names.len()].clone(),
+            )],
+            on: Duration::from_secs(3),
+            off: Duration::from_secs(3),
+        })
+        .collect();
+    run_and_assert(Config::new("stop-two", seed, Schedule { rounds })).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_start() {
     scripted("kill-start", FaultType::Kill, 3, 4).await;
+}
+
+/// Kills in quick succession: a replica may be killed again while it, or
+/// the peer it copies from, is still in its start-up state transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_kills() {
+    let seed = seed_from_env();
+    let schedule = Schedule::scripted(
+        FaultType::Kill,
+        8,
+        Duration::from_millis(1000),
+        Duration::from_millis(700),
+        seed,
+        &names(),
+    );
+    run_and_assert(Config::new("rapid-kills", seed, schedule)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
