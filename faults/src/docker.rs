@@ -321,9 +321,36 @@ impl Cluster {
         run("docker", args).await.map(|_| ())
     }
 
-    /// `docker stop` (SIGTERM, then SIGKILL after a grace period).
+    /// `docker stop` (SIGTERM, then SIGKILL after a grace period). A replica
+    /// must leave by itself and exit 0: a non-zero exit (137 when Docker had
+    /// to SIGKILL it after the grace period) is an error.
     pub async fn stop(&self, node: &Node) -> Result<(), CmdError> {
-        self.docker(&["stop", "-t", "5", &node.container]).await
+        self.stop_many(std::slice::from_ref(node)).await
+    }
+
+    async fn check_exit_code(&self, node: &Node, took: Duration) -> Result<(), CmdError> {
+        let code = run(
+            "docker",
+            &[
+                "inspect",
+                "--format",
+                "{{.State.ExitCode}}",
+                &node.container,
+            ],
+        )
+        .await?;
+        if code.trim() == "0" {
+            Ok(())
+        } else {
+            Err(CmdError {
+                command: format!("docker stop {}", node.container),
+                detail: format!(
+                    "replica exited with code {} after {:.1}s instead of leaving cleanly on SIGTERM",
+                    code.trim(),
+                    took.as_secs_f64()
+                ),
+            })
+        }
     }
 
     /// One `docker stop` for several containers: Docker signals them all
@@ -331,7 +358,12 @@ impl Cluster {
     pub async fn stop_many(&self, nodes: &[Node]) -> Result<(), CmdError> {
         let mut args = vec!["stop", "-t", "5"];
         args.extend(nodes.iter().map(|n| n.container.as_str()));
-        self.docker(&args).await
+        let started = Instant::now();
+        self.docker(&args).await?;
+        for node in nodes {
+            self.check_exit_code(node, started.elapsed()).await?;
+        }
+        Ok(())
     }
 
     pub async fn start_node(&self, node: &Node) -> Result<(), CmdError> {

@@ -285,6 +285,10 @@ impl Nemesis {
 
     pub async fn apply(&mut self, cluster: &mut Cluster, fault: Fault) -> Result<(), CmdError> {
         self.log(&format!("start {fault}"));
+        // Registered before it runs: a fault that half-applied (or a stop
+        // whose exit code was wrong) must still be healed.
+        *self.counts.entry(fault.kind()).or_insert(0) += 1;
+        self.active.push(fault.clone());
         let node = |n: &str| cluster.node(n).clone();
         match &fault {
             Fault::Stop(n) => cluster.stop(&node(n)).await?,
@@ -320,8 +324,6 @@ impl Nemesis {
                 self.loss_tool = Some(cluster.lossy(&node(n), *percent).await?);
             }
         }
-        *self.counts.entry(fault.kind()).or_insert(0) += 1;
-        self.active.push(fault);
         Ok(())
     }
 
