@@ -123,18 +123,37 @@ pub fn router(node: Arc<Node>) -> Router {
 // --------------------------------------------------------------------------
 
 async fn record_request(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let endpoint = match matched.as_ref().map(MatchedPath::as_str) {
+    // Labels are static strings wherever possible: this runs on every request.
+    let endpoint: &'static str = match matched.as_ref().map(MatchedPath::as_str) {
         Some(path) if path.starts_with("/kvs") => "kvs",
         Some(path) if path.starts_with("/internal") => "internal",
-        Some(path) => path.trim_start_matches('/'),
-        None => "unknown",
-    }
-    .to_string();
-    let method = request.method().as_str().to_string();
+        Some("/view") => "view",
+        Some("/members") => "members",
+        Some("/health") => "health",
+        Some("/ready") => "ready",
+        Some("/metrics") => "metrics",
+        Some("/openapi.json") => "openapi",
+        _ => "unknown",
+    };
+    let method: &'static str = match *request.method() {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(names::HTTP_REQUESTS, "endpoint" => endpoint.clone(), "method" => method.clone(), "status" => status)
+    let status: metrics::SharedString = match response.status().as_u16() {
+        200 => "200".into(),
+        201 => "201".into(),
+        400 => "400".into(),
+        404 => "404".into(),
+        413 => "413".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    };
+    metrics::counter!(names::HTTP_REQUESTS, "endpoint" => endpoint, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!(names::HTTP_DURATION, "endpoint" => endpoint, "method" => method)
         .record(started.elapsed().as_secs_f64());
