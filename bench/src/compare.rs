@@ -50,7 +50,9 @@ impl Spread {
     }
 }
 
+// `default`: reports written by older bench versions still load (`render`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(default)]
 pub struct ComparisonSummary {
     pub hearsay_throughput: Option<Spread>,
     pub ceiling_throughput: Option<Spread>,
@@ -67,6 +69,44 @@ pub struct ComparisonSummary {
     /// Server CPU per operation, hearsay ÷ ceiling: the efficiency ratio,
     /// much steadier than throughput on a shared machine.
     pub server_cpu_per_op_ratio: Option<Spread>,
+    /// Run pairs in which other processes took at most
+    /// [`QUIET_FOREIGN_CPU_PCT`] of the CPU during both runs.
+    pub quiet_pairs: usize,
+    /// hearsay ÷ ceiling throughput over the quiet pairs only.
+    pub quiet_throughput_ratio: Option<Spread>,
+    /// hearsay ÷ ceiling p99 (GET, or PUT when there are no GETs) over the quiet pairs.
+    pub quiet_p99_ratio: Option<Spread>,
+}
+
+/// A run pair counts as quiet when other processes took at most this share
+/// of the CPU during each of its two runs.
+pub const QUIET_FOREIGN_CPU_PCT: f64 = 10.0;
+
+fn quiet(r: &LoadResult) -> bool {
+    r.foreign_cpu_pct
+        .is_some_and(|f| f <= QUIET_FOREIGN_CPU_PCT)
+}
+
+/// hearsay ÷ ceiling of `f` over `pairs` (pairs where the ceiling's figure is 0 are skipped).
+fn ratio_over(
+    pairs: &[(&LoadResult, &LoadResult)],
+    f: &dyn Fn(&LoadResult) -> f64,
+) -> Option<Spread> {
+    let v: Vec<f64> = pairs
+        .iter()
+        .filter(|(_, c)| f(c) > 0.0)
+        .map(|(h, c)| f(h) / f(c))
+        .collect();
+    Spread::of(&v)
+}
+
+/// The p99 that describes a run: GET's, or PUT's in a write-only run.
+fn p99(r: &LoadResult) -> f64 {
+    if r.get.count > 0 {
+        r.get.p99_ms
+    } else {
+        r.put.p99_ms
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -84,14 +124,12 @@ impl Comparison {
             .iter()
             .filter_map(|p| Some((p.hearsay.as_ref()?, p.ceiling.as_ref()?)))
             .collect();
-        let ratio = |f: &dyn Fn(&LoadResult) -> f64| {
-            let v: Vec<f64> = pairs
-                .iter()
-                .filter(|(_, c)| f(c) > 0.0)
-                .map(|(h, c)| f(h) / f(c))
-                .collect();
-            Spread::of(&v)
-        };
+        let ratio = |f: &dyn Fn(&LoadResult) -> f64| ratio_over(&pairs, f);
+        let quiet_pairs: Vec<(&LoadResult, &LoadResult)> = pairs
+            .iter()
+            .copied()
+            .filter(|(h, c)| quiet(h) && quiet(c))
+            .collect();
         let of = |sys: &dyn Fn(&RunPair) -> Option<&LoadResult>| {
             let v: Vec<f64> = self
                 .runs
@@ -109,6 +147,9 @@ impl Comparison {
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         self.summary = ComparisonSummary {
             max_foreign_cpu_pct: foreign,
+            quiet_pairs: quiet_pairs.len(),
+            quiet_throughput_ratio: ratio_over(&quiet_pairs, &|r| r.throughput),
+            quiet_p99_ratio: ratio_over(&quiet_pairs, &p99),
             hearsay_throughput: of(&|p| p.hearsay.as_ref()),
             ceiling_throughput: of(&|p| p.ceiling.as_ref()),
             throughput_ratio: ratio(&|r| r.throughput),

@@ -94,6 +94,9 @@ enum Command {
     },
     /// The standard set against a local 3-replica cluster, into one report directory.
     Suite(SuiteArgs),
+    /// Re-read DIR/report.json, recompute the summaries and rewrite DIR/summary.md
+    /// (e.g. after a newer bench adds a table); plots are not redrawn.
+    Render { dir: PathBuf },
     /// Serve the ceiling (used by the bench itself; listens on --listen or $SOCKET_ADDRESS).
     Ceiling {
         #[arg(long, env = "SOCKET_ADDRESS", default_value = "127.0.0.1:8090")]
@@ -135,6 +138,17 @@ async fn run(command: Command) -> Result<()> {
         Command::Ceiling { listen } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             ceiling::serve(listener).await?;
+            Ok(())
+        }
+        Command::Render { dir } => {
+            let text = std::fs::read_to_string(dir.join("report.json"))?;
+            let mut report: Report = serde_json::from_str(&text)?;
+            for cmp in &mut report.load {
+                cmp.summarise();
+            }
+            let summary = report.summary_md();
+            std::fs::write(dir.join("summary.md"), &summary)?;
+            println!("{summary}");
             Ok(())
         }
         Command::Suite(args) => suite::run(&args).await.map(|_| ()),

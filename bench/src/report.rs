@@ -415,6 +415,28 @@ impl Report {
             }
             let _ = writeln!(
                 s,
+                "\nQuiet runs only (other processes ≤ {:.0} % of the CPU during both runs of a pair):\n",
+                crate::compare::QUIET_FOREIGN_CPU_PCT
+            );
+            let _ = writeln!(
+                s,
+                "| workload | quiet pairs | throughput ratio | p99 ratio |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|");
+            for c in &self.load {
+                let sm = &c.summary;
+                let _ = writeln!(
+                    s,
+                    "| {} | {}/{} | {} | {} |",
+                    c.name,
+                    sm.quiet_pairs,
+                    c.runs.len(),
+                    spread(&sm.quiet_throughput_ratio),
+                    spread(&sm.quiet_p99_ratio)
+                );
+            }
+            let _ = writeln!(
+                s,
                 "\nEvery run (server CPU: µs of CPU all server processes spent per operation):\n"
             );
             let _ = writeln!(s, "| workload | run | ceiling ops/s | hearsay ops/s | ratio | ceiling server CPU µs/op | hearsay server CPU µs/op | foreign CPU % |");
