@@ -58,6 +58,8 @@ pub struct Node {
     pub name: String,
     pub container: String,
     pub ip: String,
+    /// Published port on 127.0.0.1.
+    pub host_port: u16,
     pub endpoint: Endpoint,
 }
 
@@ -182,6 +184,17 @@ async fn warn_if_image_stale(image: &str) {
     }
 }
 
+/// The first of `count` consecutive loopback ports, at `preferred` or in
+/// steps of 100 above it, that nothing listens on right now (a developer's
+/// `hearsay cluster` may hold the preferred ones).
+fn free_port_block(preferred: u16, count: usize) -> u16 {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    (0..50u16)
+        .map(|i| preferred.saturating_add(i * 100))
+        .find(|&base| (0..count as u16).all(|i| free(base + i)))
+        .unwrap_or(preferred)
+}
+
 /// A running cluster; removed on drop.
 pub struct Cluster {
     pub spec: ClusterSpec,
@@ -194,17 +207,30 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the replicas and waits until every one lists all of them in
     /// its view.
-    pub async fn start(spec: ClusterSpec) -> Cluster {
+    pub async fn start(mut spec: ClusterSpec) -> Cluster {
         preflight(&spec.image).await;
+        // A crashed run's containers would hold the ports: remove them first.
+        for name in &spec.names {
+            run_sync(
+                "docker",
+                &["rm", "-f", &format!("{}{name}", spec.container_prefix)],
+            );
+        }
+        run_sync("docker", &["network", "rm", &spec.network]);
+        spec.first_host_port = free_port_block(spec.first_host_port, spec.names.len());
         let nodes: Vec<Node> = spec
             .names
             .iter()
             .enumerate()
-            .map(|(i, name)| Node {
-                name: name.clone(),
-                container: format!("{}{name}", spec.container_prefix),
-                ip: format!("{}.{}", spec.subnet_prefix, i + 2),
-                endpoint: Endpoint::new(name, spec.first_host_port + i as u16),
+            .map(|(i, name)| {
+                let host_port = spec.first_host_port + i as u16;
+                Node {
+                    name: name.clone(),
+                    container: format!("{}{name}", spec.container_prefix),
+                    ip: format!("{}.{}", spec.subnet_prefix, i + 2),
+                    host_port,
+                    endpoint: Endpoint::new(name, host_port),
+                }
             })
             .collect();
         let cluster = Cluster {
@@ -213,7 +239,6 @@ impl Cluster {
             nodes,
             loss_with_tc: None,
         };
-        cluster.remove_leftovers();
         let subnet = format!("--subnet={}.0/24", cluster.spec.subnet_prefix);
         run(
             "docker",
@@ -228,12 +253,6 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         for node in &cluster.nodes {
-            let port = node
-                .endpoint
-                .base_url
-                .rsplit(':')
-                .next()
-                .unwrap_or_default();
             let mut args: Vec<String> = [
                 "run",
                 "-d",
@@ -244,7 +263,7 @@ impl Cluster {
                 "--ip",
                 &node.ip,
                 "-p",
-                &format!("127.0.0.1:{port}:8090"),
+                &format!("127.0.0.1:{}:8090", node.host_port),
                 "-e",
                 &format!("SOCKET_ADDRESS={}", node.socket_address()),
                 "-e",
