@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::{Outcome, Session};
 use crate::cluster::{get_view, probe_client, wait_views, ClusterArgs, LocalCluster};
 use crate::load::random_value;
+use crate::report::fmt_ms;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct FailoverArgs {
@@ -86,8 +87,8 @@ pub async fn run(
     .await
     .map(ms);
     eprintln!(
-        "failover: kill detected after {:?} ms",
-        result.kill_detected_ms
+        "failover: kill detected after {}",
+        fmt_ms(result.kill_detected_ms)
     );
 
     // Write while it is down, then restart it and watch it come back.
@@ -119,8 +120,10 @@ pub async fn run(
     result.restart_ready_ms = ready.map(ms);
     result.restart_caught_up_ms = caught_up.map(ms);
     eprintln!(
-        "failover: restart in views {:?} ms, ready {:?} ms, caught up {:?} ms",
-        result.restart_in_views_ms, result.restart_ready_ms, result.restart_caught_up_ms
+        "failover: restart in views after {}, ready after {}, caught up after {}",
+        fmt_ms(result.restart_in_views_ms),
+        fmt_ms(result.restart_ready_ms),
+        fmt_ms(result.restart_caught_up_ms)
     );
 
     // Stall a different replica: SIGSTOP, watch the survivors' views, SIGCONT.
@@ -152,8 +155,10 @@ pub async fn run(
         Some(0.0)
     };
     eprintln!(
-        "failover: stall {:?}: removed={} back after {:?} ms",
-        args.stall, result.stall_removed, result.stall_back_in_views_ms
+        "failover: stall {:?}: removed={} back in views after {}",
+        args.stall,
+        result.stall_removed,
+        fmt_ms(result.stall_back_in_views_ms)
     );
     Ok(result)
 }

@@ -97,6 +97,11 @@ pub struct Report {
     pub skipped: Vec<String>,
 }
 
+/// A duration that may not have happened, for messages: "1502 ms" or "not within timeout".
+pub fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("not within timeout".to_string(), |v| format!("{v:.0} ms"))
+}
+
 /// The report directory: `--out`, else `bench/results/<UTC timestamp>/`.
 pub fn out_dir(out: Option<PathBuf>) -> Result<PathBuf> {
     let dir = match out {
@@ -546,8 +551,7 @@ impl Report {
             }
             let _ = writeln!(s);
         }
-        let opt =
-            |v: Option<f64>| v.map_or("not within timeout".to_string(), |v| format!("{v:.0} ms"));
+        let opt = fmt_ms;
         if let Some(fo) = &self.failover {
             let _ = writeln!(
                 s,

@@ -15,6 +15,7 @@ use crate::cluster::{probe_client, ClusterArgs, LocalCluster};
 use crate::failover::poll_until;
 use crate::gossip_cost::wait_visible;
 use crate::load::preload;
+use crate::report::fmt_ms;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct StateTransferArgs {
@@ -102,8 +103,13 @@ pub async fn run(
         serves_last_key_ms: serves.map(ms),
     };
     eprintln!(
-        "state-transfer: {} keys: ready after {:?} ms, serves last key after {:?} ms, {:?} B/key",
-        args.keys, result.ready_ms, result.serves_last_key_ms, result.rss_bytes_per_key
+        "state-transfer: {} keys: ready after {}, serves last key after {}, {} B/key of RSS",
+        args.keys,
+        fmt_ms(result.ready_ms),
+        fmt_ms(result.serves_last_key_ms),
+        result
+            .rss_bytes_per_key
+            .map_or("unknown".to_string(), |b| format!("{b:.0}"))
     );
     Ok(result)
 }
