@@ -2,8 +2,9 @@
 //! hearsay, alternating, `repeat` times, and the ratios and spreads that
 //! summarise them.
 //!
-//! Alternating (ceiling, hearsay, ceiling, hearsay, …) rather than running all
-//! of one system first spreads slow drifts of a shared machine over both.
+//! Runs alternate in ABBA order (ceiling, hearsay, hearsay, ceiling, …)
+//! rather than running all of one system first, so slow drifts of a shared
+//! machine, and any advantage of going first, fall on both systems alike.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -193,10 +194,14 @@ pub async fn compare(
         // ceiling and hearsay of one pair see the very same request stream.
         let mut w = w.clone();
         w.seed = w.seed.wrapping_add(i as u64);
-        for (system, targets, slot) in [
+        let mut order = [
             ("ceiling", ceiling, &mut pair.ceiling),
             ("hearsay", hearsay, &mut pair.hearsay),
-        ] {
+        ];
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for (system, targets, slot) in order {
             if let Some(targets) = targets {
                 let r =
                     load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
