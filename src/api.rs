@@ -114,7 +114,14 @@ pub fn router(node: Arc<Node>) -> Router {
     public
         .merge(internal)
         .layer(middleware::from_fn(record_request))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // A span per request (visible at debug). Error answers are part of
+        // the contract (a 503 for unmet causal dependencies is routine), so
+        // they are not logged as errors.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .with_state(state)
 }
 
