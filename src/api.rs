@@ -7,6 +7,7 @@
 //! size limit checked while reading. Checks run in the contract's order:
 //! malformed request (400/413), then causality (503), then existence (404).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -239,7 +240,8 @@ fn describe_bad_body(bytes: &[u8], error: serde_json::Error) -> ApiError {
 }
 
 /// Client metadata: `null`/absent, or the object this store hands out
-/// (`{"<address>@<incarnation>": <count>, ...}`).
+/// (`{"<address>@<incarnation>": <count>, ...}`), parsed straight into a
+/// clock (this runs on every request).
 fn parse_metadata(raw: Option<&RawValue>) -> Result<VClock, ApiError> {
     let invalid = || {
         ApiError::bad_request(
@@ -249,19 +251,17 @@ fn parse_metadata(raw: Option<&RawValue>) -> Result<VClock, ApiError> {
     let Some(raw) = raw else {
         return Ok(VClock::new());
     };
-    match serde_json::from_str::<Value>(raw.get()).map_err(|_| invalid())? {
-        Value::Null => Ok(VClock::new()),
-        Value::Object(map) if map.len() <= MAX_METADATA_ENTRIES => {
-            let mut clock = VClock::new();
-            for (origin, count) in map {
-                let origin = Origin::parse(&origin).ok_or_else(invalid)?;
-                let count = count.as_u64().ok_or_else(invalid)?;
-                clock.raise(&origin, count);
-            }
-            Ok(clock)
-        }
-        _ => Err(invalid()),
+    let entries: Option<BTreeMap<&str, u64>> =
+        serde_json::from_str(raw.get()).map_err(|_| invalid())?;
+    let entries = entries.unwrap_or_default();
+    if entries.len() > MAX_METADATA_ENTRIES {
+        return Err(invalid());
     }
+    let mut clock = VClock::new();
+    for (origin, count) in entries {
+        clock.raise(&Origin::parse(origin).ok_or_else(invalid)?, count);
+    }
+    Ok(clock)
 }
 
 /// The key from the raw path: percent-decoded, 1..=50 scalar values.

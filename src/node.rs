@@ -84,6 +84,8 @@ pub struct Node {
     pulls_in_flight: Mutex<HashSet<String>>,
     heartbeats_in_flight: Mutex<HashSet<String>>,
     last_probe_ms: Mutex<HashMap<String, u64>>,
+    /// When the last pull from each peer completed.
+    last_pull_ms: Mutex<HashMap<String, u64>>,
     shutdown: CancellationToken,
 }
 
@@ -145,6 +147,7 @@ impl Node {
             pulls_in_flight: Mutex::new(HashSet::new()),
             heartbeats_in_flight: Mutex::new(HashSet::new()),
             last_probe_ms: Mutex::new(HashMap::new()),
+            last_pull_ms: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         })
     }
@@ -499,8 +502,9 @@ impl Node {
             );
         }
         // Before the start-up snapshot completes, a delta pull would only
-        // race with it.
-        if behind && self.is_ready() {
+        // race with it. Under steady writes every heartbeat shows the peer
+        // ahead; one pull per gossip interval per peer is enough to keep up.
+        if behind && self.is_ready() && !self.pulled_recently(&hello.address) {
             self.spawn_pull(hello.address.clone());
         }
     }
@@ -508,6 +512,13 @@ impl Node {
     // ----------------------------------------------------------------------
     // Exchanges
     // ----------------------------------------------------------------------
+
+    fn pulled_recently(&self, peer: &str) -> bool {
+        let now = self.now_ms();
+        lock(&self.last_pull_ms)
+            .get(peer)
+            .is_some_and(|&at| now.saturating_sub(at) < self.config.gossip_interval_ms)
+    }
 
     /// Pulls what this replica lacks from `peer` (everything, for a
     /// snapshot), chunk by chunk, and adopts the peer's clock when done.
@@ -585,7 +596,10 @@ impl Node {
             self.notify();
             match chunk.next {
                 Some(next) => cursor = Some(next),
-                None => return Ok(()),
+                None => {
+                    lock(&self.last_pull_ms).insert(peer.to_string(), self.now_ms());
+                    return Ok(());
+                }
             }
         }
         Err(TransportError::Codec(

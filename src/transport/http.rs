@@ -24,6 +24,9 @@ impl HttpTransport {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(8)
             .tcp_nodelay(true)
+            // Peers never redirect; skipping the policy check saves work on
+            // every internal request.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(500))
             .build()
             .expect("building an HTTP client without TLS cannot fail");
