@@ -480,3 +480,96 @@ async fn the_openapi_document_matches_the_routes() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_cluster_subcommand_runs_replicas_until_interrupted() {
+    // Two consecutive free ports (the subcommand takes a base port).
+    let base = (0..50)
+        .map(|_| support::free_ports(1)[0])
+        .find(|&p| TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("two consecutive free ports");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(["cluster", "-n", "2", "--base-port", &base.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let banner = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the cluster came up in time")
+        .unwrap()
+        .unwrap();
+    let (a, b) = (
+        format!("127.0.0.1:{base}"),
+        format!("127.0.0.1:{}", base + 1),
+    );
+    assert!(
+        banner.contains("2 replicas up") && banner.contains(&a) && banner.contains(&b),
+        "{banner}"
+    );
+    let http = support::Http::default();
+    let mut session = support::Session::new(http.clone());
+    session
+        .put(&a, "from-cluster", json!(1))
+        .await
+        .expect(201, None);
+    session
+        .get_patiently(&b, "from-cluster", Duration::from_secs(5))
+        .await
+        .expect(200, None);
+    // Ctrl-C stops every replica and exits cleanly.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("cluster exited in time")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    wait_until(Duration::from_secs(5), "both replicas to be gone", || {
+        let (http, a, b) = (http.clone(), a.clone(), b.clone());
+        async move {
+            http.try_send("GET", &a, "/health", Body::None)
+                .await
+                .is_err()
+                && http
+                    .try_send("GET", &b, "/health", Body::None)
+                    .await
+                    .is_err()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_wait_their_turn() {
+    let cluster = Cluster::builder(1)
+        .set("max_connections", 1)
+        .set("causal_wait_ms", 800)
+        .start()
+        .await;
+    let a = cluster.addr(0).to_string();
+    let http = cluster.http.clone();
+    // The first request is held for its whole causal wait, keeping the one slot.
+    let held = {
+        let (http, a) = (http.clone(), a.clone());
+        tokio::spawn(async move {
+            let body = Body::Json(json!({"causal-metadata": {"127.0.0.1:9@1": 1}}));
+            http.kv("GET", &a, "held", body).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let second = http.kv("GET", &a, "other", Body::None).await;
+    let waited = started.elapsed();
+    second.expect(404, Some("Key does not exist"));
+    held.await.unwrap().expect(503, None);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the second request did not queue: {waited:?}"
+    );
+}
