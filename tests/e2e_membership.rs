@@ -66,24 +66,15 @@ async fn a_killed_replica_leaves_every_survivor_view() {
     );
 
     // It stays out, and the survivors call it dead.
-    let samples = holds_throughout(
-        Duration::from_millis(500),
-        Duration::from_millis(50),
-        || {
-            let (cluster, survivors) = (&cluster, &survivors);
-            async move {
-                for i in [0, 1] {
-                    let view = cluster.view(i).await;
-                    if &view != survivors {
-                        return Err(format!("replica {i} lists {view:?}"));
-                    }
-                }
-                Ok(())
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the killed replica came back: {e}"));
+    let samples = cluster
+        .views_stay(
+            &[0, 1],
+            &survivors,
+            Duration::from_millis(500),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the killed replica came back: {e}"));
     assert!(samples > 1);
     for i in [0, 1] {
         assert_eq!(state_at(&cluster, i, &dead).await.as_deref(), Some("dead"));
@@ -339,24 +330,15 @@ async fn an_operator_delete_keeps_a_live_replica_out_until_it_restarts() {
     println!("operator DELETE /view: out of both views after {took:?}");
 
     // It is still running and heartbeating, yet nobody re-adds it.
-    let samples = holds_throughout(
-        Duration::from_millis(1500),
-        Duration::from_millis(50),
-        || {
-            let (cluster, rest) = (&cluster, &rest);
-            async move {
-                for i in [0, 1] {
-                    let view = cluster.view(i).await;
-                    if &view != rest {
-                        return Err(format!("replica {i} lists {view:?}"));
-                    }
-                }
-                Ok(())
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the deleted replica was re-added: {e}"));
+    let samples = cluster
+        .views_stay(
+            &[0, 1],
+            &rest,
+            Duration::from_millis(1500),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the deleted replica was re-added: {e}"));
     let health = cluster
         .http
         .send("GET", &removed, "/health", support::Body::None)
@@ -635,20 +617,15 @@ async fn a_replica_deleted_at_itself_leaves_the_others_until_an_operator_adds_it
         },
     )
     .await;
-    holds_throughout(Duration::from_secs(1), Duration::from_millis(50), || {
-        let (cluster, rest) = (&cluster, &rest);
-        async move {
-            for i in [0, 1] {
-                let view = cluster.view(i).await;
-                if &view != rest {
-                    return Err(format!("replica {i} lists {view:?}"));
-                }
-            }
-            Ok(())
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("the deleted replica was re-added: {e}"));
+    cluster
+        .views_stay(
+            &[0, 1],
+            &rest,
+            Duration::from_secs(1),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the deleted replica was re-added: {e}"));
 
     // An operator adds it back at another replica: back everywhere, and its
     // writes reach the others again.
@@ -860,22 +837,15 @@ async fn a_replica_restarted_at_once_replaces_its_old_life() {
     })
     .await;
     // And stay in the view: no flapping between the two lives.
-    holds_throughout(
-        Duration::from_millis(500),
-        Duration::from_millis(50),
-        || {
-            let (cluster, all) = (&cluster, &all);
-            async move {
-                if cluster.views_equal(&[0, 1, 2], all).await {
-                    Ok(())
-                } else {
-                    Err("a view lost a replica".to_string())
-                }
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    cluster
+        .views_stay(
+            &[0, 1, 2],
+            &all,
+            Duration::from_millis(500),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a view lost a replica: {e}"));
 }
 
 #[tokio::test]

@@ -911,6 +911,28 @@ impl Cluster {
     }
 
     /// Whether every replica in `observers` lists exactly `expected` (sorted).
+    /// Samples the views of `observers` every `every` for the whole
+    /// `window`; returns the number of samples, or the first replica whose
+    /// view differed from `expected`.
+    pub async fn views_stay(
+        &self,
+        observers: &[usize],
+        expected: &[String],
+        window: Duration,
+        every: Duration,
+    ) -> Result<usize, String> {
+        holds_throughout(window, every, || async move {
+            for &i in observers {
+                let view = self.view(i).await;
+                if view != expected {
+                    return Err(format!("replica {i} lists {view:?}"));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn views_equal(&self, observers: &[usize], expected: &[String]) -> bool {
         for &i in observers {
             match self.http.try_view(self.addr(i)).await {
