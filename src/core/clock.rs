@@ -138,11 +138,6 @@ impl VClock {
         });
     }
 
-    /// Drops every entry that `floor` covers.
-    pub fn retain_above(&mut self, floor: &VClock) {
-        self.0.retain(|origin, seq| *seq > floor.get(origin));
-    }
-
     /// Causal comparison; `None` when the clocks are concurrent.
     pub fn partial_cmp_causal(&self, other: &VClock) -> Option<Ordering> {
         match (self.covers(other), other.covers(self)) {

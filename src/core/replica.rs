@@ -9,11 +9,16 @@
 //!   `w` or a version of `w`'s key whose stamp is greater (a later or winning
 //!   concurrent write, possibly a tombstone) — or held such a tombstone and
 //!   collected it once every member had it.
-//! * **Horizon.** `horizon` only grows, and every member that may still serve
-//!   clients covered it when it was raised. A peer whose clock does not cover
-//!   it (a new replica, or one gone longer than the grace period) must take a
-//!   full snapshot; this is what makes collecting tombstones and trimming
-//!   client metadata below it safe.
+//! * **Horizon.** `horizon` only grows, and every member not gone for longer
+//!   than the grace period covered it when it was raised. A peer whose clock
+//!   does not cover it (a new replica, or one gone longer than the grace
+//!   period) must take a full snapshot; this is what makes collecting the
+//!   tombstones below it safe.
+//!
+//! Client metadata is never trimmed below the horizon: a replica back after
+//! the grace period, or one that started empty because no peer answered,
+//! serves clients before it learns what it missed, and only the full
+//! metadata makes it hold those clients back instead of answering stale.
 //! * **I2 (closure).** For every stored version whose dot the clock covers, the
 //!   clock also covers the version's dependencies. Together with I1: the clock
 //!   never claims a write whose causal past is missing here.
@@ -84,7 +89,7 @@ pub struct Replica {
     clock: VClock,
     store: Store,
     /// The stability horizon: the join of every stability frontier this
-    /// replica acted on (collecting tombstones, trimming client metadata).
+    /// replica collected tombstones below.
     horizon: VClock,
     pub members: Membership,
 }
@@ -154,7 +159,7 @@ impl Replica {
                 ..
             }) => ReadOutcome::Found {
                 value: value.clone(),
-                metadata: self.trimmed(metadata.joined(deps)),
+                metadata: metadata.joined(deps),
             },
             _ => ReadOutcome::NotFound,
         })
@@ -197,11 +202,10 @@ impl Replica {
             "a local write always wins"
         );
         self.clock.raise(&self.origin, seq);
-        let metadata = self.trimmed(deps);
         Ok(match (deleting, exists) {
-            (true, _) => WriteOutcome::Deleted { metadata },
-            (false, true) => WriteOutcome::Replaced { metadata },
-            (false, false) => WriteOutcome::Created { metadata },
+            (true, _) => WriteOutcome::Deleted { metadata: deps },
+            (false, true) => WriteOutcome::Replaced { metadata: deps },
+            (false, false) => WriteOutcome::Created { metadata: deps },
         })
     }
 
@@ -301,23 +305,13 @@ impl Replica {
         dropped
     }
 
-    /// Raises the horizon to the stability frontier (what every member that
-    /// may serve clients holds) and collects the tombstones below it.
+    /// Raises the horizon to the stability frontier (what every member not
+    /// gone past the grace period holds) and collects the tombstones below it.
     /// Returns how many were collected.
     pub fn collect_garbage(&mut self, now_ms: u64) -> usize {
         let frontier = self.members.stability_frontier(&self.clock, now_ms);
         self.horizon.merge(&frontier);
         self.store.collect_tombstones(&self.horizon).len()
-    }
-
-    /// Client metadata without the entries every member already covers:
-    /// any replica that can serve the client satisfies them anyway, so they
-    /// only make the metadata bigger. This keeps metadata to the writes that
-    /// are still spreading — in particular, entries of earlier lives of
-    /// restarted replicas disappear once everyone has their writes.
-    fn trimmed(&self, mut metadata: VClock) -> VClock {
-        metadata.retain_above(&self.horizon);
-        metadata
     }
 
     /// Checks I2 and I3 over the whole store (tests and debug assertions).
@@ -534,45 +528,26 @@ mod tests {
     }
 
     #[test]
-    fn metadata_loses_entries_every_member_covers() {
+    fn metadata_keeps_entries_even_below_the_horizon() {
+        // A replica that returns after the grace period (or starts empty with
+        // no peer reachable) serves before it learns what it missed; only the
+        // client's full metadata holds it back from answering stale.
         let mut r = replicas(2);
         let m = VClock::new();
         r[0].write("a", v("1"), &m).unwrap();
         let (left, right) = r.split_at_mut(1);
         sync(&left[0], &mut right[0], 1 << 20);
-        let WriteOutcome::Replaced { metadata } = r[0].write("a", v("2"), &m).unwrap() else {
-            panic!()
-        };
-        assert_eq!(metadata.get(r[0].origin()), 2, "not yet stable: kept");
         let clock = r[1].clock().clone();
         r[0].members.heard_from("r1", 1, 10);
         r[0].members.record_clock("r1", &clock);
         r[0].collect_garbage(10);
+        assert_eq!(r[0].horizon().get(r[0].origin()), 1);
         let ReadOutcome::Found { metadata, .. } = r[0].read("a", &m).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            metadata.get(r[0].origin()),
-            2,
-            "seq 2 is not everywhere yet"
-        );
-        let seen = VClock::from_pairs([(r[0].origin().clone(), 1)]);
-        let WriteOutcome::Created { metadata } = r[0].write("b", v("3"), &seen).unwrap() else {
-            panic!()
-        };
-        assert_eq!(metadata.get(r[0].origin()), 3);
-        let (left, right) = r.split_at_mut(1);
-        sync(&left[0], &mut right[0], 1 << 20);
-        let clock = r[1].clock().clone();
-        r[0].members.record_clock("r1", &clock);
-        r[0].collect_garbage(20);
-        let ReadOutcome::Found { metadata, .. } = r[0].read("b", &m).unwrap() else {
-            panic!()
-        };
-        assert!(
-            metadata.is_empty(),
-            "everything is everywhere: {metadata:?}"
-        );
+        assert_eq!(metadata.get(r[0].origin()), 1);
+        let fresh = Replica::new("r9", 1, &[], T, 0);
+        assert_eq!(fresh.read("a", &metadata), Err(NotYet));
     }
 
     #[test]
