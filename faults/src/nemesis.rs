@@ -166,16 +166,7 @@ impl Schedule {
         seed: u64,
         names: &[String],
     ) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        Schedule {
-            rounds: (0..rounds)
-                .map(|_| Round {
-                    faults: vec![kind.pick(names, &mut rng)],
-                    on,
-                    off,
-                })
-                .collect(),
-        }
+        Self::cycle(&vec![kind; rounds], on, off, seed, names)
     }
 
     /// One round per entry of `kinds`, in that order, nodes chosen by `seed`.
