@@ -27,6 +27,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Install the metrics recorder before anything counts, or early counts
     // (start-up, the first requests) would go to the no-op recorder.
     crate::telemetry::prometheus();
+    crate::telemetry::spawn_metrics_upkeep();
     let bind = config.bind_address();
     let listener = TcpListener::bind(bind)
         .await
@@ -37,7 +38,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.max_internal_body_bytes(),
     ));
     let node = Node::new(config, transport, incarnation, rand::random());
-    let app = api::router(node.clone());
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(api::app(node.clone()));
     let stop_accepting = CancellationToken::new();
     let graceful = stop_accepting.clone().cancelled_owned();
     let server = tokio::spawn(async move {

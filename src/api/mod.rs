@@ -6,15 +6,18 @@
 //! original assignment's clients send form encoding from `curl -d`), with a
 //! size limit checked while reading. Checks run in the contract's order:
 //! malformed request (400/413), then causality (503), then existence (404).
+//!
+//! Every request first passes the [`edge`] (admission, time bound, metrics).
+
+pub mod edge;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -88,11 +91,20 @@ pub struct AppState {
     pub node: Arc<Node>,
 }
 
-/// The whole HTTP surface of one replica.
+/// The whole HTTP surface of one replica: the routes behind the [`edge`].
+pub fn app(node: Arc<Node>) -> edge::Edge<Router> {
+    let config = node.config();
+    let edge = edge::EdgeLayer::new(
+        config.max_connections,
+        Duration::from_millis(config.request_timeout_ms),
+    );
+    tower::Layer::layer(&edge, router(node))
+}
+
+/// The routes, without the edge (admission, time bound, metrics).
 pub fn router(node: Arc<Node>) -> Router {
-    let config = node.config().clone();
     let state = AppState { node };
-    let public = Router::new()
+    Router::new()
         .route("/view", get(get_view).put(put_view).delete(delete_view))
         .route("/kvs", axum::routing::any(missing_key))
         .route("/kvs/", axum::routing::any(missing_key))
@@ -102,83 +114,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
+        .route("/internal/{kind}", post(internal))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            Duration::from_millis(config.request_timeout_ms),
-            bound_request_time,
-        ))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
-            config.max_connections,
-        ));
-    let internal = Router::new().route("/internal/{kind}", post(internal));
-    public
-        .merge(internal)
-        .layer(middleware::from_fn(record_request))
-        // A span per request (visible at debug). Error answers are part of
-        // the contract (a 503 for unmet causal dependencies is routine), so
-        // they are not logged as errors.
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http().on_failure(
-                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
-            ),
-        )
         .with_state(state)
-}
-
-// --------------------------------------------------------------------------
-// Middleware
-// --------------------------------------------------------------------------
-
-async fn record_request(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    // Labels are static strings wherever possible: this runs on every request.
-    let endpoint: &'static str = match matched.as_ref().map(MatchedPath::as_str) {
-        Some(path) if path.starts_with("/kvs") => "kvs",
-        Some(path) if path.starts_with("/internal") => "internal",
-        Some("/view") => "view",
-        Some("/members") => "members",
-        Some("/health") => "health",
-        Some("/ready") => "ready",
-        Some("/metrics") => "metrics",
-        Some("/openapi.json") => "openapi",
-        _ => "unknown",
-    };
-    let method: &'static str = match *request.method() {
-        Method::GET => "GET",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::POST => "POST",
-        _ => "other",
-    };
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status: metrics::SharedString = match response.status().as_u16() {
-        200 => "200".into(),
-        201 => "201".into(),
-        400 => "400".into(),
-        404 => "404".into(),
-        413 => "413".into(),
-        503 => "503".into(),
-        other => other.to_string().into(),
-    };
-    metrics::counter!(names::HTTP_REQUESTS, "endpoint" => endpoint, "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!(names::HTTP_DURATION, "endpoint" => endpoint, "method" => method)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-async fn bound_request_time(
-    State(limit): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Request timed out").into_response()
-        }
-    }
 }
 
 async fn no_route() -> ApiError {

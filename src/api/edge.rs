@@ -1,0 +1,391 @@
+//! What every request goes through before routing: admission, a time bound,
+//! request metrics and a debug log line.
+//!
+//! This is one hand-written tower layer around the whole router rather than a
+//! stack of generic middlewares, because it runs on every request and the
+//! stack was a fifth of a replica's CPU per request in the profile
+//! (`bench/RESULTS.md`): each `from_fn` middleware boxes the rest of the
+//! request's future, the trace layer builds a span per request, and label
+//! sets were hashed into the metrics registry on every call. Here:
+//!
+//! * **Admission.** At most `max_connections` public requests are handled at
+//!   once; more wait for a slot (bounded by the time limit below). Internal
+//!   (replica-to-replica) requests are not counted against it, so clients
+//!   cannot starve the heartbeats that keep the view correct.
+//! * **Time bound.** A public request that has not been answered within
+//!   `request_timeout_ms` (queueing included) gets `503 Request timed out`.
+//!   The timer is only armed if the request does not complete on its first
+//!   poll, which is the common case for a replica that is caught up.
+//! * **Metrics.** `hearsay_http_requests_total{endpoint,method,status}` and
+//!   `hearsay_http_request_duration_seconds{endpoint,method}`; handles are
+//!   resolved once per label combination and then reused.
+//! * **Log.** One `debug` event per request (method, path, status, µs).
+//!
+//! The no-allocation fast path is an uncontended slot plus a handler that
+//! finishes without waiting; queueing boxes one future.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use metrics::{Counter, Histogram};
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tower::{Layer, Service, ServiceExt};
+
+use super::ApiError;
+use crate::telemetry::names;
+
+/// Wraps a service (the router) in the edge.
+#[derive(Clone)]
+pub struct EdgeLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+    metrics: RequestMetrics,
+}
+
+impl EdgeLayer {
+    /// `max_in_flight` public requests at once, each answered within `timeout`.
+    pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
+        EdgeLayer {
+            shared: Arc::new(Shared {
+                slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
+                timeout,
+                metrics: RequestMetrics::default(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`EdgeLayer`] produces.
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let endpoint = Endpoint::of(request.uri().path());
+        let method = MethodLabel::of(request.method());
+        let path_for_log =
+            tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().path().to_string());
+        let (work, timeout) = if endpoint == Endpoint::Internal {
+            // Replica-to-replica requests carry their own client-side
+            // timeouts and must not queue behind clients.
+            let future = self.inner.call(request);
+            (Work::Running { future, slot: None }, None)
+        } else {
+            let work = match self.shared.slots.clone().try_acquire_owned() {
+                Ok(slot) => Work::Running {
+                    future: self.inner.call(request),
+                    slot: Some(slot),
+                },
+                Err(_) => {
+                    // Every slot is taken: wait for one, then route. The
+                    // service was polled ready for this call; the clone used
+                    // later is readied by `oneshot`.
+                    let slots = self.shared.slots.clone();
+                    let inner = self.inner.clone();
+                    Work::Queued {
+                        future: Box::pin(async move {
+                            let _slot = slots.acquire_owned().await;
+                            match inner.oneshot(request).await {
+                                Ok(response) => response,
+                                Err(never) => match never {},
+                            }
+                        }),
+                    }
+                }
+            };
+            (work, Some(self.shared.timeout))
+        };
+        EdgeFuture {
+            work,
+            deadline: None,
+            timeout,
+            started,
+            endpoint,
+            method,
+            path_for_log,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Edge`].
+    pub struct EdgeFuture<F> {
+        #[pin]
+        work: Work<F>,
+        #[pin]
+        deadline: Option<Sleep>,
+        timeout: Option<Duration>,
+        started: Instant,
+        endpoint: Endpoint,
+        method: MethodLabel,
+        path_for_log: Option<String>,
+        shared: Arc<Shared>,
+    }
+}
+
+pin_project! {
+    #[project = WorkProjection]
+    enum Work<F> {
+        Running {
+            #[pin]
+            future: F,
+            // Held until the answer is ready; dropping it admits the next request.
+            slot: Option<OwnedSemaphorePermit>,
+        },
+        Queued {
+            future: BoxFuture<'static, Response>,
+        },
+    }
+}
+
+impl<F> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let polled = match this.work.project() {
+            WorkProjection::Running { future, .. } => future.poll(cx).map(|result| match result {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }),
+            WorkProjection::Queued { future } => future.as_mut().poll(cx),
+        };
+        let response = match polled {
+            Poll::Ready(response) => response,
+            Poll::Pending => {
+                let Some(limit) = *this.timeout else {
+                    return Poll::Pending;
+                };
+                if this.deadline.is_none() {
+                    let at = tokio::time::Instant::from_std(*this.started + limit);
+                    this.deadline.set(Some(tokio::time::sleep_until(at)));
+                }
+                let deadline = this.deadline.as_pin_mut().expect("armed just above");
+                match deadline.poll(cx) {
+                    Poll::Ready(()) => {
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Request timed out")
+                            .into_response()
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        };
+        let elapsed = this.started.elapsed();
+        let status = response.status();
+        this.shared
+            .metrics
+            .record(*this.endpoint, *this.method, status, elapsed);
+        if let Some(path) = this.path_for_log.as_deref() {
+            tracing::debug!(
+                method = this.method.as_str(),
+                path,
+                status = status.as_u16(),
+                micros = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+// --------------------------------------------------------------------------
+// Labels
+// --------------------------------------------------------------------------
+
+/// The `endpoint` label: the route family a path belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Endpoint {
+    Kvs,
+    Internal,
+    View,
+    Members,
+    Health,
+    Ready,
+    Metrics,
+    OpenApi,
+    Unknown,
+}
+
+impl Endpoint {
+    const COUNT: usize = 9;
+
+    fn of(path: &str) -> Self {
+        match path {
+            "/view" => Endpoint::View,
+            "/members" => Endpoint::Members,
+            "/health" => Endpoint::Health,
+            "/ready" => Endpoint::Ready,
+            "/metrics" => Endpoint::Metrics,
+            "/openapi.json" => Endpoint::OpenApi,
+            "/kvs" => Endpoint::Kvs,
+            _ if path.starts_with("/kvs/") => Endpoint::Kvs,
+            _ if path.starts_with("/internal/") => Endpoint::Internal,
+            _ => Endpoint::Unknown,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Kvs => "kvs",
+            Endpoint::Internal => "internal",
+            Endpoint::View => "view",
+            Endpoint::Members => "members",
+            Endpoint::Health => "health",
+            Endpoint::Ready => "ready",
+            Endpoint::Metrics => "metrics",
+            Endpoint::OpenApi => "openapi",
+            Endpoint::Unknown => "unknown",
+        }
+    }
+}
+
+/// The `method` label.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum MethodLabel {
+    Get,
+    Put,
+    Delete,
+    Post,
+    Other,
+}
+
+impl MethodLabel {
+    const COUNT: usize = 5;
+
+    fn of(method: &Method) -> Self {
+        match *method {
+            Method::GET => MethodLabel::Get,
+            Method::PUT => MethodLabel::Put,
+            Method::DELETE => MethodLabel::Delete,
+            Method::POST => MethodLabel::Post,
+            _ => MethodLabel::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            MethodLabel::Get => "GET",
+            MethodLabel::Put => "PUT",
+            MethodLabel::Delete => "DELETE",
+            MethodLabel::Post => "POST",
+            MethodLabel::Other => "other",
+        }
+    }
+}
+
+/// Statuses this server answers with, as static label strings; anything else
+/// is counted through the registry's slower path.
+const STATUSES: [(u16, &str); 9] = [
+    (200, "200"),
+    (201, "201"),
+    (400, "400"),
+    (401, "401"),
+    (404, "404"),
+    (405, "405"),
+    (413, "413"),
+    (500, "500"),
+    (503, "503"),
+];
+
+/// Metric handles, resolved on first use of each label combination (so that
+/// `/metrics` lists only combinations that occurred) and reused after.
+#[derive(Default)]
+struct RequestMetrics {
+    requests: [[[OnceLock<Counter>; STATUSES.len()]; MethodLabel::COUNT]; Endpoint::COUNT],
+    durations: [[OnceLock<Histogram>; MethodLabel::COUNT]; Endpoint::COUNT],
+}
+
+impl RequestMetrics {
+    fn record(&self, endpoint: Endpoint, method: MethodLabel, status: StatusCode, took: Duration) {
+        let (e, m) = (endpoint as usize, method as usize);
+        let labels = (endpoint.as_str(), method.as_str());
+        match STATUSES.iter().position(|(code, _)| *code == status.as_u16()) {
+            Some(s) => self.requests[e][m][s]
+                .get_or_init(|| {
+                    metrics::counter!(names::HTTP_REQUESTS,
+                        "endpoint" => labels.0, "method" => labels.1, "status" => STATUSES[s].1)
+                })
+                .increment(1),
+            None => metrics::counter!(names::HTTP_REQUESTS,
+                "endpoint" => labels.0, "method" => labels.1, "status" => status.as_u16().to_string())
+            .increment(1),
+        }
+        self.durations[e][m]
+            .get_or_init(|| {
+                metrics::histogram!(names::HTTP_DURATION,
+                    "endpoint" => labels.0, "method" => labels.1)
+            })
+            .record(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_their_endpoint_label() {
+        for (path, endpoint) in [
+            ("/kvs/x", Endpoint::Kvs),
+            ("/kvs", Endpoint::Kvs),
+            ("/kvs/", Endpoint::Kvs),
+            ("/internal/pull", Endpoint::Internal),
+            ("/view", Endpoint::View),
+            ("/members", Endpoint::Members),
+            ("/health", Endpoint::Health),
+            ("/ready", Endpoint::Ready),
+            ("/metrics", Endpoint::Metrics),
+            ("/openapi.json", Endpoint::OpenApi),
+            ("/kvsx", Endpoint::Unknown),
+            ("/internal", Endpoint::Unknown),
+            ("/", Endpoint::Unknown),
+        ] {
+            assert_eq!(Endpoint::of(path), endpoint, "{path}");
+        }
+    }
+}
