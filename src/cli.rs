@@ -139,35 +139,49 @@ pub struct ProbeArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match cli.command {
-        None => runtime.block_on(serve(cli.settings)),
-        Some(Command::Serve(settings)) => runtime.block_on(serve(settings)),
-        Some(Command::Cluster(args)) => runtime.block_on(cluster(args)),
-        Some(Command::Probe(args)) => runtime.block_on(probe(args)),
+        None => serve(cli.settings),
+        Some(Command::Serve(settings)) => serve(settings),
         Some(Command::Config(settings)) => show_config(settings),
+        Some(Command::Cluster(args)) => on_runtime(cluster(args)),
+        Some(Command::Probe(args)) => on_runtime(probe(args)),
         Some(Command::Get { key, client }) => {
-            runtime.block_on(client::run(client, Operation::Get { key }))
+            on_runtime(client::run(client, Operation::Get { key }))
         }
         Some(Command::Put { key, value, client }) => {
-            runtime.block_on(client::run(client, Operation::Put { key, value }))
+            on_runtime(client::run(client, Operation::Put { key, value }))
         }
         Some(Command::Delete { key, client }) => {
-            runtime.block_on(client::run(client, Operation::Delete { key }))
+            on_runtime(client::run(client, Operation::Delete { key }))
         }
-        Some(Command::View { action, client }) => runtime.block_on(client::run(
+        Some(Command::View { action, client }) => on_runtime(client::run(
             client,
             Operation::View(action.unwrap_or(ViewCommand::List)),
         )),
     }
 }
 
-async fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
+/// Runs a client-side command (anything but serving) to completion.
+fn on_runtime<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+/// Serves one replica on a runtime sized by its `worker_threads` setting.
+fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
     let loaded = config::load(&settings.overrides()?)?;
     telemetry::init_logging(loaded.config.log_format);
-    crate::server::serve(loaded.config).await?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = loaded.config.effective_worker_threads(cores);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?
+        .block_on(crate::server::serve(loaded.config))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -20,6 +20,9 @@ use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// Most runtime threads one replica may be given.
+const MAX_WORKER_THREADS: usize = 256;
+
 /// Every setting of a replica. Durations are milliseconds, sizes bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,9 +60,10 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Target size of one replica-to-replica message (a chunk of a delta).
     pub max_message_bytes: usize,
-    /// Most client connections served at once; more wait in the kernel backlog.
+    /// Most client requests handled at once; more wait for a slot (within
+    /// `request_timeout_ms`). Replica-to-replica requests are not counted.
     pub max_connections: usize,
-    /// Upper bound on handling one client request.
+    /// Upper bound on one client request, waiting for a slot included.
     pub request_timeout_ms: u64,
     /// How long SIGTERM waits for hand-off to peers before exiting.
     pub shutdown_grace_ms: u64,
@@ -67,6 +71,9 @@ pub struct Config {
     pub cluster_key: Option<String>,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Threads that run this replica's tasks; 0 picks automatically (see
+    /// [`Config::effective_worker_threads`]).
+    pub worker_threads: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +106,7 @@ impl Default for Config {
             shutdown_grace_ms: 1500,
             cluster_key: None,
             log_format: LogFormat::Text,
+            worker_threads: 0,
         }
     }
 }
@@ -125,6 +133,7 @@ pub const KEYS: &[&str] = &[
     "shutdown_grace_ms",
     "cluster_key",
     "log_format",
+    "worker_threads",
 ];
 
 fn address_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -349,6 +358,12 @@ impl Loaded {
         if c.max_connections == 0 {
             return Err(self.fail("max_connections", "must be greater than 0"));
         }
+        if c.worker_threads > MAX_WORKER_THREADS {
+            return Err(self.fail(
+                "worker_threads",
+                &format!("must be at most {MAX_WORKER_THREADS} (0 picks automatically)"),
+            ));
+        }
         if c.cluster_key.as_deref() == Some("") {
             return Err(self.fail("cluster_key", "must not be empty when set"));
         }
@@ -374,6 +389,38 @@ impl Config {
     /// one version, which is bounded by the value limit.
     pub fn max_internal_body_bytes(&self) -> usize {
         self.max_message_bytes + self.max_value_bytes + 64 * 1024
+    }
+
+    /// The number of runtime threads to serve with.
+    ///
+    /// An explicit `worker_threads` wins. Otherwise the machine's cores are
+    /// shared among the replicas of the initial view that run on this host —
+    /// those whose IP is this replica's own, as in `hearsay cluster` on
+    /// 127.0.0.1 — with at least one thread each. Three replicas on two cores
+    /// each with two threads spend a fifth more CPU per request than with one
+    /// thread each (cross-thread wake-ups and work stealing between six
+    /// threads on two cores; `bench/RESULTS.md`). Replicas on separate hosts
+    /// (or in separate containers, which cannot see each other's IPs as
+    /// theirs) each get every core they see.
+    pub fn effective_worker_threads(&self, cores: usize) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let own_ip = self
+            .socket_address
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| a.ip());
+        let mut on_this_host: Vec<&str> = self
+            .view
+            .iter()
+            .filter(|a| a.parse::<SocketAddr>().ok().map(|a| a.ip()) == own_ip && own_ip.is_some())
+            .map(String::as_str)
+            .collect();
+        on_this_host.push(&self.socket_address);
+        on_this_host.sort_unstable();
+        on_this_host.dedup();
+        (cores / on_this_host.len()).max(1)
     }
 
     /// A configuration for tests and the local cluster, from defaults.
@@ -455,6 +502,30 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn cores_are_shared_among_the_replicas_of_this_host() {
+        let view: Vec<String> = ["127.0.0.1:8082", "127.0.0.1:8083", "127.0.0.1:8084"]
+            .map(String::from)
+            .to_vec();
+        let local = Config::for_address("127.0.0.1:8082", &view);
+        assert_eq!(local.effective_worker_threads(2), 1);
+        assert_eq!(local.effective_worker_threads(8), 2);
+        assert_eq!(local.effective_worker_threads(12), 4);
+        // The view need not name this replica; it still counts itself.
+        let joining = Config::for_address("127.0.0.1:8085", &view);
+        assert_eq!(joining.effective_worker_threads(8), 2);
+        let containers: Vec<String> = ["10.10.0.2:8090", "10.10.0.3:8090"]
+            .map(String::from)
+            .to_vec();
+        let alone = Config::for_address("10.10.0.2:8090", &containers);
+        assert_eq!(alone.effective_worker_threads(2), 2);
+        let explicit = Config {
+            worker_threads: 3,
+            ..local
+        };
+        assert_eq!(explicit.effective_worker_threads(2), 3);
     }
 
     #[test]

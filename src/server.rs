@@ -46,7 +46,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(graceful)
             .await
     });
-    info!(address = %node.address(), %bind, incarnation, view = ?node.config().view, "hearsay replica starting");
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    info!(address = %node.address(), %bind, incarnation, threads, view = ?node.config().view, "hearsay replica starting");
     let starter = {
         let node = node.clone();
         tokio::spawn(async move { node.start().await })
