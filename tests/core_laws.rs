@@ -1,7 +1,8 @@
 //! Property tests of the pure core's laws.
 //!
 //! * Vector clocks form a join-semilattice: merge is commutative,
-//!   associative and idempotent, and `covers` is the order it induces.
+//!   associative and idempotent, and `covers` is the order it induces; join,
+//!   meet and `covers` are the componentwise max, min and ≥.
 //! * Applying versions is commutative and idempotent, and the survivor of
 //!   each key is the version with the greatest stamp (last-writer-wins is a
 //!   total order, so every replica picks the same one).
@@ -39,6 +40,24 @@ proptest! {
         prop_assert!(ab.covers(&a) && ab.covers(&b));
         // covers is the induced order: a ≤ b iff a ⊔ b = b.
         prop_assert_eq!(b.covers(&a), a.joined(&b) == b);
+    }
+
+    #[test]
+    fn clock_operations_are_componentwise(a in clock(), b in clock()) {
+        // The model: a clock is a function from origin to count (0 if absent).
+        let origins: Vec<Origin> = ORIGINS.iter().map(|o| Origin::new(o, 1)).collect();
+        let joined = a.joined(&b);
+        let mut met = a.clone();
+        met.meet(&b);
+        for origin in &origins {
+            prop_assert_eq!(joined.get(origin), a.get(origin).max(b.get(origin)));
+            prop_assert_eq!(met.get(origin), a.get(origin).min(b.get(origin)));
+        }
+        let covers = origins.iter().all(|o| a.get(o) >= b.get(o));
+        prop_assert_eq!(a.covers(&b), covers);
+        // Normal form: no zero entries, so equal functions are equal clocks.
+        prop_assert!(joined.iter().chain(met.iter()).all(|(_, n)| *n > 0));
+        prop_assert_eq!(joined.len(), origins.iter().filter(|o| joined.get(o) > 0).count());
     }
 
     #[test]

@@ -13,20 +13,44 @@
 //! of maps is equality of clocks.
 
 use std::cmp::Ordering;
-use std::collections::btree_map;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One life of one replica, rendered `"<address>@<incarnation>"`.
 ///
 /// Cheap to clone (shared string); ordered by its text so that every replica
 /// breaks ties identically.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Origin(Arc<str>);
+
+// Origins are compared constantly (clock lookups, stamp order) and are mostly
+// clones of one another: the pointer check settles most comparisons without
+// reading the text. Consistent with `Hash`, which hashes the text.
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Ord for Origin {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+impl PartialOrd for Origin {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Origin {
     /// The origin of `address` in its life `incarnation`.
@@ -80,17 +104,29 @@ pub struct Dot {
 }
 
 /// A vector clock: per origin, the highest sequence number covered.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct VClock(BTreeMap<Origin, u64>);
+///
+/// Stored as a vector sorted by origin, without zero entries and without
+/// duplicates (so equality of vectors is equality of clocks). Clocks are
+/// small — one entry per replica life — and every stored version carries
+/// one (its dependencies), so a flat vector is both faster to search and
+/// merge than a tree and several times smaller: a `BTreeMap` allocates a
+/// node for eleven entries even when it holds three.
+///
+/// On the wire it is a map `{origin: seq}` (JSON object, MessagePack map).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct VClock(Vec<(Origin, u64)>);
 
 impl VClock {
     pub fn new() -> Self {
-        VClock(BTreeMap::new())
+        VClock(Vec::new())
+    }
+
+    fn position(&self, origin: &Origin) -> Result<usize, usize> {
+        self.0.binary_search_by(|(o, _)| o.cmp(origin))
     }
 
     pub fn get(&self, origin: &Origin) -> u64 {
-        self.0.get(origin).copied().unwrap_or(0)
+        self.position(origin).map_or(0, |i| self.0[i].1)
     }
 
     /// Raises the entry for `origin` to at least `seq`.
@@ -98,11 +134,9 @@ impl VClock {
         if seq == 0 {
             return;
         }
-        match self.0.get_mut(origin) {
-            Some(current) => *current = (*current).max(seq),
-            None => {
-                self.0.insert(origin.clone(), seq);
-            }
+        match self.position(origin) {
+            Ok(i) => self.0[i].1 = self.0[i].1.max(seq),
+            Err(i) => self.0.insert(i, (origin.clone(), seq)),
         }
     }
 
@@ -113,14 +147,47 @@ impl VClock {
 
     /// `self ≥ other` componentwise: every write `other` covers, `self` covers.
     pub fn covers(&self, other: &VClock) -> bool {
-        other.0.iter().all(|(origin, &seq)| self.get(origin) >= seq)
+        // Both are sorted: one pass over each.
+        let mut mine = self.0.iter().peekable();
+        'theirs: for (origin, seq) in &other.0 {
+            while let Some((o, s)) = mine.next() {
+                match o.cmp(origin) {
+                    Ordering::Less => continue,
+                    Ordering::Equal if s >= seq => continue 'theirs,
+                    _ => return false,
+                }
+            }
+            return false;
+        }
+        true
     }
 
     /// Least upper bound, in place.
     pub fn merge(&mut self, other: &VClock) {
-        for (origin, &seq) in &other.0 {
-            self.raise(origin, seq);
+        if other.0.is_empty() || (self.0.len() >= other.0.len() && self.covers(other)) {
+            return;
         }
+        let mut merged = Vec::with_capacity(self.0.len().max(other.0.len()));
+        let (mut mine, mut theirs) = (self.0.drain(..).peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (mine.peek(), theirs.peek()) {
+                (None, None) => break,
+                (Some(_), None) => mine.next().expect("peeked"),
+                (None, Some(_)) => theirs.next().cloned().expect("peeked"),
+                (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                    Ordering::Less => mine.next().expect("peeked"),
+                    Ordering::Greater => theirs.next().cloned().expect("peeked"),
+                    Ordering::Equal => {
+                        let (origin, seq) = mine.next().expect("peeked");
+                        let (_, other_seq) = theirs.next().expect("peeked");
+                        (origin, seq.max(*other_seq))
+                    }
+                },
+            };
+            merged.push(next);
+        }
+        drop(mine);
+        self.0 = merged;
     }
 
     /// Least upper bound.
@@ -132,7 +199,7 @@ impl VClock {
 
     /// Greatest lower bound, in place (entries missing on either side are 0).
     pub fn meet(&mut self, other: &VClock) {
-        self.0.retain(|origin, seq| {
+        self.0.retain_mut(|(origin, seq)| {
             *seq = (*seq).min(other.get(origin));
             *seq > 0
         });
@@ -156,23 +223,55 @@ impl VClock {
         self.0.len()
     }
 
-    pub fn iter(&self) -> btree_map::Iter<'_, Origin, u64> {
-        self.0.iter()
+    /// Entries in origin order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Origin, &u64)> {
+        self.0.iter().map(|(origin, seq)| (origin, seq))
     }
 
     /// Builds a clock from pairs, dropping zero entries.
     pub fn from_pairs<I: IntoIterator<Item = (Origin, u64)>>(pairs: I) -> Self {
-        let mut clock = VClock::new();
-        for (origin, seq) in pairs {
-            clock.raise(&origin, seq);
+        let mut entries: Vec<(Origin, u64)> =
+            pairs.into_iter().filter(|(_, seq)| *seq > 0).collect();
+        entries.sort_unstable();
+        // Equal origins are adjacent, the greatest count last: keep that one.
+        entries.reverse();
+        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        entries.reverse();
+        VClock(entries)
+    }
+}
+
+impl Serialize for VClock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VClock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClockVisitor;
+        impl<'de> Visitor<'de> for ClockVisitor {
+            type Value = VClock;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map from origin to sequence number")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VClock, A::Error> {
+                // Bounded by the message that carries it; sized from the hint
+                // only up to a small cap so a lying hint cannot reserve much.
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(pair) = map.next_entry::<Origin, u64>()? {
+                    pairs.push(pair);
+                }
+                Ok(VClock::from_pairs(pairs))
+            }
         }
-        clock
+        deserializer.deserialize_map(ClockVisitor)
     }
 }
 
 impl fmt::Debug for VClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter()).finish()
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
@@ -221,6 +320,32 @@ mod tests {
             origin: o("a"),
             seq: 3
         }));
+    }
+
+    #[test]
+    fn clocks_are_maps_on_the_wire_and_normalised_when_read() {
+        let clock = VClock::from_pairs([(o("b"), 2), (o("a"), 1), (o("b"), 5), (o("c"), 0)]);
+        assert_eq!(clock, VClock::from_pairs([(o("a"), 1), (o("b"), 5)]));
+        let json = serde_json::to_string(&clock).unwrap();
+        assert_eq!(json, r#"{"a@1":1,"b@1":5}"#);
+        let read: VClock = serde_json::from_str(r#"{"b@1":5,"a@1":1,"z@1":0}"#).unwrap();
+        assert_eq!(read, clock);
+        let packed = rmp_serde::to_vec_named(&clock).unwrap();
+        assert_eq!(rmp_serde::from_slice::<VClock>(&packed).unwrap(), clock);
+        assert!(serde_json::from_str::<VClock>("[1]").is_err());
+    }
+
+    #[test]
+    fn merge_interleaves_sorted_entries() {
+        let mut a = VClock::from_pairs([(o("a"), 1), (o("c"), 3)]);
+        a.merge(&VClock::from_pairs([(o("b"), 2), (o("c"), 1), (o("d"), 4)]));
+        assert_eq!(
+            a,
+            VClock::from_pairs([(o("a"), 1), (o("b"), 2), (o("c"), 3), (o("d"), 4)])
+        );
+        let before = a.clone();
+        a.merge(&VClock::from_pairs([(o("b"), 1)]));
+        assert_eq!(a, before, "merging a covered clock changes nothing");
     }
 
     #[test]
