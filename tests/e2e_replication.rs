@@ -240,9 +240,14 @@ async fn writes_and_deletes_converge_on_every_replica() {
             expected.insert(key, last);
         }
     }
-    // A client that moves between replicas, deleting keys written elsewhere.
+    // A client that moves between replicas: it reads each key where it was
+    // written, then deletes it at the next replica. Having read it, the
+    // delete depends on the write, so the next replica must apply it there
+    // (catching up first if gossip has not brought the key yet) rather than
+    // answer 404.
     let mut roamer = cluster.session();
     for (n, key) in ["r0-k1", "r1-k1", "r2-k1"].into_iter().enumerate() {
+        roamer.get(&addrs[n], key).await.expect_result(200, "found");
         let addr = &addrs[(n + 1) % 3];
         let reply = roamer
             .patiently("DELETE", addr, key, None, CATCH_UP)
