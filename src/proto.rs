@@ -1,5 +1,7 @@
 //! Replica-to-replica messages. Encoded as MessagePack (with field names, so
-//! that adding a field stays compatible) on `/internal/<kind>`.
+//! that adding a field stays compatible) on `/internal/<kind>`. Batches of
+//! versions are the exception: they are most of the bytes, so they travel
+//! packed, with an origin table ([`crate::core::packed`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,7 @@ pub enum Request {
     Push {
         address: String,
         incarnation: u64,
+        #[serde(with = "crate::core::packed")]
         entries: Vec<Version>,
         covers: Option<Covers>,
     },

@@ -13,4 +13,4 @@ pub mod store;
 pub use clock::{Dot, Origin, VClock};
 pub use membership::{AdminRecord, Heard, Liveness, Membership, Timing, ViewChange};
 pub use replica::{Covers, NotYet, PullChunk, ReadOutcome, Replica, WriteOutcome};
-pub use store::{JsonText, Key, Stamp, Store, Version};
+pub use store::{packed, JsonText, Key, Stamp, Store, Version};

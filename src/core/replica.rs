@@ -68,6 +68,7 @@ pub struct Covers {
 /// One chunk of a pull answer.
 #[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PullChunk {
+    #[serde(with = "super::store::packed")]
     pub entries: Vec<Version>,
     /// Pass back as the cursor to get the next chunk; `None` on the last one.
     pub next: Option<Stamp>,

@@ -71,13 +71,129 @@ impl Version {
         self.value.is_none()
     }
 
-    /// A conservative estimate of the encoded size, used to bound messages.
+    /// A conservative estimate of the size of this version in a
+    /// [`packed`] batch, used to bound messages (the batch's origin table
+    /// comes on top: one entry per replica life, not per version).
     pub fn encoded_size_hint(&self) -> usize {
-        let deps: usize = self.deps.iter().map(|(o, _)| o.as_str().len() + 10).sum();
-        32 + self.key.len()
-            + self.value.as_ref().map_or(0, |v| v.len())
-            + self.dot.origin.as_str().len()
-            + deps
+        24 + self.key.len() + self.value.as_ref().map_or(0, |v| v.len()) + 12 * self.deps.len()
+    }
+}
+
+/// The wire form of a batch of versions (a chunk of a delta or a push).
+///
+/// Every version names its origin, and its dependencies name several; as
+/// text (`"10.10.0.2:8090@1764000000123"`) that was most of a replicated
+/// write's bytes and one string allocation per name when decoding. A batch
+/// therefore carries each origin's text once, in a table, and versions
+/// refer to it by index:
+///
+/// ```text
+/// { "origins": ["a@1", "b@7"],
+///   "versions": [[key, value|nil, origin#, seq, lamport, [[origin#, seq], ...]], ...] }
+/// ```
+///
+/// Decoding checks every index against the table; a bad one fails the
+/// whole message (it is refused, never trusted in part).
+pub mod packed {
+    use std::collections::HashMap;
+
+    use serde::de::Error as _;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{JsonText, Key, Version};
+    use crate::core::clock::{Dot, Origin, VClock};
+
+    #[derive(Serialize)]
+    struct BatchOut<'a> {
+        origins: Vec<&'a Origin>,
+        versions: VersionsOut<'a>,
+    }
+
+    struct VersionsOut<'a> {
+        versions: &'a [Version],
+        index: HashMap<&'a Origin, u32>,
+    }
+
+    impl Serialize for VersionsOut<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let at = |origin: &Origin| self.index[origin];
+            let mut seq = serializer.serialize_seq(Some(self.versions.len()))?;
+            for v in self.versions {
+                let deps: Vec<(u32, u64)> = v.deps.iter().map(|(o, n)| (at(o), *n)).collect();
+                seq.serialize_element(&(
+                    &v.key,
+                    &v.value,
+                    at(&v.dot.origin),
+                    v.dot.seq,
+                    v.lamport,
+                    deps,
+                ))?;
+            }
+            seq.end()
+        }
+    }
+
+    pub fn serialize<S: Serializer>(
+        versions: &[Version],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut origins: Vec<&Origin> = Vec::new();
+        let mut index: HashMap<&Origin, u32> = HashMap::new();
+        let named = versions
+            .iter()
+            .flat_map(|v| std::iter::once(&v.dot.origin).chain(v.deps.iter().map(|(o, _)| o)));
+        for origin in named {
+            index.entry(origin).or_insert_with(|| {
+                origins.push(origin);
+                (origins.len() - 1) as u32
+            });
+        }
+        BatchOut {
+            origins,
+            versions: VersionsOut { versions, index },
+        }
+        .serialize(serializer)
+    }
+
+    type PackedVersion = (Key, Option<JsonText>, u32, u64, u64, Vec<(u32, u64)>);
+
+    #[derive(Deserialize)]
+    struct BatchIn {
+        origins: Vec<Origin>,
+        versions: Vec<PackedVersion>,
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Version>, D::Error> {
+        let batch = BatchIn::deserialize(deserializer)?;
+        let origin =
+            |i: u32| {
+                batch.origins.get(i as usize).cloned().ok_or_else(|| {
+                    D::Error::custom(format!("origin #{i} is not in the batch's table"))
+                })
+            };
+        batch
+            .versions
+            .into_iter()
+            .map(|(key, value, origin_index, seq, lamport, deps)| {
+                let deps = deps
+                    .into_iter()
+                    .map(|(i, n)| Ok((origin(i)?, n)))
+                    .collect::<Result<Vec<_>, D::Error>>()?;
+                Ok(Version {
+                    key,
+                    value,
+                    dot: Dot {
+                        origin: origin(origin_index)?,
+                        seq,
+                    },
+                    lamport,
+                    deps: VClock::from_pairs(deps),
+                })
+            })
+            .collect()
     }
 }
 
@@ -352,6 +468,48 @@ mod tests {
         assert_eq!(got, all);
         let (none, _) = s.delta(&VClock::from_pairs([(Origin::new("a", 1), 10)]), None, 100);
         assert!(none.is_empty());
+    }
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Batch(#[serde(with = "packed")] Vec<Version>);
+
+    #[test]
+    fn packed_batches_round_trip_and_name_each_origin_once() {
+        let mut with_deps = version("k2", None, "b", 4, 9);
+        with_deps
+            .deps
+            .merge(&VClock::from_pairs([(Origin::new("a", 1), 2)]));
+        let batch = Batch(vec![
+            version("k1", Some("{\"x\":1}"), "a", 2, 3),
+            with_deps,
+            version("k3", Some("3"), "a", 5, 10),
+        ]);
+        let bytes = rmp_serde::to_vec_named(&batch).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Batch>(&bytes).unwrap(), batch);
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(
+            text.matches("a@1").count(),
+            1,
+            "origin table holds each once"
+        );
+        let json = serde_json::to_value(&batch).unwrap();
+        assert_eq!(json["origins"], serde_json::json!(["a@1", "b@1"]));
+        assert_eq!(
+            json["versions"][1],
+            serde_json::json!(["k2", null, 1, 4, 9, [[0, 2], [1, 4]]])
+        );
+    }
+
+    #[test]
+    fn packed_batches_with_a_bad_origin_index_are_refused() {
+        let bad = serde_json::json!({
+            "origins": ["a@1"],
+            "versions": [["k", "1", 0, 1, 1, [[3, 1]]]],
+        });
+        let error = serde_json::from_value::<Batch>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("origin #3"), "{error}");
     }
 
     #[test]
