@@ -397,7 +397,7 @@ impl Config {
     /// shared among the replicas of the initial view that run on this host —
     /// those whose IP is this replica's own, as in `hearsay cluster` on
     /// 127.0.0.1 — with at least one thread each. Three replicas on two cores
-    /// each with two threads spend a fifth more CPU per request than with one
+    /// each with two threads spend ~30 % more CPU per request than with one
     /// thread each (cross-thread wake-ups and work stealing between six
     /// threads on two cores; `bench/RESULTS.md`). Replicas on separate hosts
     /// (or in separate containers, which cannot see each other's IPs as
