@@ -23,9 +23,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// Cheap to clone (shared string); ordered by its text so that every replica
 /// breaks ties identically.
-#[derive(Clone, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Origin(Arc<str>);
+
+impl std::hash::Hash for Origin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
 
 // Origins are compared constantly (clock lookups, stamp order) and are mostly
 // clones of one another: the pointer check settles most comparisons without
@@ -148,9 +154,9 @@ impl VClock {
     /// `self ≥ other` componentwise: every write `other` covers, `self` covers.
     pub fn covers(&self, other: &VClock) -> bool {
         // Both are sorted: one pass over each.
-        let mut mine = self.0.iter().peekable();
+        let mut mine = self.0.iter();
         'theirs: for (origin, seq) in &other.0 {
-            while let Some((o, s)) = mine.next() {
+            for (o, s) in mine.by_ref() {
                 match o.cmp(origin) {
                     Ordering::Less => continue,
                     Ordering::Equal if s >= seq => continue 'theirs,
