@@ -573,3 +573,37 @@ async fn requests_beyond_the_concurrency_limit_wait_their_turn() {
         "the second request did not queue: {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn waiting_for_a_slot_counts_against_the_request_timeout() {
+    // One slot; every request is held for its causal dependencies until the
+    // time bound ends it. Three arrive 50 ms apart. If waiting for the slot
+    // were not bounded, the third would wait for two full timeouts before
+    // its own began (~1.5 s); bounded, it is answered by its own deadline.
+    let cluster = Cluster::builder(1)
+        .set("max_connections", 1)
+        .set("request_timeout_ms", 500)
+        .set("causal_wait_ms", 5000)
+        .start()
+        .await;
+    let a = cluster.addr(0).to_string();
+    let mut held = Vec::new();
+    for n in 0..3u64 {
+        let (http, a) = (cluster.http.clone(), a.clone());
+        held.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let body = Body::Json(json!({"causal-metadata": {"127.0.0.1:9@1": 1}}));
+            let reply = http.kv("GET", &a, &format!("k{n}"), body).await;
+            (reply, started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (n, task) in held.into_iter().enumerate() {
+        let (reply, took) = task.await.unwrap();
+        reply.expect(503, Some("Request timed out"));
+        assert!(
+            took < Duration::from_millis(1000),
+            "request {n} took {took:?}: the wait for a slot was not bounded"
+        );
+    }
+}
