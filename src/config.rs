@@ -59,6 +59,8 @@ pub struct Config {
     /// Largest accepted value (its JSON text).
     pub max_value_bytes: usize,
     /// Target size of one replica-to-replica message (a chunk of a delta).
+    /// Encoding or decoding a message occupies a replica's thread, so this
+    /// also bounds how long replication can hold up client requests.
     pub max_message_bytes: usize,
     /// Most client requests handled at once; more wait for a slot (within
     /// `request_timeout_ms`). Replica-to-replica requests are not counted.
@@ -100,7 +102,7 @@ impl Default for Config {
             gc_interval_ms: 1000,
             max_body_bytes: 2 * 1024 * 1024,
             max_value_bytes: 1024 * 1024,
-            max_message_bytes: 4 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024,
             max_connections: 1024,
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 1500,

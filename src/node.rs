@@ -44,7 +44,7 @@ use crate::proto::{Hello, Request, Response};
 use crate::telemetry::names;
 use crate::transport::{Transport, TransportError};
 
-/// Upper bound on chunks in one transfer (with the default 4 MiB chunks this
+/// Upper bound on chunks in one transfer (with the default 1 MiB chunks this
 /// is far beyond any store this process can hold).
 const MAX_CHUNKS_PER_TRANSFER: usize = 100_000;
 

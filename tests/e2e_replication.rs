@@ -627,8 +627,9 @@ async fn a_starting_replica_is_ready_only_after_its_state_transfer() {
 async fn values_near_the_size_limit_replicate() {
     let cluster = Cluster::start(3).await;
     let mut client = cluster.session();
-    // Default limit: 1 MiB of JSON text per value; five of them do not fit
-    // one default 4 MiB message, so the deltas are split.
+    // Default limit: 1 MiB of JSON text per value; each fills a default
+    // 1 MiB message on its own, so the deltas are split into one value per
+    // chunk (a chunk always carries at least one version).
     let mut expected = BTreeMap::new();
     for n in 0..5 {
         let key = format!("big{n}");
