@@ -71,8 +71,42 @@ pub enum CodecError {
     Decode(#[from] rmp_serde::decode::Error),
 }
 
-pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, CodecError> {
-    Ok(rmp_serde::to_vec_named(message)?)
+/// A message that can say about how large it will be when encoded, so the
+/// buffer is allocated once instead of doubling (and copying) its way up to
+/// a megabyte-sized chunk.
+pub trait SizeHint {
+    fn size_hint(&self) -> usize;
+}
+
+/// Room for everything in a message besides its versions (names, clocks).
+const FRAME_HINT: usize = 512;
+
+fn versions_hint(versions: &[Version]) -> usize {
+    versions.iter().map(Version::encoded_size_hint).sum()
+}
+
+impl SizeHint for Request {
+    fn size_hint(&self) -> usize {
+        match self {
+            Request::Push { entries, .. } => FRAME_HINT + versions_hint(entries),
+            _ => FRAME_HINT,
+        }
+    }
+}
+
+impl SizeHint for Response {
+    fn size_hint(&self) -> usize {
+        match self {
+            Response::Chunk(chunk) => FRAME_HINT + versions_hint(&chunk.entries),
+            _ => FRAME_HINT,
+        }
+    }
+}
+
+pub fn encode<T: Serialize + SizeHint>(message: &T) -> Result<Vec<u8>, CodecError> {
+    let mut buffer = Vec::with_capacity(message.size_hint());
+    rmp_serde::encode::write_named(&mut buffer, message)?;
+    Ok(buffer)
 }
 
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {

@@ -101,7 +101,7 @@ pub mod packed {
     use serde::ser::SerializeSeq;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{JsonText, Key, Version};
+    use super::Version;
     use crate::core::clock::{Dot, Origin, VClock};
 
     #[derive(Serialize)]
@@ -156,7 +156,27 @@ pub mod packed {
         .serialize(serializer)
     }
 
-    type PackedVersion = (Key, Option<JsonText>, u32, u64, u64, Vec<(u32, u64)>);
+    /// A string read straight into shared storage: serde's own `Arc<str>`
+    /// goes through a `Box<str>` first, copying every value twice.
+    struct Shared(std::sync::Arc<str>);
+
+    impl<'de> Deserialize<'de> for Shared {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct SharedVisitor;
+            impl serde::de::Visitor<'_> for SharedVisitor {
+                type Value = Shared;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Shared, E> {
+                    Ok(Shared(text.into()))
+                }
+            }
+            deserializer.deserialize_str(SharedVisitor)
+        }
+    }
+
+    type PackedVersion = (Shared, Option<Shared>, u32, u64, u64, Vec<(u32, u64)>);
 
     #[derive(Deserialize)]
     struct BatchIn {
@@ -183,8 +203,8 @@ pub mod packed {
                     .map(|(i, n)| Ok((origin(i)?, n)))
                     .collect::<Result<Vec<_>, D::Error>>()?;
                 Ok(Version {
-                    key,
-                    value,
+                    key: key.0,
+                    value: value.map(|v| v.0),
                     dot: Dot {
                         origin: origin(origin_index)?,
                         seq,

@@ -69,7 +69,10 @@ impl Transport for HttpTransport {
                 return Err(TransportError::Refused(format!("{to} answered {status}")));
             }
             let mut response = response;
-            let mut bytes = Vec::new();
+            // Sized once from the announced length (never beyond the limit),
+            // rather than doubling its way up to a megabyte-sized chunk.
+            let announced = response.content_length().unwrap_or(0) as usize;
+            let mut bytes = Vec::with_capacity(announced.min(limit));
             while let Some(chunk) = response.chunk().await.map_err(|e| classify(&to, e))? {
                 if bytes.len() + chunk.len() > limit {
                     return Err(TransportError::Codec(format!(
