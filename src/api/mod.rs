@@ -11,7 +11,6 @@
 
 pub mod edge;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,17 +189,46 @@ fn parse_metadata(raw: Option<&RawValue>) -> Result<VClock, ApiError> {
     let Some(raw) = raw else {
         return Ok(VClock::new());
     };
-    let entries: Option<BTreeMap<&str, u64>> =
-        serde_json::from_str(raw.get()).map_err(|_| invalid())?;
-    let entries = entries.unwrap_or_default();
-    if entries.len() > MAX_METADATA_ENTRIES {
-        return Err(invalid());
+    serde_json::from_str::<ClientClock>(raw.get())
+        .map(|ClientClock(clock)| clock)
+        .map_err(|_| invalid())
+}
+
+/// Client metadata read straight into a clock: `null` or an object of
+/// well-formed origins to counts, refused as soon as it has more than
+/// [`MAX_METADATA_ENTRIES`] entries.
+struct ClientClock(VClock);
+
+impl<'de> Deserialize<'de> for ClientClock {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClockVisitor;
+        impl<'de> serde::de::Visitor<'de> for ClockVisitor {
+            type Value = ClientClock;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("null or an object of origins to counts")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<ClientClock, E> {
+                Ok(ClientClock(VClock::new()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ClientClock, A::Error> {
+                use serde::de::Error;
+                let mut pairs = Vec::new();
+                while let Some((origin, count)) = map.next_entry::<&str, u64>()? {
+                    if pairs.len() == MAX_METADATA_ENTRIES {
+                        return Err(A::Error::custom("too many entries"));
+                    }
+                    let origin =
+                        Origin::parse(origin).ok_or_else(|| A::Error::custom("not an origin"))?;
+                    pairs.push((origin, count));
+                }
+                Ok(ClientClock(VClock::from_pairs(pairs)))
+            }
+        }
+        deserializer.deserialize_any(ClockVisitor)
     }
-    let mut clock = VClock::new();
-    for (origin, count) in entries {
-        clock.raise(&Origin::parse(origin).ok_or_else(invalid)?, count);
-    }
-    Ok(clock)
 }
 
 /// The key from the raw path: percent-decoded, 1..=50 scalar values.
