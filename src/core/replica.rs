@@ -176,7 +176,10 @@ impl Replica {
         if !self.satisfies(metadata) {
             return Err(NotYet);
         }
-        let exists = self.store.get(key).is_some_and(|v| !v.is_tombstone());
+        let current = self.store.get(key);
+        let exists = current.is_some_and(|v| !v.is_tombstone());
+        // An overwrite shares the key's existing text instead of copying it.
+        let shared_key = current.map_or_else(|| Key::from(key), |v| v.key.clone());
         let deleting = value.is_none();
         if deleting && !exists {
             return Ok(WriteOutcome::NotFound);
@@ -191,7 +194,7 @@ impl Replica {
         let mut deps = metadata.clone();
         deps.raise(&dot.origin, seq);
         let version = Version {
-            key: Key::from(key),
+            key: shared_key,
             value,
             dot,
             lamport: self.lamport,
