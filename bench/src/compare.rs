@@ -71,10 +71,14 @@ pub struct ComparisonSummary {
     /// much steadier than throughput on a shared machine.
     pub server_cpu_per_op_ratio: Option<Spread>,
     /// Run pairs in which other processes took at most
-    /// [`QUIET_FOREIGN_CPU_PCT`] of the CPU during both runs.
+    /// [`QUIET_FOREIGN_CPU_PCT`] of the CPU during both runs and the machine
+    /// ran at full speed (see [`FULL_SPEED_TOLERANCE`]).
     pub quiet_pairs: usize,
     /// hearsay ÷ ceiling throughput over the quiet pairs only.
     pub quiet_throughput_ratio: Option<Spread>,
+    /// hearsay's throughput over the quiet pairs only: the stability figure
+    /// when some runs were disturbed.
+    pub quiet_hearsay_throughput: Option<Spread>,
     /// hearsay ÷ ceiling p99 (GET, or PUT when there are no GETs) over the quiet pairs.
     pub quiet_p99_ratio: Option<Spread>,
 }
@@ -83,9 +87,35 @@ pub struct ComparisonSummary {
 /// of the CPU during each of its two runs.
 pub const QUIET_FOREIGN_CPU_PCT: f64 = 10.0;
 
+/// A run counts as quiet only if the load generator's CPU per operation was
+/// within this factor of its lowest against the same system in the
+/// workload. On a virtual machine the cores themselves can slow down (a busy
+/// host) with no process of anyone's visible and no steal time. The load
+/// generator does the same work per request against a given system in every
+/// run, and spends no CPU while it waits, so a rise in its CPU per operation
+/// shows a slower machine — not a slower server.
+pub const FULL_SPEED_TOLERANCE: f64 = 1.15;
+
 fn quiet(r: &LoadResult) -> bool {
     r.foreign_cpu_pct
         .is_some_and(|f| f <= QUIET_FOREIGN_CPU_PCT)
+}
+
+/// Whether a run shows the machine at full speed, given the lowest client
+/// CPU per operation against the same system in the workload (an unknown
+/// figure never disqualifies a run).
+fn full_speed(run: &LoadResult, best_client_cpu_per_op: Option<f64>) -> bool {
+    match (run.client_cpu_us_per_op, best_client_cpu_per_op) {
+        (Some(cpu), Some(best)) => cpu <= best * FULL_SPEED_TOLERANCE,
+        _ => true,
+    }
+}
+
+/// The lowest client CPU per operation among `runs`.
+fn best_client_cpu<'a>(runs: impl Iterator<Item = &'a LoadResult>) -> Option<f64> {
+    runs.filter_map(|r| r.client_cpu_us_per_op)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
 }
 
 /// hearsay ÷ ceiling of `f` over `pairs` (pairs where the ceiling's figure is 0 are skipped).
@@ -126,11 +156,16 @@ impl Comparison {
             .filter_map(|p| Some((p.hearsay.as_ref()?, p.ceiling.as_ref()?)))
             .collect();
         let ratio = |f: &dyn Fn(&LoadResult) -> f64| ratio_over(&pairs, f);
+        let best_hearsay = best_client_cpu(pairs.iter().map(|(h, _)| *h));
+        let best_ceiling = best_client_cpu(pairs.iter().map(|(_, c)| *c));
         let quiet_pairs: Vec<(&LoadResult, &LoadResult)> = pairs
             .iter()
             .copied()
-            .filter(|(h, c)| quiet(h) && quiet(c))
+            .filter(|(h, c)| {
+                quiet(h) && quiet(c) && full_speed(h, best_hearsay) && full_speed(c, best_ceiling)
+            })
             .collect();
+        let quiet_hearsay: Vec<f64> = quiet_pairs.iter().map(|(h, _)| h.throughput).collect();
         let of = |sys: &dyn Fn(&RunPair) -> Option<&LoadResult>| {
             let v: Vec<f64> = self
                 .runs
@@ -151,6 +186,7 @@ impl Comparison {
             quiet_pairs: quiet_pairs.len(),
             quiet_throughput_ratio: ratio_over(&quiet_pairs, &|r| r.throughput),
             quiet_p99_ratio: ratio_over(&quiet_pairs, &p99),
+            quiet_hearsay_throughput: Spread::of(&quiet_hearsay),
             hearsay_throughput: of(&|p| p.hearsay.as_ref()),
             ceiling_throughput: of(&|p| p.ceiling.as_ref()),
             throughput_ratio: ratio(&|r| r.throughput),
@@ -236,6 +272,41 @@ pub async fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(throughput: f64, foreign: f64, client_cpu: f64) -> LoadResult {
+        LoadResult {
+            throughput,
+            foreign_cpu_pct: Some(foreign),
+            client_cpu_us_per_op: Some(client_cpu),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pairs_on_a_busy_or_slowed_machine_are_not_quiet() {
+        let pair = |h: LoadResult, c: LoadResult| RunPair {
+            hearsay: Some(h),
+            ceiling: Some(c),
+        };
+        let mut cmp = Comparison {
+            runs: vec![
+                pair(run(80.0, 0.0, 12.0), run(100.0, 0.0, 10.0)),
+                pair(run(84.0, 0.0, 12.5), run(100.0, 0.0, 11.0)),
+                // Someone else's build: visible as foreign CPU.
+                pair(run(40.0, 50.0, 12.0), run(90.0, 0.0, 10.0)),
+                // A slowed VM during the hearsay run: nobody visible, but the
+                // load generator needs 40 % more CPU per request.
+                pair(run(50.0, 0.0, 17.0), run(100.0, 0.0, 10.0)),
+            ],
+            ..Default::default()
+        };
+        cmp.summarise();
+        let sm = &cmp.summary;
+        assert_eq!(sm.quiet_pairs, 2);
+        let stable = sm.quiet_hearsay_throughput.as_ref().unwrap();
+        assert_eq!((stable.min, stable.max), (80.0, 84.0));
+        assert!(sm.hearsay_throughput.as_ref().unwrap().spread_pct > 30.0);
+    }
 
     #[test]
     fn spread_is_largest_deviation_from_mean() {

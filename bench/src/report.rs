@@ -420,24 +420,28 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "\nQuiet runs only (other processes ≤ {:.0} % of the CPU during both runs of a pair):\n",
-                crate::compare::QUIET_FOREIGN_CPU_PCT
+                "\nQuiet runs only (other processes ≤ {:.0} % of the CPU during both runs of a pair, and the load generator's CPU per operation within {:.0} % of its lowest against that system: a VM slowed by its host shows there even when no process does):\n",
+                crate::compare::QUIET_FOREIGN_CPU_PCT,
+                (crate::compare::FULL_SPEED_TOLERANCE - 1.0) * 100.0
             );
             let _ = writeln!(
                 s,
-                "| workload | quiet pairs | throughput ratio | p99 ratio |"
+                "| workload | quiet pairs | throughput ratio | p99 ratio | hearsay spread ±% |"
             );
-            let _ = writeln!(s, "|---|---|---|---|");
+            let _ = writeln!(s, "|---|---|---|---|---|");
             for c in &self.load {
                 let sm = &c.summary;
                 let _ = writeln!(
                     s,
-                    "| {} | {}/{} | {} | {} |",
+                    "| {} | {}/{} | {} | {} | {} |",
                     c.name,
                     sm.quiet_pairs,
                     c.runs.len(),
                     spread(&sm.quiet_throughput_ratio),
-                    spread(&sm.quiet_p99_ratio)
+                    spread(&sm.quiet_p99_ratio),
+                    sm.quiet_hearsay_throughput
+                        .as_ref()
+                        .map_or("–".into(), |x| format!("{:.1}", x.spread_pct))
                 );
             }
             let _ = writeln!(
