@@ -408,21 +408,18 @@ impl Config {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
-        let own_ip = self
-            .socket_address
-            .parse::<SocketAddr>()
-            .ok()
-            .map(|a| a.ip());
-        let mut on_this_host: Vec<&str> = self
+        let Ok(own) = self.socket_address.parse::<SocketAddr>() else {
+            return cores.max(1);
+        };
+        let mut others_here: Vec<SocketAddr> = self
             .view
             .iter()
-            .filter(|a| a.parse::<SocketAddr>().ok().map(|a| a.ip()) == own_ip && own_ip.is_some())
-            .map(String::as_str)
+            .filter_map(|a| a.parse::<SocketAddr>().ok())
+            .filter(|a| a.ip() == own.ip() && *a != own)
             .collect();
-        on_this_host.push(&self.socket_address);
-        on_this_host.sort_unstable();
-        on_this_host.dedup();
-        (cores / on_this_host.len()).max(1)
+        others_here.sort_unstable();
+        others_here.dedup();
+        (cores / (others_here.len() + 1)).max(1)
     }
 
     /// A configuration for tests and the local cluster, from defaults.
