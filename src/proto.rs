@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{AdminRecord, Covers, PullChunk, Stamp, VClock, Version};
+use crate::core::{AdminRecord, PullChunk, PullRequest, PushRequest, Refusal, VClock, Version};
 
 /// Who is speaking, and what it holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,21 +23,9 @@ pub enum Request {
     /// A replica starting up asks to be admitted.
     Join(Hello),
     /// Asks for the next chunk of what the sender lacks (or of everything).
-    Pull {
-        address: String,
-        incarnation: u64,
-        clock: VClock,
-        snapshot: bool,
-        cursor: Option<Stamp>,
-    },
-    /// Versions the receiver lacks; the last chunk carries the guarantee.
-    Push {
-        address: String,
-        incarnation: u64,
-        #[serde(with = "crate::core::packed")]
-        entries: Vec<Version>,
-        covers: Option<Covers>,
-    },
+    Pull(PullRequest),
+    /// Versions the receiver's life lacks; the last chunk may carry a guarantee.
+    Push(PushRequest),
     /// The sender is shutting down for good (this incarnation).
     Leave { address: String, incarnation: u64 },
 }
@@ -48,8 +36,8 @@ impl Request {
         match self {
             Request::Heartbeat(_) => "heartbeat",
             Request::Join(_) => "join",
-            Request::Pull { .. } => "pull",
-            Request::Push { .. } => "push",
+            Request::Pull(_) => "pull",
+            Request::Push(_) => "push",
             Request::Leave { .. } => "leave",
         }
     }
@@ -60,6 +48,9 @@ pub enum Response {
     Hello(Hello),
     Chunk(PullChunk),
     Ack,
+    /// The receiver would not take the request (a stale sender, or a message
+    /// meant for another life of the receiver).
+    Refused(Refusal),
 }
 
 /// Encoding errors (a bad message from the network is refused, never trusted).
@@ -88,7 +79,7 @@ fn versions_hint(versions: &[Version]) -> usize {
 impl SizeHint for Request {
     fn size_hint(&self) -> usize {
         match self {
-            Request::Push { entries, .. } => FRAME_HINT + versions_hint(entries),
+            Request::Push(push) => FRAME_HINT + versions_hint(&push.entries),
             _ => FRAME_HINT,
         }
     }
@@ -116,7 +107,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Dot, JsonText, Key, Origin};
+    use crate::core::{Covers, Dot, JsonText, Key, Life, Origin, PushCompletion};
 
     #[test]
     fn messages_round_trip() {
@@ -131,16 +122,22 @@ mod tests {
             lamport: 9,
             deps: VClock::from_pairs([(origin.clone(), 3)]),
         };
-        let request = Request::Push {
-            address: "127.0.0.1:1".into(),
-            incarnation: 7,
+        let request = Request::Push(PushRequest {
+            from: Life {
+                address: "127.0.0.1:1".into(),
+                incarnation: 7,
+            },
+            to: 3,
             entries: vec![version],
-            covers: Some(Covers {
-                clock: VClock::from_pairs([(origin, 3)]),
-                lamport: 9,
-                horizon: VClock::new(),
+            completion: Some(PushCompletion {
+                covers: Covers {
+                    clock: VClock::from_pairs([(origin.clone(), 3)]),
+                    lamport: 9,
+                    horizon: VClock::new(),
+                },
+                basis: VClock::from_pairs([(origin, 2)]),
             }),
-        };
+        });
         let bytes = encode(&request).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), request);
     }

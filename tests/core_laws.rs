@@ -180,19 +180,16 @@ fn sync(replicas: &mut [Replica], from: usize, to: usize, budget: usize) {
     if from == to {
         return;
     }
-    let mut cursor = None;
-    let mut covers = None;
-    loop {
-        let chunk = replicas[from].pull_chunk(replicas[to].clock(), false, cursor.as_ref(), budget);
-        assert!(!chunk.snapshot_required, "no tombstones are collected here");
-        covers.get_or_insert(chunk.covers.clone());
-        replicas[to].apply_versions(chunk.entries);
-        match chunk.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    replicas[to].complete_transfer(&covers.unwrap());
+    let (giver, taker) = if from < to {
+        let (left, right) = replicas.split_at_mut(to);
+        (&mut left[from], &mut right[0])
+    } else {
+        let (left, right) = replicas.split_at_mut(from);
+        (&mut right[0], &mut left[to])
+    };
+    let done = hearsay::core::exchange::pull_all(giver, taker, false, budget, 0)
+        .expect("a pull between live replicas completes");
+    assert!(!done.snapshot, "no tombstones are collected here");
 }
 
 fn run(steps: &[Step]) -> Vec<Replica> {
@@ -259,8 +256,8 @@ proptest! {
         let mut m = Membership::new("c:1", &view, T, 0);
         m.heard_from("a:1", 1, 0);
         m.heard_from("b:1", 1, 0);
-        m.record_clock("a:1", &a);
-        m.record_clock("b:1", &b);
+        m.record_clock("a:1", 1, &a);
+        m.record_clock("b:1", 1, &b);
         let frontier = m.stability_frontier(&mine, 0);
         prop_assert!(a.covers(&frontier) && b.covers(&frontier) && mine.covers(&frontier));
     }

@@ -292,8 +292,10 @@ async fn scenario_with(
     let mut faults = BTreeMap::new();
     let clients_done = Cell::new(false);
 
+    let ledger = Rc::new(RefCell::new(sim::Ledger::default()));
     let clients = futures::future::join_all((0..sessions).map(|sid| {
         let history = history.clone();
+        let ledger = ledger.clone();
         let cluster = &cluster;
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(sid as u64));
         async move {
@@ -304,8 +306,14 @@ async fn scenario_with(
             for n in 0..ops_per_session {
                 step(cluster, &history, &mut session, &mut rng, keys, sid, n).await;
                 sim::sleep_ms(rng.random_range(1..30)).await;
+                if n % 10 == 0 {
+                    ledger.borrow_mut().observe(cluster);
+                }
                 if n % 50 == 0 {
-                    if let Err(e) = cluster.check_invariants() {
+                    let checked = cluster
+                        .check_invariants()
+                        .and_then(|()| cluster.check_reflection(&ledger.borrow()));
+                    if let Err(e) = checked {
                         history.borrow_mut().violations.push(e);
                     }
                 }
@@ -330,6 +338,8 @@ async fn scenario_with(
         .await
         .ok_or("replicas did not converge within 20 s of healing")?;
     cluster.check_invariants()?;
+    ledger.borrow_mut().observe(&cluster);
+    cluster.check_reflection(&ledger.borrow())?;
 
     let h = history.borrow();
     let mut violations = h.violations.clone();

@@ -261,11 +261,21 @@ impl Membership {
         }
     }
 
-    /// Records the clock `address` reported (only ever raises it).
-    pub fn record_clock(&mut self, address: &str, clock: &VClock) {
+    /// Records the clock that `address` reported in its life `incarnation`
+    /// (only ever raises it). A clock from any other life than the one known
+    /// is ignored: what one life holds says nothing about another.
+    pub fn record_clock(&mut self, address: &str, incarnation: u64, clock: &VClock) {
         if let Some(member) = self.members.get_mut(address) {
-            member.known_clock.merge(clock);
+            if member.incarnation == Some(incarnation) {
+                member.known_clock.merge(clock);
+            }
         }
+    }
+
+    /// The life of `address` known here and the clock it last reported.
+    pub fn known_clock(&self, address: &str) -> Option<(u64, &VClock)> {
+        let member = self.members.get(address)?;
+        Some((member.incarnation?, &member.known_clock))
     }
 
     /// Marks `address` as gone for good in life `incarnation`.
@@ -508,7 +518,7 @@ mod tests {
     fn old_incarnations_are_ignored_and_restarts_reset_known_clock() {
         let mut m = table();
         assert_eq!(m.heard_from("b", 5, 0), Heard::NewIncarnation);
-        m.record_clock("b", &VClock::from_pairs([(Origin::new("b", 5), 3)]));
+        m.record_clock("b", 5, &VClock::from_pairs([(Origin::new("b", 5), 3)]));
         assert_eq!(m.heard_from("b", 4, 10), Heard::Stale);
         assert_eq!(m.heard_from("b", 6, 10), Heard::NewIncarnation);
         assert!(m.member("b").unwrap().known_clock.is_empty());
@@ -578,8 +588,8 @@ mod tests {
         let o = Origin::new("a", 1);
         m.heard_from("b", 1, 0);
         m.heard_from("c", 1, 0);
-        m.record_clock("b", &VClock::from_pairs([(o.clone(), 5)]));
-        m.record_clock("c", &VClock::from_pairs([(o.clone(), 2)]));
+        m.record_clock("b", 1, &VClock::from_pairs([(o.clone(), 5)]));
+        m.record_clock("c", 1, &VClock::from_pairs([(o.clone(), 2)]));
         let mine = VClock::from_pairs([(o.clone(), 9)]);
         assert_eq!(m.stability_frontier(&mine, 0).get(&o), 2);
         m.tick(2000);

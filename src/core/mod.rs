@@ -3,14 +3,20 @@
 //! * [`clock`] — origins, dots and vector clocks.
 //! * [`store`] — versioned map, total order of writes, delta indexes.
 //! * [`membership`] — admission, liveness, stability frontier.
+//! * [`exchange`] — the pull / push / snapshot protocol between replica lives.
 //! * [`replica`] — one replica's state and every operation on it.
 
 pub mod clock;
+pub mod exchange;
 pub mod membership;
 pub mod replica;
 pub mod store;
 
 pub use clock::{Dot, Origin, VClock};
+pub use exchange::{
+    Covers, ExchangeError, Life, Pull, PullChunk, PullDone, PullRequest, PullStep, Push,
+    PushApplied, PushCompletion, PushRequest, Refusal,
+};
 pub use membership::{AdminRecord, Heard, Liveness, Membership, Timing, ViewChange};
-pub use replica::{Covers, NotYet, PullChunk, ReadOutcome, Replica, WriteOutcome};
+pub use replica::{NotYet, ReadOutcome, Replica, WriteOutcome};
 pub use store::{packed, JsonText, Key, Stamp, Store, Version};

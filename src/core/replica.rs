@@ -33,8 +33,9 @@
 use std::collections::HashSet;
 
 use super::clock::{Dot, Origin, VClock};
+use super::exchange::Covers;
 use super::membership::{Membership, Timing};
-use super::store::{Applied, JsonText, Key, Stamp, Store, Version};
+use super::store::{Applied, JsonText, Key, Store, Version};
 
 /// A client request needs writes this replica does not (yet) have.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,32 +53,6 @@ pub enum WriteOutcome {
     Replaced { metadata: VClock },
     Deleted { metadata: VClock },
     NotFound,
-}
-
-/// What the sender of a transfer guarantees once every chunk has arrived.
-#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Covers {
-    pub clock: VClock,
-    pub lamport: u64,
-    /// The sender's stability horizon. A snapshot receiver adopts it: the
-    /// snapshot carries no trace of the tombstones collected below it, so the
-    /// receiver must send stale peers to a snapshot just as the sender does.
-    pub horizon: VClock,
-}
-
-/// One chunk of a pull answer.
-#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
-pub struct PullChunk {
-    #[serde(with = "super::store::packed")]
-    pub entries: Vec<Version>,
-    /// Pass back as the cursor to get the next chunk; `None` on the last one.
-    pub next: Option<Stamp>,
-    /// The sender's clock and Lamport time now. The receiver keeps the value
-    /// from the first chunk and adopts it when the last chunk has arrived.
-    pub covers: Covers,
-    /// The receiver's clock does not cover the sender's horizon (it may miss
-    /// collected tombstones): only a full snapshot can bring it up to date.
-    pub snapshot_required: bool,
 }
 
 #[derive(Debug)]
@@ -142,6 +117,23 @@ impl Replica {
 
     pub fn horizon(&self) -> &VClock {
         &self.horizon
+    }
+
+    /// Starts a new life of this replica with an incarnation of at least
+    /// `min_incarnation` (and above the current one): a peer knows a life of
+    /// this address at least as new as ours, so ours must move past it. The
+    /// data and the clock stay (they are this replica's, whatever its life);
+    /// new writes get dots of the new origin, from sequence 1.
+    ///
+    /// Returns `false`, changing nothing, when no larger incarnation exists.
+    pub fn open_new_life(&mut self, min_incarnation: u64) -> bool {
+        let Some(next) = self.incarnation.checked_add(1) else {
+            return false;
+        };
+        self.incarnation = next.max(min_incarnation);
+        self.origin = Origin::new(&self.address, self.incarnation);
+        self.next_seq = 1;
+        true
     }
 
     /// Whether a client that has seen `metadata` can be served here now.
@@ -211,57 +203,6 @@ impl Replica {
             (false, true) => WriteOutcome::Replaced { metadata: deps },
             (false, false) => WriteOutcome::Created { metadata: deps },
         })
-    }
-
-    /// Answers a pull: the next chunk of what a peer whose clock is `their`
-    /// lacks (or of everything, for a snapshot).
-    pub fn pull_chunk(
-        &self,
-        their: &VClock,
-        snapshot: bool,
-        cursor: Option<&Stamp>,
-        max_bytes: usize,
-    ) -> PullChunk {
-        let covers = self.covers();
-        if !snapshot && !their.covers(&self.horizon) {
-            return PullChunk {
-                entries: Vec::new(),
-                next: None,
-                covers,
-                snapshot_required: true,
-            };
-        }
-        let empty = VClock::new();
-        let basis = if snapshot { &empty } else { their };
-        let (entries, next) = self.store.delta(basis, cursor, max_bytes);
-        PullChunk {
-            entries,
-            next,
-            covers,
-            snapshot_required: false,
-        }
-    }
-
-    /// The next chunk to push to a peer whose clock is `their`, and whether
-    /// the push may end with a [`Covers`] (not if the peer is below the
-    /// horizon; it must take a snapshot instead).
-    pub fn push_chunk(
-        &self,
-        their: &VClock,
-        cursor: Option<&Stamp>,
-        max_bytes: usize,
-    ) -> (Vec<Version>, Option<Stamp>, bool) {
-        let (entries, next) = self.store.delta(their, cursor, max_bytes);
-        (entries, next, their.covers(&self.horizon))
-    }
-
-    /// The guarantee this replica can give about its current state.
-    pub fn covers(&self) -> Covers {
-        Covers {
-            clock: self.clock.clone(),
-            lamport: self.lamport,
-            horizon: self.horizon.clone(),
-        }
     }
 
     /// Applies versions from a peer; returns how many changed the store.
@@ -358,32 +299,17 @@ mod tests {
     }
 
     /// Pulls everything `from` has into `into`, chunk by chunk.
-    fn sync(from: &Replica, into: &mut Replica, budget: usize) {
-        let mut cursor = None;
-        let mut first = None;
-        let mut snapshot = false;
-        let mut keys = HashSet::new();
-        loop {
-            let chunk = from.pull_chunk(into.clock(), snapshot, cursor.as_ref(), budget);
-            if chunk.snapshot_required {
-                snapshot = true;
-                continue;
-            }
-            first.get_or_insert(chunk.covers.clone());
-            keys.extend(chunk.entries.iter().map(|v| v.key.clone()));
-            into.apply_versions(chunk.entries);
-            match chunk.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        let covers = first.unwrap();
-        if snapshot {
-            into.complete_snapshot(&covers, &keys);
-        } else {
-            into.complete_transfer(&covers);
-        }
+    fn sync(from: &mut Replica, into: &mut Replica, budget: usize) {
+        crate::core::exchange::pull_all(from, into, false, budget, 0).unwrap();
         into.check_invariants().unwrap();
+    }
+
+    /// Whether `from` would send `into` to a snapshot.
+    fn requires_snapshot(from: &mut Replica, into: &Replica) -> bool {
+        let request = crate::core::Pull::new(from.address(), false).request(into);
+        from.answer_pull(&request, 0, 1 << 20)
+            .unwrap()
+            .snapshot_required
     }
 
     fn v(s: &str) -> Option<JsonText> {
@@ -458,33 +384,29 @@ mod tests {
         let m = VClock::new();
         r[0].write("k", v("1"), &m).unwrap();
         let (left, right) = r.split_at_mut(1);
-        sync(&left[0], &mut right[0], 1 << 20);
-        sync(&left[0], &mut right[1], 1 << 20);
+        sync(&mut left[0], &mut right[0], 1 << 20);
+        sync(&mut left[0], &mut right[1], 1 << 20);
         // r2 is cut off; r0 deletes; r1 learns; r2 is forgotten (past grace).
         let WriteOutcome::Created { .. } = r[0].write("j", v("9"), &m).unwrap() else {
             panic!()
         };
         r[0].write("k", None, &m).unwrap();
         let (left, right) = r.split_at_mut(1);
-        sync(&left[0], &mut right[0], 1 << 20);
+        sync(&mut left[0], &mut right[0], 1 << 20);
         let now = 100_000;
         for i in 0..2 {
             let other = 1 - i;
             let (addr, inc, clock) = (r[other].address().to_string(), 1, r[other].clock().clone());
             r[i].members.heard_from(&addr, inc, now);
-            r[i].members.record_clock(&addr, &clock);
+            r[i].members.record_clock(&addr, 1, &clock);
             r[i].members.tick(now);
         }
         assert_eq!(r[0].collect_garbage(now), 1);
         assert!(r[0].store().get("k").is_none());
         // r2 comes back holding k=1 and pulls from r0.
         let (left, right) = r.split_at_mut(2);
-        assert!(
-            left[0]
-                .pull_chunk(right[0].clock(), false, None, 1 << 20)
-                .snapshot_required
-        );
-        sync(&left[0], &mut right[0], 1 << 20);
+        assert!(requires_snapshot(&mut left[0], &right[0]));
+        sync(&mut left[0], &mut right[0], 1 << 20);
         assert_eq!(right[0].read("k", &m), Ok(ReadOutcome::NotFound));
         assert!(matches!(
             right[0].read("j", &m),
@@ -499,16 +421,16 @@ mod tests {
         r[0].write("k", v("1"), &m).unwrap();
         let (left, right) = r.split_at_mut(1);
         for other in right.iter_mut() {
-            sync(&left[0], other, 1 << 20);
+            sync(&mut left[0], other, 1 << 20);
         }
         r[0].write("k", None, &m).unwrap();
         let (left, right) = r.split_at_mut(1);
-        sync(&left[0], &mut right[0], 1 << 20);
+        sync(&mut left[0], &mut right[0], 1 << 20);
         // r0 collects the tombstone (r2, r3 are forgotten: dead past grace).
         let now = 100_000;
         let clock = r[1].clock().clone();
         r[0].members.heard_from("r1", 1, now);
-        r[0].members.record_clock("r1", &clock);
+        r[0].members.record_clock("r1", 1, &clock);
         r[0].members.tick(now);
         assert_eq!(r[0].collect_garbage(now), 1);
         // r3 restarts empty and takes a snapshot from r0 …
@@ -520,14 +442,12 @@ mod tests {
             0,
         );
         let (left, right) = r.split_at_mut(3);
-        sync(&left[0], &mut right[0], 1 << 20);
+        sync(&mut left[0], &mut right[0], 1 << 20);
         // … so when r2 (still holding k=1) meets r3, r3 demands a snapshot.
-        assert!(
-            r[3].pull_chunk(r[2].clock(), false, None, 1 << 20)
-                .snapshot_required
-        );
         let (left, right) = r.split_at_mut(3);
-        sync(&right[0], &mut left[2], 1 << 20);
+        assert!(requires_snapshot(&mut right[0], &left[2]));
+        let (left, right) = r.split_at_mut(3);
+        sync(&mut right[0], &mut left[2], 1 << 20);
         assert_eq!(r[2].read("k", &m), Ok(ReadOutcome::NotFound));
     }
 
@@ -540,10 +460,10 @@ mod tests {
         let m = VClock::new();
         r[0].write("a", v("1"), &m).unwrap();
         let (left, right) = r.split_at_mut(1);
-        sync(&left[0], &mut right[0], 1 << 20);
+        sync(&mut left[0], &mut right[0], 1 << 20);
         let clock = r[1].clock().clone();
         r[0].members.heard_from("r1", 1, 10);
-        r[0].members.record_clock("r1", &clock);
+        r[0].members.record_clock("r1", 1, &clock);
         r[0].collect_garbage(10);
         assert_eq!(r[0].horizon().get(r[0].origin()), 1);
         let ReadOutcome::Found { metadata, .. } = r[0].read("a", &m).unwrap() else {
@@ -562,10 +482,10 @@ mod tests {
         let old = r[0].store().get("k").unwrap().clone();
         r[0].write("k", None, &m).unwrap();
         let (left, right) = r.split_at_mut(1);
-        sync(&left[0], &mut right[0], 1 << 20);
+        sync(&mut left[0], &mut right[0], 1 << 20);
         let clock = r[1].clock().clone();
         r[0].members.heard_from("r1", 1, 0);
-        r[0].members.record_clock("r1", &clock);
+        r[0].members.record_clock("r1", 1, &clock);
         assert_eq!(r[0].collect_garbage(0), 1);
         // A peer with a stale idea of our clock sends the old value again.
         assert_eq!(r[0].apply_versions(vec![old]), 0);

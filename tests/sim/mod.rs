@@ -92,10 +92,18 @@ impl Cluster {
 
     /// Creates and registers a node (not started).
     fn spawn_node(&mut self, addr: &str) -> Arc<Node> {
+        let view = self.config.view.clone();
+        let incarnation = self.next_incarnation;
+        self.spawn_node_with(addr, &view, incarnation)
+    }
+
+    /// Creates and registers a node started with `view` as its `VIEW` and
+    /// `incarnation` as the incarnation its own clock suggests (not started).
+    fn spawn_node_with(&mut self, addr: &str, view: &[String], incarnation: u64) -> Arc<Node> {
         let mut config = self.config.clone();
         config.socket_address = addr.to_string();
-        let incarnation = self.next_incarnation;
-        self.next_incarnation += 1;
+        config.view = view.to_vec();
+        self.next_incarnation = self.next_incarnation.max(incarnation) + 1;
         let node_seed = self.seed.wrapping_mul(1_000_003).wrapping_add(incarnation);
         let node = Node::new(config, self.net.endpoint(addr), incarnation, node_seed);
         let weak = Arc::downgrade(&node);
@@ -131,6 +139,20 @@ impl Cluster {
         self.kill(addr);
         let node = self.spawn_node(addr);
         node.start().await;
+    }
+
+    /// A new process at `addr` started with `view` as its `VIEW` and with a
+    /// wall clock that suggests `incarnation` (which may not have grown:
+    /// clocks step back or stand still); returns when ready.
+    pub async fn restart_with(&mut self, addr: &str, view: &[String], incarnation: u64) {
+        self.kill(addr);
+        let node = self.spawn_node_with(addr, view, incarnation);
+        node.start().await;
+    }
+
+    /// The incarnation the next started node's wall clock would suggest.
+    pub fn next_incarnation(&self) -> u64 {
+        self.next_incarnation
     }
 
     /// SIGTERM: drain, hand off, leave.
@@ -172,6 +194,37 @@ impl Cluster {
         Ok(())
     }
 
+    /// Checks *reflection* (I1) on every live replica against every write
+    /// that `ledger` has seen anywhere: a replica whose clock covers a write
+    /// holds it, or a version of its key with a greater stamp, or collected
+    /// such a tombstone (the key is absent and its horizon covers the write).
+    /// Call [`Ledger::observe`] often so that it sees writes before they are
+    /// overwritten everywhere.
+    pub fn check_reflection(&self, ledger: &Ledger) -> Result<(), String> {
+        for (addr, node) in &self.nodes {
+            node.inspect(|r| {
+                for (dot, (key, stamp)) in &ledger.writes {
+                    if !r.clock().covers_dot(dot) {
+                        continue;
+                    }
+                    match r.store().get(key) {
+                        Some(held) if held.stamp() >= *stamp => {}
+                        None if r.horizon().covers_dot(dot) => {}
+                        held => {
+                            return Err(format!(
+                                "{addr}: clock {:?} covers {dot:?} ({key}) but holds {:?}",
+                                r.clock(),
+                                held.map(|v| &v.dot)
+                            ))
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
     /// Whether every live replica holds the same versions and clock.
     pub fn converged(&self) -> bool {
         let mut states = self.nodes.values().map(|n| {
@@ -207,6 +260,27 @@ impl Cluster {
                 return None;
             }
             tokio::time::sleep(step).await;
+        }
+    }
+}
+
+/// Every write seen in any replica's store: its key and stamp, by dot.
+#[derive(Default)]
+pub struct Ledger {
+    pub writes: BTreeMap<hearsay::core::Dot, (String, hearsay::core::Stamp)>,
+}
+
+impl Ledger {
+    /// Records every version currently held by a live replica.
+    pub fn observe(&mut self, cluster: &Cluster) {
+        for node in cluster.nodes.values() {
+            node.inspect(|r| {
+                for v in r.store().versions() {
+                    self.writes
+                        .entry(v.dot.clone())
+                        .or_insert_with(|| (v.key.to_string(), v.stamp()));
+                }
+            });
         }
     }
 }

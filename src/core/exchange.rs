@@ -1,0 +1,691 @@
+//! The exchange protocol: how two replica *lives* bring each other up to date.
+//!
+//! Pure state machines; the shell ([`crate::node`]) only carries the messages
+//! they produce and feeds back what comes back.
+//!
+//! * **Pull** ([`Pull`]): the requester sends its clock; the peer answers with
+//!   chunks of what the requester lacks (or of everything, for a snapshot),
+//!   cut in stamp order, each naming the peer's life and carrying the peer's
+//!   [`Covers`]. The requester keeps the `Covers` of the first chunk and
+//!   adopts it once the last chunk has arrived.
+//! * **Push** ([`Push`]): the sender computes what a peer's life lacks from the
+//!   clock that life reported (the *basis*) and sends it in chunks; the last
+//!   chunk may carry the sender's `Covers` together with the basis.
+//!
+//! # Lives, not addresses
+//!
+//! Every message names the life (`address@incarnation`) of its sender, and
+//! every message computed against a particular life of the receiver names that
+//! life too. A replica refuses a message meant for another of its lives, and
+//! a pull that meets a different life of its peer part-way is abandoned, never
+//! merged: a clock, a cursor or a `Covers` learned from one life says nothing
+//! about another. What a replica knows of a peer's clock is kept per life
+//! ([`crate::core::Membership`] resets it on a new incarnation).
+//!
+//! # What a `Covers` claim may make a replica adopt
+//!
+//! A replica raises its clock to a sender's `Covers` only when the transfer
+//! proves it holds everything that clock covers:
+//!
+//! * a pull: every chunk was computed against the requester's own clock (it
+//!   sent it), from one life of the peer, in stamp order from the first chunk
+//!   to the last; if the peer asks for a snapshot part-way, the pull starts
+//!   over as a snapshot (cursor, first `Covers` and key list all reset);
+//! * a push: only if the receiver's clock covers the basis the sender computed
+//!   its delta against (the receiver then holds everything the basis covers,
+//!   and the push carried the rest), and only in the life the push names.
+//!
+//! Why chunks in stamp order keep *reflection* (I1, see [`crate::core::replica`]):
+//! every write the first `Covers` claims is, at the sender, either sent
+//! already (stamp ≤ cursor) or still there with a greater stamp — or was
+//! overwritten by a version with a greater stamp still, which is then sent.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::clock::VClock;
+use super::membership::Heard;
+use super::replica::Replica;
+use super::store::{packed, Key, Stamp, Version};
+
+/// Upper bound on chunks in one transfer (with 1 MiB chunks far beyond any
+/// store one process can hold); a peer that never finishes is abandoned.
+pub const MAX_CHUNKS_PER_TRANSFER: usize = 100_000;
+
+/// One life of one replica.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Life {
+    pub address: String,
+    pub incarnation: u64,
+}
+
+impl std::fmt::Display for Life {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.address, self.incarnation)
+    }
+}
+
+/// What the sender of a transfer guarantees once every chunk has arrived.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Covers {
+    pub clock: VClock,
+    pub lamport: u64,
+    /// The sender's stability horizon. A snapshot receiver adopts it: the
+    /// snapshot carries no trace of the tombstones collected below it, so the
+    /// receiver must send stale peers to a snapshot just as the sender does.
+    pub horizon: VClock,
+}
+
+/// Asks a peer for the next chunk of what the requester lacks.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub from: Life,
+    /// The peer's incarnation this pull is bound to (from its first chunk);
+    /// `None` on the first request.
+    pub to: Option<u64>,
+    /// The requester's clock: the basis of the delta.
+    pub clock: VClock,
+    pub snapshot: bool,
+    pub cursor: Option<Stamp>,
+}
+
+/// One chunk of a pull answer.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PullChunk {
+    /// The answering life.
+    pub from: Life,
+    #[serde(with = "packed")]
+    pub entries: Vec<Version>,
+    /// Pass back as the cursor to get the next chunk; `None` on the last one.
+    pub next: Option<Stamp>,
+    /// The sender's clock and Lamport time now. The receiver keeps the value
+    /// from the first chunk and adopts it when the last chunk has arrived.
+    pub covers: Covers,
+    /// The receiver's clock does not cover the sender's horizon (it may miss
+    /// collected tombstones): only a full snapshot can bring it up to date.
+    pub snapshot_required: bool,
+}
+
+/// Versions a peer's life lacks; the last chunk may carry a guarantee.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub from: Life,
+    /// The receiver's incarnation whose clock the delta was computed against.
+    pub to: u64,
+    #[serde(with = "packed")]
+    pub entries: Vec<Version>,
+    /// On the last chunk, unless the receiver is below the sender's horizon.
+    pub completion: Option<PushCompletion>,
+}
+
+/// The end of a push: what the sender guarantees, and the receiver's clock
+/// that guarantee was computed against.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PushCompletion {
+    pub covers: Covers,
+    pub basis: VClock,
+}
+
+/// Why a replica refused an exchange message.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The sender's life is older than one the receiver has heard from.
+    #[error("the sender's life is stale; the receiver knows incarnation {known}")]
+    StaleSender { known: u64 },
+    /// The message was computed against another life of the receiver.
+    #[error("the message was meant for another life; the receiver is {life}")]
+    WrongReceiver { life: Life },
+}
+
+/// Why an exchange was abandoned.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("peer refused: {0}")]
+    Refused(#[from] Refusal),
+    #[error("chunk from {got}, but the pull is bound to {expected}")]
+    WrongLife { expected: Life, got: Life },
+    #[error("answer from {got} to a pull sent to {expected}")]
+    WrongPeer { expected: String, got: String },
+    #[error("peer asked for a snapshot inside a snapshot")]
+    SnapshotLoop,
+    #[error("transfer exceeded {MAX_CHUNKS_PER_TRANSFER} chunks")]
+    TooManyChunks,
+}
+
+/// The requester's side of one pull from one peer.
+#[derive(Debug)]
+pub struct Pull {
+    peer: String,
+    bound: Option<Life>,
+    snapshot: bool,
+    cursor: Option<Stamp>,
+    first: Option<Covers>,
+    snapshot_keys: HashSet<Key>,
+    chunks: usize,
+}
+
+/// What one chunk did to a pull.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum PullStep {
+    /// Ask for the next chunk ([`Pull::request`]).
+    More,
+    /// The pull is complete and its guarantee adopted.
+    Done(PullDone),
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PullDone {
+    /// The answering life.
+    pub peer: Life,
+    /// Whether it ended as a snapshot (asked for, or required by the peer).
+    pub snapshot: bool,
+    /// Keys in the snapshot (0 for a delta).
+    pub snapshot_keys: usize,
+    /// Local versions dropped because the peer had deleted and collected them.
+    pub dropped: usize,
+}
+
+impl Pull {
+    /// A pull from `peer`: a delta, or everything when `snapshot`.
+    pub fn new(peer: &str, snapshot: bool) -> Self {
+        Pull {
+            peer: peer.to_string(),
+            bound: None,
+            snapshot,
+            cursor: None,
+            first: None,
+            snapshot_keys: HashSet::new(),
+            chunks: 0,
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The next request to send.
+    pub fn request(&self, replica: &Replica) -> PullRequest {
+        PullRequest {
+            from: replica.life(),
+            to: self.bound.as_ref().map(|life| life.incarnation),
+            clock: replica.clock().clone(),
+            snapshot: self.snapshot,
+            cursor: self.cursor.clone(),
+        }
+    }
+
+    /// Takes in one chunk: records the peer life's clock, applies the
+    /// versions, and on the last chunk adopts the first chunk's guarantee.
+    pub fn on_chunk(
+        &mut self,
+        replica: &mut Replica,
+        chunk: PullChunk,
+        now_ms: u64,
+    ) -> Result<PullStep, ExchangeError> {
+        if chunk.from.address != self.peer {
+            return Err(ExchangeError::WrongPeer {
+                expected: self.peer.clone(),
+                got: chunk.from.address,
+            });
+        }
+        if let Some(bound) = &self.bound {
+            if *bound != chunk.from {
+                return Err(ExchangeError::WrongLife {
+                    expected: bound.clone(),
+                    got: chunk.from,
+                });
+            }
+        }
+        self.chunks += 1;
+        if self.chunks > MAX_CHUNKS_PER_TRANSFER {
+            return Err(ExchangeError::TooManyChunks);
+        }
+        let members = &mut replica.members;
+        if members.heard_from(&chunk.from.address, chunk.from.incarnation, now_ms) == Heard::Stale {
+            return Err(ExchangeError::WrongLife {
+                expected: chunk.from.clone(),
+                got: chunk.from,
+            });
+        }
+        members.record_clock(
+            &chunk.from.address,
+            chunk.from.incarnation,
+            &chunk.covers.clock,
+        );
+        if chunk.snapshot_required {
+            if self.snapshot {
+                return Err(ExchangeError::SnapshotLoop);
+            }
+            // Start over as a snapshot: nothing learned so far belongs to it.
+            self.snapshot = true;
+            self.cursor = None;
+            self.first = None;
+            self.snapshot_keys.clear();
+            self.bound = Some(chunk.from);
+            return Ok(PullStep::More);
+        }
+        self.bound.get_or_insert_with(|| chunk.from.clone());
+        let first = self.first.get_or_insert_with(|| chunk.covers.clone());
+        if self.snapshot {
+            self.snapshot_keys
+                .extend(chunk.entries.iter().map(|v| v.key.clone()));
+        }
+        replica.apply_versions(chunk.entries);
+        match chunk.next {
+            Some(next) => {
+                self.cursor = Some(next);
+                Ok(PullStep::More)
+            }
+            None => {
+                let first = first.clone();
+                let dropped = if self.snapshot {
+                    replica.complete_snapshot(&first, &self.snapshot_keys)
+                } else {
+                    replica.complete_transfer(&first);
+                    0
+                };
+                Ok(PullStep::Done(PullDone {
+                    peer: chunk.from,
+                    snapshot: self.snapshot,
+                    snapshot_keys: self.snapshot_keys.len(),
+                    dropped,
+                }))
+            }
+        }
+    }
+}
+
+/// The sender's side of one push to one life of a peer.
+#[derive(Debug)]
+pub struct Push {
+    to: Life,
+    basis: VClock,
+    covers: Covers,
+    cursor: Option<Stamp>,
+    finished: bool,
+    chunks: usize,
+}
+
+impl Push {
+    /// A push of what `peer`'s current life lacks according to the clock that
+    /// life last reported; `None` when that clock covers ours already or no
+    /// life of the peer is known.
+    pub fn start(replica: &Replica, peer: &str) -> Option<Push> {
+        let (incarnation, basis) = replica.members.known_clock(peer)?;
+        if basis.covers(replica.clock()) {
+            return None;
+        }
+        Some(Push {
+            to: Life {
+                address: peer.to_string(),
+                incarnation,
+            },
+            basis: basis.clone(),
+            covers: replica.covers(),
+            cursor: None,
+            finished: false,
+            chunks: 0,
+        })
+    }
+
+    pub fn to(&self) -> &Life {
+        &self.to
+    }
+
+    /// The next chunk to send, or `None` once the last one was produced.
+    pub fn next_request(
+        &mut self,
+        replica: &Replica,
+        max_bytes: usize,
+    ) -> Result<Option<PushRequest>, ExchangeError> {
+        if self.finished {
+            return Ok(None);
+        }
+        self.chunks += 1;
+        if self.chunks > MAX_CHUNKS_PER_TRANSFER {
+            return Err(ExchangeError::TooManyChunks);
+        }
+        let (entries, next) = replica
+            .store()
+            .delta(&self.basis, self.cursor.as_ref(), max_bytes);
+        let completion = match &next {
+            Some(_) => None,
+            // A peer below our horizon may miss collected tombstones: it gets
+            // the versions but no guarantee, and must take a snapshot.
+            None if self.basis.covers(replica.horizon()) => Some(PushCompletion {
+                covers: self.covers.clone(),
+                basis: self.basis.clone(),
+            }),
+            None => None,
+        };
+        self.finished = next.is_none();
+        self.cursor = next;
+        Ok(Some(PushRequest {
+            from: replica.life(),
+            to: self.to.incarnation,
+            entries,
+            completion,
+        }))
+    }
+}
+
+/// What a replica did with a push.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PushApplied {
+    /// Versions that changed the store.
+    pub changed: usize,
+    /// Whether the push's guarantee was adopted.
+    pub adopted: bool,
+}
+
+impl Replica {
+    /// This replica's current life.
+    pub fn life(&self) -> Life {
+        Life {
+            address: self.address().to_string(),
+            incarnation: self.incarnation(),
+        }
+    }
+
+    /// The guarantee this replica can give about its current state.
+    pub fn covers(&self) -> Covers {
+        Covers {
+            clock: self.clock().clone(),
+            lamport: self.lamport(),
+            horizon: self.horizon().clone(),
+        }
+    }
+
+    /// Answers a pull from a peer: the next chunk of what it lacks (or of
+    /// everything, for a snapshot), and records the clock it reported.
+    pub fn answer_pull(
+        &mut self,
+        request: &PullRequest,
+        now_ms: u64,
+        max_bytes: usize,
+    ) -> Result<PullChunk, Refusal> {
+        self.hear(&request.from, now_ms)?;
+        if request.to.is_some_and(|to| to != self.incarnation()) {
+            return Err(Refusal::WrongReceiver { life: self.life() });
+        }
+        if !request.snapshot {
+            self.members.record_clock(
+                &request.from.address,
+                request.from.incarnation,
+                &request.clock,
+            );
+        }
+        let covers = self.covers();
+        let from = self.life();
+        if !request.snapshot && !request.clock.covers(self.horizon()) {
+            return Ok(PullChunk {
+                from,
+                entries: Vec::new(),
+                next: None,
+                covers,
+                snapshot_required: true,
+            });
+        }
+        let empty = VClock::new();
+        let basis = if request.snapshot {
+            &empty
+        } else {
+            &request.clock
+        };
+        let (entries, next) = self
+            .store()
+            .delta(basis, request.cursor.as_ref(), max_bytes);
+        Ok(PullChunk {
+            from,
+            entries,
+            next,
+            covers,
+            snapshot_required: false,
+        })
+    }
+
+    /// Takes in a push: applies its versions, and adopts its guarantee only
+    /// if it names this life and this replica's clock covers its basis.
+    pub fn accept_push(&mut self, push: PushRequest, now_ms: u64) -> Result<PushApplied, Refusal> {
+        self.hear(&push.from, now_ms)?;
+        if push.to != self.incarnation() {
+            return Err(Refusal::WrongReceiver { life: self.life() });
+        }
+        let changed = self.apply_versions(push.entries);
+        let adopted = match &push.completion {
+            Some(completion) if self.clock().covers(&completion.basis) => {
+                self.complete_transfer(&completion.covers);
+                true
+            }
+            _ => false,
+        };
+        Ok(PushApplied { changed, adopted })
+    }
+
+    /// Records contact from `life`; refuses a life older than one known.
+    pub fn hear(&mut self, life: &Life, now_ms: u64) -> Result<Heard, Refusal> {
+        match self
+            .members
+            .heard_from(&life.address, life.incarnation, now_ms)
+        {
+            Heard::Stale => Err(Refusal::StaleSender {
+                known: self
+                    .members
+                    .member(&life.address)
+                    .and_then(|m| m.incarnation)
+                    .unwrap_or(life.incarnation),
+            }),
+            heard => Ok(heard),
+        }
+    }
+}
+
+/// Runs a whole pull of `into` from `from` in one go, as if every message
+/// arrived at once (tests, property checks and models; the shell drives
+/// [`Pull`] message by message instead).
+pub fn pull_all(
+    from: &mut Replica,
+    into: &mut Replica,
+    snapshot: bool,
+    max_bytes: usize,
+    now_ms: u64,
+) -> Result<PullDone, ExchangeError> {
+    let mut pull = Pull::new(from.address(), snapshot);
+    loop {
+        let request = pull.request(into);
+        let chunk = from.answer_pull(&request, now_ms, max_bytes)?;
+        if let PullStep::Done(done) = pull.on_chunk(into, chunk, now_ms)? {
+            return Ok(done);
+        }
+    }
+}
+
+/// Runs a whole push from `from` to `into` in one go; `None` when `from`
+/// knows of nothing `into` lacks.
+pub fn push_all(
+    from: &Replica,
+    into: &mut Replica,
+    max_bytes: usize,
+    now_ms: u64,
+) -> Result<Option<PushApplied>, ExchangeError> {
+    let Some(mut push) = Push::start(from, into.address()) else {
+        return Ok(None);
+    };
+    let mut last = None;
+    while let Some(request) = push.next_request(from, max_bytes)? {
+        last = Some(into.accept_push(request, now_ms)?);
+    }
+    Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::membership::Timing;
+    use crate::core::store::JsonText;
+    use crate::core::{ReadOutcome, WriteOutcome};
+
+    const T: Timing = Timing {
+        suspect_after_ms: 700,
+        dead_after_ms: 1500,
+        dead_member_grace_ms: 10_000,
+    };
+
+    fn view(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("r{i}")).collect()
+    }
+
+    fn replica(i: usize, incarnation: u64, n: usize) -> Replica {
+        Replica::new(&format!("r{i}"), incarnation, &view(n), T, 0)
+    }
+
+    fn put(r: &mut Replica, key: &str) -> VClock {
+        match r
+            .write(key, Some(JsonText::from("1")), &VClock::new())
+            .unwrap()
+        {
+            WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata } => metadata,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn holds(r: &Replica, key: &str) -> bool {
+        matches!(r.read(key, &VClock::new()), Ok(ReadOutcome::Found { .. }))
+    }
+
+    /// The reviewer's first finding, in the core: what a peer's earlier life
+    /// reported must not shape a push to its new life.
+    #[test]
+    fn a_push_computed_against_an_earlier_life_is_refused() {
+        let (mut a, mut b) = (replica(0, 1, 2), replica(1, 1, 2));
+        for key in ["k1", "k2"] {
+            put(&mut a, key);
+        }
+        pull_all(&mut a, &mut b, false, 1 << 20, 0).unwrap();
+        // a learns b's clock (it covers k1, k2) from b's next pull.
+        pull_all(&mut a, &mut b, false, 1 << 20, 0).unwrap();
+        let k3 = put(&mut a, "k3");
+        let mut push = Push::start(&a, "r1").expect("b lacks k3");
+        // b restarts empty, as a new life.
+        let mut b = replica(1, 2, 2);
+        let request = push.next_request(&a, 1 << 20).unwrap().unwrap();
+        assert_eq!(
+            b.accept_push(request, 0),
+            Err(Refusal::WrongReceiver { life: b.life() })
+        );
+        assert!(!b.clock().covers(&k3));
+        assert!(b.clock().is_empty(), "nothing claimed");
+    }
+
+    /// A push whose basis the receiver's clock does not cover proves nothing
+    /// about what the basis covers: its versions are kept, its guarantee not.
+    #[test]
+    fn a_push_guarantee_is_adopted_only_above_its_basis() {
+        let (mut a, mut b) = (replica(0, 1, 2), replica(1, 1, 2));
+        let k1 = put(&mut a, "k1");
+        put(&mut a, "k2");
+        // a believes b holds k1 (say a forged or confused report).
+        a.members.heard_from("r1", 1, 0);
+        a.members.record_clock("r1", 1, &k1);
+        let applied = push_all(&a, &mut b, 1 << 20, 0).unwrap().unwrap();
+        assert!(!applied.adopted);
+        assert!(holds(&b, "k2") && !holds(&b, "k1"));
+        assert!(
+            !b.clock().covers(&k1),
+            "b does not claim k1, which it lacks"
+        );
+        b.check_invariants().unwrap();
+        // A push computed against what b really holds is adopted.
+        pull_all(&mut a, &mut b, false, 1 << 20, 0).unwrap();
+        assert!(b.clock().covers(a.clock()));
+    }
+
+    /// A pull that meets another life of its peer part-way is abandoned.
+    #[test]
+    fn a_pull_bound_to_one_life_refuses_chunks_of_another() {
+        let (mut a, mut b) = (replica(0, 1, 2), replica(1, 1, 2));
+        for i in 0..20 {
+            put(&mut a, &format!("k{i}"));
+        }
+        let mut pull = Pull::new("r0", false);
+        let chunk = a.answer_pull(&pull.request(&b), 0, 64).unwrap();
+        assert_eq!(pull.on_chunk(&mut b, chunk, 0), Ok(PullStep::More));
+        // a restarts (a new life with its own writes) and is asked for more.
+        let mut a2 = replica(0, 2, 2);
+        put(&mut a2, "fresh");
+        let request = pull.request(&b);
+        assert_eq!(
+            a2.answer_pull(&request, 0, 64),
+            Err(Refusal::WrongReceiver { life: a2.life() })
+        );
+        // Even a chunk that got through is refused by the requester.
+        let stray = a2
+            .answer_pull(&Pull::new("r0", false).request(&b), 0, 64)
+            .unwrap();
+        assert!(matches!(
+            pull.on_chunk(&mut b, stray, 0),
+            Err(ExchangeError::WrongLife { .. })
+        ));
+        assert!(b.clock().is_empty(), "nothing claimed from either life");
+        b.check_invariants().unwrap();
+    }
+
+    /// The reviewer's sixth finding: a pull that must switch to a snapshot
+    /// after its first chunk starts over, so the snapshot's key list is
+    /// complete and no live key is dropped.
+    #[test]
+    fn a_switch_to_a_snapshot_part_way_starts_the_pull_over() {
+        let (mut a, mut b, mut c) = (replica(0, 1, 3), replica(1, 1, 3), replica(2, 1, 3));
+        for i in 0..10 {
+            put(&mut a, &format!("k{i}"));
+        }
+        pull_all(&mut a, &mut c, false, 1 << 20, 0).unwrap();
+        let mut pull = Pull::new("r0", false);
+        let chunk = a.answer_pull(&pull.request(&b), 0, 64).unwrap();
+        assert!(!chunk.snapshot_required && !chunk.entries.is_empty());
+        assert_eq!(pull.on_chunk(&mut b, chunk, 0), Ok(PullStep::More));
+        // Meanwhile b is dead past the grace period at a, and a raises its
+        // horizon to what c holds: b is now below it.
+        let later = 1_000_000;
+        a.members.heard_from("r2", 1, later);
+        a.members.record_clock("r2", 1, c.clock());
+        a.members.tick(later);
+        a.collect_garbage(later);
+        assert!(!b.clock().covers(a.horizon()));
+        let mut snapshot = false;
+        loop {
+            let chunk = a.answer_pull(&pull.request(&b), later, 64).unwrap();
+            snapshot |= chunk.snapshot_required;
+            if let PullStep::Done(done) = pull.on_chunk(&mut b, chunk, later).unwrap() {
+                assert!(done.snapshot && snapshot);
+                assert_eq!(done.dropped, 0);
+                break;
+            }
+        }
+        for i in 0..10 {
+            assert!(holds(&b, &format!("k{i}")), "k{i} kept");
+        }
+        assert_eq!(b.clock(), a.clock());
+        b.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_join_after_a_stale_refusal_opens_a_newer_life() {
+        let mut a = replica(0, 1, 2);
+        a.members.heard_from("r1", 7, 0);
+        let mut b = replica(1, 5, 2);
+        let refusal = a.hear(&b.life(), 0).unwrap_err();
+        let Refusal::StaleSender { known } = refusal else {
+            panic!("{refusal:?}")
+        };
+        assert!(b.open_new_life(known + 1));
+        assert_eq!(b.incarnation(), 8);
+        assert!(a.hear(&b.life(), 0).is_ok());
+        let mut last = replica(1, u64::MAX, 2);
+        assert!(
+            !last.open_new_life(u64::MAX),
+            "no incarnation above the largest"
+        );
+    }
+}

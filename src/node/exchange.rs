@@ -1,0 +1,231 @@
+//! Pulls, pushes and anti-entropy rounds: the shell side of the exchange
+//! protocol. Each function drives one of the core's state machines
+//! ([`Pull`], [`Push`]) — lock, compute the next message, unlock, send, lock,
+//! take in the answer — and owns only what the core cannot: timeouts, the
+//! per-peer pull lock, metrics and logs.
+//!
+//! Every gossip round picks a random peer from the view: pull what we lack,
+//! then push what its current life lacks (push-pull anti-entropy).
+
+use std::sync::Arc;
+
+use rand::seq::IndexedRandom;
+use tokio::time::Instant;
+use tracing::{debug, info, Instrument};
+
+use super::{lock, Node};
+use crate::core::{ExchangeError, Pull, PullRequest, PullStep, Push, PushRequest, VClock};
+use crate::proto::{Request, Response};
+use crate::telemetry::names;
+use crate::transport::TransportError;
+
+/// Why a transfer with a peer did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    #[error("unexpected answer: {0}")]
+    UnexpectedAnswer(&'static str),
+    #[error("another pull from this peer did not finish in time")]
+    Busy,
+}
+
+fn answer_kind(response: &Response) -> &'static str {
+    match response {
+        Response::Hello(_) => "hello",
+        Response::Chunk(_) => "chunk",
+        Response::Ack => "ack",
+        Response::Refused(_) => "refused",
+    }
+}
+
+impl Node {
+    /// Answers a peer's pull with the next chunk of what it lacks.
+    pub(super) fn answer_pull(&self, request: &PullRequest) -> Response {
+        let now = self.now_ms();
+        let answer = self
+            .replica()
+            .answer_pull(request, now, self.config.max_message_bytes);
+        match answer {
+            Ok(chunk) => {
+                metrics::counter!(names::DELTA_VERSIONS_SENT).increment(chunk.entries.len() as u64);
+                Response::Chunk(chunk)
+            }
+            Err(refusal) => Response::Refused(refusal),
+        }
+    }
+
+    /// Takes in a peer's push.
+    pub(super) fn accept_push(&self, push: PushRequest) -> Response {
+        let now = self.now_ms();
+        let received = push.entries.len() as u64;
+        let applied = self.replica().accept_push(push, now);
+        match applied {
+            Ok(_) => {
+                metrics::counter!(names::DELTA_VERSIONS_RECEIVED).increment(received);
+                self.notify();
+                Response::Ack
+            }
+            Err(refusal) => Response::Refused(refusal),
+        }
+    }
+
+    /// Starts pulls from peers that can supply `metadata` (or from every live
+    /// peer when none is known to).
+    pub(super) fn pull_for(self: &Arc<Self>, metadata: &VClock) {
+        let candidates: Vec<String> = {
+            let replica = self.replica();
+            let peers = replica.members.live_peers();
+            let covering: Vec<String> = peers
+                .iter()
+                .filter(|p| {
+                    replica
+                        .members
+                        .known_clock(p)
+                        .is_some_and(|(_, clock)| clock.covers(metadata))
+                })
+                .cloned()
+                .collect();
+            if covering.is_empty() {
+                peers
+            } else {
+                covering
+            }
+        };
+        for peer in candidates {
+            self.spawn_pull(peer);
+        }
+    }
+
+    pub(super) fn spawn_pull(self: &Arc<Self>, peer: String) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = node.pull_from(&peer, false).await {
+                debug!(%peer, %error, "pull failed");
+            }
+        });
+    }
+
+    fn pull_lock(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.peers)
+            .entry(peer.to_string())
+            .or_default()
+            .pull
+            .clone()
+    }
+
+    /// Pulls what this replica lacks from `peer` (everything, for a
+    /// snapshot), chunk by chunk, and adopts the peer's guarantee when done.
+    ///
+    /// At most one pull per peer runs at a time. A delta pull that finds one
+    /// under way is redundant and returns at once; a snapshot (state
+    /// transfer) waits for it (bounded), because the caller relies on the
+    /// snapshot having completed when this returns `Ok`.
+    pub async fn pull_from(
+        self: &Arc<Self>,
+        peer: &str,
+        snapshot: bool,
+    ) -> Result<(), TransferError> {
+        let pull_lock = self.pull_lock(peer);
+        let _claim = if snapshot {
+            tokio::time::timeout(self.timeout() * 2, pull_lock.lock_owned())
+                .await
+                .map_err(|_| TransferError::Busy)?
+        } else {
+            match pull_lock.try_lock_owned() {
+                Ok(claim) => claim,
+                Err(_) => return Ok(()),
+            }
+        };
+        let mut pull = Pull::new(peer, snapshot);
+        loop {
+            let request = pull.request(&self.replica());
+            let answer = self
+                .transport
+                .call(peer, Request::Pull(request), self.timeout())
+                .await?;
+            let chunk = match answer {
+                Response::Chunk(chunk) => chunk,
+                Response::Refused(refusal) => {
+                    self.refused(&refusal);
+                    return Err(ExchangeError::Refused(refusal).into());
+                }
+                other => return Err(TransferError::UnexpectedAnswer(answer_kind(&other))),
+            };
+            let received = chunk.entries.len() as u64;
+            let now = self.now_ms();
+            let step = pull.on_chunk(&mut self.replica(), chunk, now);
+            metrics::counter!(names::DELTA_VERSIONS_RECEIVED).increment(received);
+            self.notify();
+            match step? {
+                PullStep::More => continue,
+                PullStep::Done(done) => {
+                    if done.snapshot {
+                        info!(%peer, keys = done.snapshot_keys, dropped = done.dropped, "state transfer: snapshot applied");
+                        metrics::counter!(names::STATE_TRANSFERS).increment(1);
+                    }
+                    if let Some(record) = lock(&self.peers).get_mut(peer) {
+                        record.last_pull_ms = Some(self.now_ms());
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Pushes to `peer` everything its current life lacks according to the
+    /// clock it last reported.
+    pub async fn push_to(self: &Arc<Self>, peer: &str) -> Result<(), TransferError> {
+        let Some(mut push) = Push::start(&self.replica(), peer) else {
+            return Ok(());
+        };
+        loop {
+            let request = push.next_request(&self.replica(), self.config.max_message_bytes)?;
+            let Some(request) = request else {
+                return Ok(());
+            };
+            metrics::counter!(names::DELTA_VERSIONS_SENT).increment(request.entries.len() as u64);
+            match self
+                .transport
+                .call(peer, Request::Push(request), self.timeout())
+                .await?
+            {
+                Response::Ack => {}
+                Response::Refused(refusal) => {
+                    let life = push.to().clone();
+                    debug!(%life, %refusal, "push refused");
+                    self.refused(&refusal);
+                    return Err(ExchangeError::Refused(refusal).into());
+                }
+                other => return Err(TransferError::UnexpectedAnswer(answer_kind(&other))),
+            }
+        }
+    }
+
+    /// One anti-entropy round with a random peer from the view.
+    pub async fn gossip_round(self: &Arc<Self>) {
+        let peer = {
+            let peers = self.replica().members.live_peers();
+            let mut rng = lock(&self.rng);
+            peers.choose(&mut *rng).cloned()
+        };
+        let Some(peer) = peer else { return };
+        metrics::counter!(names::GOSSIP_ROUNDS).increment(1);
+        let span = tracing::debug_span!("gossip", %peer);
+        let started = Instant::now();
+        async {
+            if let Err(error) = self.pull_from(&peer, false).await {
+                debug!(%error, "gossip pull failed");
+                return;
+            }
+            if let Err(error) = self.push_to(&peer).await {
+                debug!(%error, "gossip push failed");
+            }
+            debug!(took = ?started.elapsed(), "gossip round done");
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,221 @@
+//! A node's life cycle: start-up (join, state transfer), the background
+//! loops, garbage collection, graceful leave.
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{lock, Node};
+use crate::core::Refusal;
+use crate::proto::{Request, Response};
+use crate::telemetry::names;
+
+/// Join rounds at start before serving with whatever life we have: each
+/// refused round moves our incarnation above every life the refusers know.
+const JOIN_ATTEMPTS: usize = 4;
+
+/// Rounds over the peers that answered the join before a replica gives up
+/// on a state transfer and serves what it has (and catches up by gossip).
+const TRANSFER_ROUNDS: usize = 3;
+
+impl Node {
+    /// Announces this replica, starts the background tasks, and transfers
+    /// state from a live peer; returns when the replica is ready to serve.
+    pub async fn start(self: &Arc<Self>) {
+        self.spawn_loops();
+        let peers: Vec<String> = {
+            let replica = self.replica();
+            let mut peers = replica.members.live_peers();
+            let mut rng = lock(&self.rng);
+            rand::seq::SliceRandom::shuffle(&mut peers[..], &mut *rng);
+            peers
+        };
+        let live = self.join(&peers).await;
+        // A peer that answered the join is up: keep trying the transfer (a
+        // chunk can time out under load) rather than serve without it.
+        'transfer: for _ in 0..TRANSFER_ROUNDS {
+            for peer in &live {
+                match self.pull_from(peer, true).await {
+                    Ok(()) => break 'transfer,
+                    Err(error) => {
+                        warn!(%peer, %error, "state transfer failed; trying another peer")
+                    }
+                }
+            }
+        }
+        if live.is_empty() && !peers.is_empty() {
+            info!("no peer answered; starting empty and will keep trying");
+        }
+        self.set_ready();
+        info!(address = %self.address, incarnation = self.incarnation(), "ready");
+        // Other peers may hold writes the snapshot's sender had not seen yet:
+        // fetch them now rather than at the next heartbeat.
+        let ahead: Vec<String> = {
+            let replica = self.replica();
+            live.into_iter()
+                .filter(|peer| {
+                    replica
+                        .members
+                        .known_clock(peer)
+                        .is_some_and(|(_, clock)| !replica.clock().covers(clock))
+                })
+                .collect()
+        };
+        for peer in ahead {
+            self.spawn_pull(peer);
+        }
+    }
+
+    /// Announces this life to `peers`; returns those that took it. A peer
+    /// that knows a life of this address at least as new refuses, and the
+    /// announcement is repeated from above it (a wall clock that stepped
+    /// back or stood still must not make two lives share an incarnation).
+    async fn join(self: &Arc<Self>, peers: &[String]) -> Vec<String> {
+        let mut live = Vec::new();
+        for _ in 0..JOIN_ATTEMPTS {
+            let hello = self.hello();
+            let answers = futures::future::join_all(peers.iter().map(|peer| {
+                let request = Request::Join(hello.clone());
+                let call = self.transport.call(peer, request, self.timeout());
+                async move { (peer.clone(), call.await) }
+            }))
+            .await;
+            live.clear();
+            let mut newest_known = None;
+            for (peer, answer) in answers {
+                match answer {
+                    Ok(Response::Hello(hello))
+                        if hello.address == peer && self.observe(&hello).is_ok() =>
+                    {
+                        live.push(peer);
+                    }
+                    Ok(Response::Refused(Refusal::StaleSender { known })) => {
+                        newest_known = newest_known.max(Some(known));
+                    }
+                    _ => {}
+                }
+            }
+            match newest_known {
+                Some(known) => self.outlive(known),
+                None => break,
+            }
+        }
+        live
+    }
+
+    fn spawn_loops(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let cancel = self.shutdown.clone();
+        let every = |period: u64| Duration::from_millis(period);
+        spawn_periodic(
+            weak.clone(),
+            cancel.clone(),
+            every(self.config.heartbeat_interval_ms),
+            0.0,
+            |node| async move { node.heartbeat_tick() },
+        );
+        spawn_periodic(
+            weak.clone(),
+            cancel.clone(),
+            every(self.config.gossip_interval_ms),
+            0.1,
+            |node| async move { node.gossip_round().await },
+        );
+        spawn_periodic(
+            weak,
+            cancel,
+            every(self.config.gc_interval_ms),
+            0.0,
+            |node| async move {
+                node.collect_garbage();
+            },
+        );
+    }
+
+    pub fn collect_garbage(&self) -> usize {
+        let now = self.now_ms();
+        let collected = self.replica().collect_garbage(now);
+        if collected > 0 {
+            debug!(collected, "tombstones collected");
+            metrics::counter!(names::TOMBSTONES_COLLECTED).increment(collected as u64);
+        }
+        collected
+    }
+
+    /// Graceful leave: refuse new client requests, hand every write a peer
+    /// may lack to the live peers, tell them we are leaving, stop the tasks.
+    pub async fn leave(self: &Arc<Self>) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.notify();
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        let peers = self.replica().members.live_peers();
+        let handoff = futures::future::join_all(
+            peers
+                .iter()
+                .map(|peer| async move { (peer, self.push_to(peer).await) }),
+        );
+        match tokio::time::timeout(grace.mul_f32(0.7), handoff).await {
+            Ok(results) => {
+                let delivered = results.iter().filter(|(_, r)| r.is_ok()).count();
+                info!(delivered, peers = results.len(), "hand-off before leaving");
+            }
+            Err(_) => warn!("hand-off timed out"),
+        }
+        let incarnation = self.incarnation();
+        let leave = futures::future::join_all(peers.iter().map(|peer| {
+            let request = Request::Leave {
+                address: self.address.clone(),
+                incarnation,
+            };
+            self.transport.call(peer, request, grace.mul_f32(0.2))
+        }));
+        let _ = tokio::time::timeout(grace.mul_f32(0.25), leave).await;
+        self.shutdown.cancel();
+    }
+
+    /// Stops the background tasks without telling anyone (a crash, in tests).
+    pub fn halt(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Runs `step` every `period` (± `jitter` of it) until cancelled or the node
+/// is gone. A slow step delays the next one rather than piling up.
+fn spawn_periodic<F, Fut>(
+    node: Weak<Node>,
+    cancel: CancellationToken,
+    period: Duration,
+    jitter: f64,
+    step: F,
+) where
+    F: Fn(Arc<Node>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let wait = {
+                let Some(node) = node.upgrade() else { return };
+                let factor = if jitter > 0.0 {
+                    lock(&node.rng).random_range(1.0 - jitter..=1.0 + jitter)
+                } else {
+                    1.0
+                };
+                period.mul_f64(factor)
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let Some(node) = node.upgrade() else { return };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = step(node) => {}
+            }
+        }
+    });
+}

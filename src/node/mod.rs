@@ -1,0 +1,404 @@
+//! The I/O shell around one [`Replica`]: timers, peer choice, message moving.
+//!
+//! A [`Node`] owns the replica behind a `std::sync::Mutex` that is only ever
+//! held for a short synchronous step — never across an `.await`. Every
+//! exchange is: lock, compute what to send, unlock, send (bounded by a
+//! timeout), lock, apply the answer, unlock. The protocol itself — what to
+//! send, what an answer proves — lives in the pure core
+//! ([`crate::core::exchange`], [`crate::core::membership`]); this module only
+//! moves bytes and runs timers.
+//!
+//! * `mod.rs` (here) — the node, client operations with causal waits, view
+//!   operations, and the dispatch of requests from peers.
+//! * [`peers`] — per-peer records, heartbeats and the failure-detector tick.
+//! * [`exchange`] — pulls, pushes and gossip rounds, driving the core's
+//!   [`crate::core::Pull`] and [`crate::core::Push`] state machines.
+//! * [`lifecycle`] — start-up (join, state transfer), background loops,
+//!   graceful leave.
+//!
+//! Randomness comes from one seeded RNG and time from tokio's clock, so under
+//! a paused clock with the in-memory transport a seed replays a run.
+
+mod exchange;
+mod lifecycle;
+mod peers;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::core::{
+    JsonText, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteOutcome,
+};
+use crate::proto::{Hello, Request, Response};
+use crate::telemetry::names;
+use crate::transport::Transport;
+
+pub use exchange::TransferError;
+
+/// Why a client request could not be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The missing writes did not arrive within `causal_wait`.
+    CausalTimeout,
+    /// The replica is shutting down.
+    Draining,
+}
+
+/// A snapshot of one member for operators.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberInfo {
+    pub address: String,
+    pub state: &'static str,
+    pub admitted: bool,
+    pub in_view: bool,
+    pub incarnation: Option<u64>,
+    pub last_heard_ms_ago: Option<u64>,
+    pub is_self: bool,
+}
+
+pub struct Node {
+    config: Arc<Config>,
+    address: String,
+    replica: Mutex<Replica>,
+    transport: Arc<dyn Transport>,
+    rng: Mutex<StdRng>,
+    epoch: Instant,
+    /// Bumped whenever the clock grows or readiness changes.
+    changes: watch::Sender<u64>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    /// What the shell tracks per peer address (in-flight exchanges, timers).
+    peers: Mutex<HashMap<String, peers::PeerRecord>>,
+    shutdown: CancellationToken,
+}
+
+/// Locks a mutex, recovering from poisoning: every critical section leaves the
+/// data consistent before any step that could panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Node {
+    /// A node for `config` whose first life has at least `incarnation` (the
+    /// start time in ms is the usual choice; a peer that knows a newer life
+    /// of this address makes it go higher), talking through `transport`.
+    pub fn new(
+        config: Config,
+        transport: Arc<dyn Transport>,
+        incarnation: u64,
+        seed: u64,
+    ) -> Arc<Node> {
+        let timing = Timing {
+            suspect_after_ms: config.suspect_after_ms,
+            dead_after_ms: config.dead_after_ms,
+            dead_member_grace_ms: config.dead_member_grace_ms,
+        };
+        let replica = Replica::new(&config.socket_address, incarnation, &config.view, timing, 0);
+        let (changes, _) = watch::channel(0);
+        Arc::new(Node {
+            address: config.socket_address.clone(),
+            config: Arc::new(config),
+            replica: Mutex::new(replica),
+            transport,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            epoch: Instant::now(),
+            changes,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            peers: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The current life's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.replica().incarnation()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn replica(&self) -> MutexGuard<'_, Replica> {
+        lock(&self.replica)
+    }
+
+    /// Runs `f` on the replica under the lock (tests and metrics).
+    pub fn inspect<T>(&self, f: impl FnOnce(&Replica) -> T) -> T {
+        f(&self.replica())
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn set_ready(&self) {
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            self.notify();
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.rpc_timeout_ms)
+    }
+
+    fn hello(&self) -> Hello {
+        let replica = self.replica();
+        Hello {
+            address: self.address.clone(),
+            incarnation: replica.incarnation(),
+            clock: replica.clock().clone(),
+            admin: replica.members.admin_records(),
+        }
+    }
+
+    /// A peer refused a message because it knows a life of this address at
+    /// least as new as `known`: move to a newer life so that peers take our
+    /// messages again (the wall clock that chose our incarnation stepped back
+    /// or stood still, or an earlier life is still remembered).
+    fn outlive(self: &Arc<Self>, known: u64) {
+        let renewed = {
+            let mut replica = self.replica();
+            if replica.incarnation() > known {
+                return;
+            }
+            replica.open_new_life(known.saturating_add(1))
+        };
+        if renewed {
+            let incarnation = self.incarnation();
+            info!(
+                incarnation,
+                "a peer knows a newer life of this address; starting a newer one"
+            );
+            metrics::counter!(names::NEW_LIVES).increment(1);
+            self.spawn_heartbeats_to_all();
+        } else {
+            warn!(
+                known,
+                "a peer claims the largest possible incarnation; cannot outlive it"
+            );
+        }
+    }
+
+    /// Takes in a refusal from `peer`.
+    fn refused(self: &Arc<Self>, refusal: &Refusal) {
+        match refusal {
+            Refusal::StaleSender { known } => self.outlive(*known),
+            Refusal::WrongReceiver { life } => {
+                let now = self.now_ms();
+                let _ = self.replica().hear(life, now);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Client operations
+    // ----------------------------------------------------------------------
+
+    /// Reads `key` for a client that has seen `metadata`.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &str,
+        metadata: &VClock,
+    ) -> Result<ReadOutcome, Unavailable> {
+        self.when_caught_up(metadata, |replica| replica.read(key, metadata))
+            .await
+    }
+
+    /// Writes (`Some`) or deletes (`None`) `key` for a client that has seen `metadata`.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: &str,
+        value: Option<JsonText>,
+        metadata: &VClock,
+    ) -> Result<WriteOutcome, Unavailable> {
+        self.when_caught_up(metadata, move |replica| {
+            replica.write(key, value.clone(), metadata)
+        })
+        .await
+    }
+
+    /// Runs `op` once this replica is ready and covers `metadata`; until then
+    /// pulls the missing writes and waits, at most `causal_wait`.
+    async fn when_caught_up<T>(
+        self: &Arc<Self>,
+        metadata: &VClock,
+        mut op: impl FnMut(&mut Replica) -> Result<T, crate::core::NotYet>,
+    ) -> Result<T, Unavailable> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.causal_wait_ms);
+        let mut changes = self.changes.subscribe();
+        let mut waited = false;
+        loop {
+            if self.is_draining() {
+                return Err(Unavailable::Draining);
+            }
+            if self.is_ready() {
+                if let Ok(outcome) = op(&mut self.replica()) {
+                    if waited {
+                        metrics::counter!(names::CAUSAL_WAITS_SATISFIED).increment(1);
+                    }
+                    return Ok(outcome);
+                }
+            }
+            if !waited {
+                metrics::counter!(names::CAUSAL_WAITS).increment(1);
+                waited = true;
+            }
+            self.pull_for(metadata);
+            let retry = (Instant::now() + Duration::from_millis(200)).min(deadline);
+            match tokio::time::timeout_at(retry, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Unavailable::CausalTimeout),
+                Err(_) if Instant::now() >= deadline => {
+                    metrics::counter!(names::CAUSAL_UNAVAILABLE).increment(1);
+                    return Err(Unavailable::CausalTimeout);
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // View operations
+    // ----------------------------------------------------------------------
+
+    pub fn view(&self) -> Vec<String> {
+        self.replica().members.view()
+    }
+
+    pub fn view_add(self: &Arc<Self>, address: &str) -> ViewChange {
+        let now = self.now_ms();
+        let change = self.replica().members.admin_add(address, now);
+        if change == ViewChange::Added {
+            info!(member = address, "view change: added by request");
+            metrics::counter!(names::VIEW_CHANGES, "change" => "added").increment(1);
+            self.spawn_heartbeats_to_all();
+        }
+        change
+    }
+
+    pub fn view_remove(self: &Arc<Self>, address: &str) -> ViewChange {
+        let change = self.replica().members.admin_remove(address);
+        if change == ViewChange::Deleted {
+            info!(member = address, "view change: deleted by request");
+            metrics::counter!(names::VIEW_CHANGES, "change" => "deleted").increment(1);
+            self.spawn_heartbeats_to_all();
+        }
+        change
+    }
+
+    /// Every known member with its state, for operators.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let now = self.now_ms();
+        let replica = self.replica();
+        let view: HashSet<String> = replica.members.view().into_iter().collect();
+        let mut out = vec![MemberInfo {
+            address: self.address.clone(),
+            state: "alive",
+            admitted: true,
+            in_view: true,
+            incarnation: Some(replica.incarnation()),
+            last_heard_ms_ago: Some(0),
+            is_self: true,
+        }];
+        out.extend(
+            replica
+                .members
+                .members()
+                .filter(|m| m.address != self.address)
+                .map(|m| MemberInfo {
+                    address: m.address.clone(),
+                    state: m.liveness.as_str(),
+                    admitted: m.admission.admitted,
+                    in_view: view.contains(&m.address),
+                    incarnation: m.incarnation,
+                    last_heard_ms_ago: m.incarnation.map(|_| now.saturating_sub(m.last_heard_ms)),
+                    is_self: false,
+                }),
+        );
+        out
+    }
+
+    // ----------------------------------------------------------------------
+    // Requests from peers
+    // ----------------------------------------------------------------------
+
+    /// Answers one replica-to-replica request. Synchronous: it only touches
+    /// the replica under the lock and may spawn follow-up work.
+    pub fn handle(self: &Arc<Self>, request: Request) -> Response {
+        match request {
+            Request::Heartbeat(hello) => match self.observe(&hello) {
+                Ok(()) => Response::Hello(self.hello()),
+                Err(refusal) => Response::Refused(refusal),
+            },
+            Request::Join(hello) => self.handle_join(&hello),
+            Request::Pull(pull) => self.answer_pull(&pull),
+            Request::Push(push) => self.accept_push(push),
+            Request::Leave {
+                address,
+                incarnation,
+            } => {
+                let change = self.replica().members.mark_left(&address, incarnation);
+                if let Some(change) = change {
+                    peers::log_liveness(&change);
+                }
+                Response::Ack
+            }
+        }
+    }
+
+    /// A starting replica announces itself. A join always opens a new life:
+    /// one whose incarnation is not above every life of that address known
+    /// here is refused, and the joiner goes above it and asks again.
+    fn handle_join(self: &Arc<Self>, hello: &Hello) -> Response {
+        let known = self
+            .replica()
+            .members
+            .member(&hello.address)
+            .and_then(|m| m.incarnation);
+        if let Some(known) = known.filter(|&known| hello.incarnation <= known) {
+            return Response::Refused(Refusal::StaleSender { known });
+        }
+        let now = self.now_ms();
+        let change = self.replica().members.admin_add(&hello.address, now);
+        if change == ViewChange::Added {
+            info!(member = %hello.address, "view change: replica announced itself");
+            metrics::counter!(names::VIEW_CHANGES, "change" => "joined").increment(1);
+        }
+        if let Err(refusal) = self.observe(hello) {
+            return Response::Refused(refusal);
+        }
+        if change == ViewChange::Added {
+            self.spawn_heartbeats_to_all();
+        }
+        Response::Hello(self.hello())
+    }
+}

@@ -1,0 +1,177 @@
+//! Seeded simulations of the exchange protocol across replica lives: restarts
+//! with a `VIEW` that omits the peers (a replica an operator added), restarts
+//! whose wall clock stepped back or stood still, and the invariant that a
+//! replica's clock never covers a write it does not reflect, checked after
+//! every step against a ledger of every write seen anywhere.
+
+mod sim;
+
+use std::time::Duration;
+
+use hearsay::core::{ReadOutcome, VClock, WriteOutcome};
+use sim::{address, run_seeded, seeds, Cluster, Ledger};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Writes `key = value` at `addr` with no causal past; returns its metadata.
+async fn put(cluster: &Cluster, addr: &str, key: &str, value: &str) -> Result<VClock, String> {
+    match cluster
+        .node(addr)
+        .write(key, Some(value.into()), &VClock::new())
+        .await
+    {
+        Ok(WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata }) => {
+            Ok(metadata)
+        }
+        other => Err(format!("put {key} at {addr}: {other:?}")),
+    }
+}
+
+/// Whether `addr` serves `key = value` to a client holding `metadata` now.
+fn serves(cluster: &Cluster, addr: &str, key: &str, value: &str, metadata: &VClock) -> bool {
+    cluster.node(addr).inspect(|r| match r.read(key, metadata) {
+        Ok(ReadOutcome::Found { value: got, .. }) => &*got == value,
+        _ => false,
+    })
+}
+
+/// Steps virtual time in 10 ms steps for `window`, checking reflection
+/// (no clock covers a write its replica does not reflect) after each step.
+async fn reflection_holds_for(
+    cluster: &Cluster,
+    ledger: &mut Ledger,
+    window: Duration,
+) -> Result<(), String> {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < window {
+        ledger.observe(cluster);
+        cluster.check_reflection(ledger)?;
+        cluster.check_invariants()?;
+        sim::sleep_ms(10).await;
+    }
+    Ok(())
+}
+
+/// Waits (checking reflection throughout) until every write in `writes` is
+/// served at every live replica to a client holding its own metadata.
+async fn every_write_served_everywhere(
+    cluster: &Cluster,
+    ledger: &mut Ledger,
+    writes: &[(String, String, VClock)],
+    limit: Duration,
+) -> Result<Duration, String> {
+    let started = tokio::time::Instant::now();
+    loop {
+        ledger.observe(cluster);
+        cluster.check_reflection(ledger)?;
+        cluster.check_invariants()?;
+        let missing: Vec<String> = cluster
+            .live()
+            .iter()
+            .flat_map(|addr| {
+                writes
+                    .iter()
+                    .filter(|(key, value, metadata)| !serves(cluster, addr, key, value, metadata))
+                    .map(move |(key, _, _)| format!("{key}@{addr}"))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() >= limit {
+            return Err(format!("after {limit:?} still not served: {missing:?}"));
+        }
+        sim::sleep_ms(10).await;
+    }
+}
+
+/// The reviewer's first finding: B was added to A by an operator (its own
+/// `VIEW` names only itself), received k1..k5, was SIGKILLed and restarted
+/// with the same `VIEW`. Its new life must never claim k1..k5 before it
+/// holds them, and must end up serving them.
+#[test]
+fn a_restart_with_a_view_that_omits_the_peers_never_claims_missing_writes() {
+    for seed in seeds(300, 12) {
+        run_seeded(seed, |seed| async move {
+            let (a, b) = (address(0), address(1));
+            let mut cluster = Cluster::start(2, seed).await;
+            let mut ledger = Ledger::default();
+            let mut writes = Vec::new();
+            for i in 1..=5 {
+                let key = format!("k{i}");
+                writes.push((
+                    key.clone(),
+                    "1".to_string(),
+                    put(&cluster, &a, &key, "1").await?,
+                ));
+            }
+            every_write_served_everywhere(&cluster, &mut ledger, &writes, ms(2000)).await?;
+            cluster.kill(&b);
+            writes.push(("k6".into(), "1".into(), put(&cluster, &a, "k6", "1").await?));
+            let incarnation = cluster.next_incarnation();
+            cluster
+                .restart_with(&b, std::slice::from_ref(&b), incarnation)
+                .await;
+            reflection_holds_for(&cluster, &mut ledger, ms(500)).await?;
+            let took =
+                every_write_served_everywhere(&cluster, &mut ledger, &writes, ms(5000)).await?;
+            Ok(format!(
+                "restarted replica serves every write after {took:?}"
+            ))
+        });
+    }
+}
+
+/// A restarted replica whose wall clock suggests an incarnation no larger
+/// than its previous life's (a clock stepped back, or standing still) still
+/// opens a new life: it rejoins every view and its writes replicate.
+#[test]
+fn a_restart_whose_clock_did_not_advance_still_opens_a_new_life() {
+    for seed in seeds(320, 6) {
+        run_seeded(seed, |seed| async move {
+            let (a, b) = (address(0), address(1));
+            let mut cluster = Cluster::start(2, seed).await;
+            let mut ledger = Ledger::default();
+            let old = cluster.node(&b).incarnation();
+            let mut writes = vec![(
+                "before".to_string(),
+                "1".to_string(),
+                put(&cluster, &b, "before", "1").await?,
+            )];
+            every_write_served_everywhere(&cluster, &mut ledger, &writes, ms(2000)).await?;
+            cluster.kill(&b);
+            // Same incarnation on odd seeds (a frozen clock), smaller on even
+            // ones (a clock stepped back).
+            let suggested = if seed % 2 == 1 {
+                old
+            } else {
+                old.saturating_sub(1).max(1)
+            };
+            let view = vec![a.clone(), b.clone()];
+            cluster.restart_with(&b, &view, suggested).await;
+            let new = cluster.node(&b).incarnation();
+            if new <= old {
+                return Err(format!("new life {new} is not above the old {old}"));
+            }
+            writes.push((
+                "after".into(),
+                "2".into(),
+                put(&cluster, &b, "after", "2").await?,
+            ));
+            let took =
+                every_write_served_everywhere(&cluster, &mut ledger, &writes, ms(3000)).await?;
+            let both = vec![a.clone(), b.clone()];
+            cluster
+                .wait_for(ms(2000), ms(10), |c| {
+                    c.view_of(&a) == both && c.view_of(&b) == both
+                })
+                .await
+                .ok_or("restarted replica is not back in every view")?;
+            Ok(format!(
+                "new life {new} (suggested {suggested}, old {old}); writes served after {took:?}"
+            ))
+        });
+    }
+}
