@@ -1,4 +1,4 @@
-//! One client session against the SPEC's `/kvs/<key>` API.
+//! One client session against hearsay's `/kvs/<key>` API (`docs/API.md`).
 //!
 //! A session sticks to one replica and carries its own causal metadata: it
 //! sends back the latest metadata it was given (starting from `null`), as a

@@ -21,7 +21,7 @@ pub struct RunPair {
 }
 
 /// Mean, extremes and the largest deviation from the mean in percent (the
-/// issue's "within ±5 %").
+/// project's "within ±5 %" goal).
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct Spread {
     pub n: usize,

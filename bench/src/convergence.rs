@@ -58,7 +58,7 @@ pub struct ConvergenceResult {
     pub gossip_interval_source: String,
     pub p50_rounds: f64,
     pub p99_rounds: f64,
-    /// ⌈log2 N⌉ + 2, the goal for p99.
+    /// ⌈log2 N⌉ + 2, the project's goal for p99.
     pub goal_rounds: u32,
     pub meets_goal: bool,
     /// Throughput of the background load, when there was one.

@@ -1,6 +1,7 @@
 //! Gossip cost: bytes and messages each gossip round costs, idle and under
-//! load, with few and with many keys. The SPEC says an idle round costs bytes
-//! proportional to the number of replicas, not keys; this mode checks it.
+//! load, with few and with many keys. ARCHITECTURE.md says an idle round
+//! costs bytes proportional to the number of replicas, not keys; this mode
+//! checks it.
 //!
 //! Figures come from the replicas' own counters (see [`crate::metrics`]),
 //! scraped at the start and end of a window: the bench cannot see

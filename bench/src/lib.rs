@@ -6,7 +6,7 @@
 //!
 //! Module map:
 //! - [`cluster`]: local child processes (hearsay replicas or the ceiling), readiness, signals, teardown.
-//! - [`client`]: one client session speaking the SPEC's JSON API and carrying its causal metadata.
+//! - [`client`]: one client session speaking hearsay's JSON API (`docs/API.md`) and carrying its causal metadata.
 //! - [`ceiling`]: the minimal in-memory axum server that bounds what any store could do here.
 //! - [`load`]: the closed-loop load generator and its statistics.
 //! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.

@@ -59,7 +59,7 @@ pub struct SuiteArgs {
 }
 
 /// The load workloads of the suite: read-only and write-only give the GET
-/// and PUT ratios the goals name; the 90/10 mix is the headline.
+/// and PUT ratios the project's goals name; the 90/10 mix is the headline.
 pub fn workloads(
     sessions: usize,
     duration: Duration,

@@ -1,11 +1,11 @@
-//! HTTP client sessions that speak the SPEC's `/kvs` API and record every
-//! operation into a [`Recorder`].
+//! HTTP client sessions that speak hearsay's `/kvs` API (`docs/API.md`) and
+//! record every operation into a [`Recorder`].
 //!
 //! A [`Session`] is one chain of causal metadata: it sends the metadata of
 //! its last successful answer and replaces it with the one that comes back.
 //! This module decides how an answer maps to an [`Outcome`]: a status the
-//! SPEC documents as an error (503 and the 4xx) or a refused connection is a
-//! definite failure; a timeout or a broken connection after the request may
+//! contract documents as an error (503 and the 4xx) or a refused connection is
+//! a definite failure; a timeout or a broken connection after the request may
 //! have left is *unknown* for writes (the replica may have applied it) and a
 //! failure for reads (a read has no effect either way).
 

@@ -42,6 +42,10 @@ pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
 pub const ERR_CAUSAL: &str = "Causal dependencies not satisfied; try again later";
 pub const ERR_NO_KEY: &str = "Key does not exist";
 pub const ERR_NO_REPLICA: &str = "View has no such replica";
+pub const ERR_KEY_MISSING: &str = "Key is missing: use /kvs/<key>";
+pub const ERR_BODY_NOT_OBJECT: &str = "Request body must be a JSON object";
+/// Followed by `: ` and the parser's description of what is wrong.
+pub const ERR_BODY_NOT_JSON: &str = "Request body is not valid JSON";
 
 /// An error answer: a status and a JSON `{"error": ...}` body.
 #[derive(Debug)]
@@ -131,7 +135,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn missing_key() -> ApiError {
-    ApiError::bad_request("Key is missing: use /kvs/<key>")
+    ApiError::bad_request(ERR_KEY_MISSING)
 }
 
 // --------------------------------------------------------------------------
@@ -169,11 +173,11 @@ fn parse_kv_body(bytes: &[u8]) -> Result<(Option<&RawValue>, VClock), ApiError> 
 
 fn describe_bad_body(bytes: &[u8], error: serde_json::Error) -> ApiError {
     match serde_json::from_slice::<Value>(bytes) {
-        Err(_) => ApiError::bad_request(format!("Request body is not valid JSON: {error}")),
+        Err(_) => ApiError::bad_request(format!("{ERR_BODY_NOT_JSON}: {error}")),
         Ok(Value::Object(_)) => {
             ApiError::bad_request(format!("Request body is not valid: {error}"))
         }
-        Ok(_) => ApiError::bad_request("Request body must be a JSON object"),
+        Ok(_) => ApiError::bad_request(ERR_BODY_NOT_OBJECT),
     }
 }
 
@@ -238,7 +242,7 @@ fn key_from_uri(uri: &Uri) -> Result<String, ApiError> {
         .decode_utf8()
         .map_err(|_| ApiError::bad_request("Key is not valid UTF-8 after percent-decoding"))?;
     if key.is_empty() {
-        return Err(ApiError::bad_request("Key is missing: use /kvs/<key>"));
+        return Err(ApiError::bad_request(ERR_KEY_MISSING));
     }
     if key.chars().count() > MAX_KEY_CHARS {
         return Err(ApiError::bad_request(ERR_KEY_TOO_LONG));
@@ -394,11 +398,10 @@ async fn get_view(State(state): State<AppState>) -> Response {
 /// The `socket-address` of a view request body.
 async fn view_target(state: &AppState, body: Body) -> Result<String, ApiError> {
     let bytes = read_body(body, state.node.config().max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
-        ApiError::bad_request(format!("Request body is not valid JSON: {error}"))
-    })?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|error| ApiError::bad_request(format!("{ERR_BODY_NOT_JSON}: {error}")))?;
     let Value::Object(map) = value else {
-        return Err(ApiError::bad_request("Request body must be a JSON object"));
+        return Err(ApiError::bad_request(ERR_BODY_NOT_OBJECT));
     };
     let address = map
         .get("socket-address")
