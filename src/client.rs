@@ -148,12 +148,12 @@ pub async fn run(args: ClientArgs, operation: Operation) -> anyhow::Result<ExitC
     };
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        if let Some(new) = body.get("causal-metadata") {
-            if !args.no_metadata {
-                write_metadata(&metadata_file, new)?;
-            }
+    if let Some(new) = metadata_to_keep(status.as_u16(), &operation, &body) {
+        if !args.no_metadata {
+            write_metadata(&metadata_file, new)?;
         }
+    }
+    if status.is_success() {
         print_success(args.output, &operation, &body);
         return Ok(ExitCode::SUCCESS);
     }
@@ -170,6 +170,16 @@ pub async fn run(args: ClientArgs, operation: Operation) -> anyhow::Result<ExitC
         503 => EXIT_UNAVAILABLE,
         _ => EXIT_REJECTED,
     }))
+}
+
+/// The metadata an answer hands back for the next request: from a success,
+/// and from a key-value 404 too (it may say the key was deleted, and a client
+/// that saw the delete must never be served the old value afterwards).
+fn metadata_to_keep<'a>(status: u16, operation: &Operation, body: &'a Value) -> Option<&'a Value> {
+    let key_value = !matches!(operation, Operation::View(_));
+    let adopt = (200..300).contains(&status) || (key_value && status == 404);
+    body.get("causal-metadata")
+        .filter(|metadata| adopt && metadata.is_object())
 }
 
 fn print_success(output: Output, operation: &Operation, body: &Value) {
@@ -214,6 +224,27 @@ mod tests {
         assert_eq!(parse_value("42"), json!(42));
         assert_eq!(parse_value("{\"a\":1}"), json!({"a": 1}));
         assert_eq!(parse_value("hello"), json!("hello"));
+    }
+
+    #[test]
+    fn metadata_is_kept_from_successes_and_key_value_404s() {
+        let get = Operation::Get { key: "k".into() };
+        let delete = Operation::Delete { key: "k".into() };
+        let m = json!({"a:1@2": 3});
+        let found = json!({"result": "found", "value": 1, "causal-metadata": m});
+        let missing = json!({"error": "Key does not exist", "causal-metadata": m});
+        assert_eq!(metadata_to_keep(200, &get, &found), Some(&m));
+        assert_eq!(metadata_to_keep(404, &get, &missing), Some(&m));
+        assert_eq!(metadata_to_keep(404, &delete, &missing), Some(&m));
+        // An older replica's 404 carries none: the file is left as it was.
+        let bare = json!({"error": "Key does not exist"});
+        assert_eq!(metadata_to_keep(404, &get, &bare), None);
+        let unavailable = json!({"error": "Causal dependencies not satisfied; try again later"});
+        assert_eq!(metadata_to_keep(503, &get, &unavailable), None);
+        let view = Operation::View(ViewCommand::Remove {
+            address: "127.0.0.1:1".into(),
+        });
+        assert_eq!(metadata_to_keep(404, &view, &missing), None);
     }
 
     #[test]

@@ -38,7 +38,12 @@ async fn a_key_lives_through_create_replace_read_delete_with_exact_answers() {
     let a = cluster.addr(0);
     let mut client = cluster.session();
 
-    client.get(a, "x").await.expect(404, Some(NO_KEY));
+    // A 404 has the contract's status and error, plus the client's metadata
+    // (here none yet: an empty object) to pass on.
+    let never = client.get(a, "x").await;
+    never.expect(404, Some(NO_KEY));
+    assert_eq!(never.metadata(), &json!({}), "{never:?}");
+    assert_eq!(never.json.as_object().unwrap().len(), 2, "{never:?}");
     client.delete(a, "x").await.expect(404, Some(NO_KEY));
 
     let created = client.put(a, "x", json!(1)).await;
@@ -59,9 +64,18 @@ async fn a_key_lives_through_create_replace_read_delete_with_exact_answers() {
     assert_eq!(found.value(), &json!(2));
     assert!(found.metadata().is_object(), "{found:?}");
 
-    client.delete(a, "x").await.expect_result(200, "deleted");
-    client.get(a, "x").await.expect(404, Some(NO_KEY));
-    client.delete(a, "x").await.expect(404, Some(NO_KEY));
+    let deleted = client.delete(a, "x").await;
+    deleted.expect_result(200, "deleted");
+    // The 404s of a deleted key hand back the delete they saw.
+    let gone = client.get(a, "x").await;
+    gone.expect(404, Some(NO_KEY));
+    assert_eq!(gone.metadata(), deleted.metadata(), "{gone:?}");
+    let gone = cluster.http.read(a, "x").await;
+    gone.expect(404, Some(NO_KEY));
+    assert_eq!(gone.metadata(), deleted.metadata(), "{gone:?}");
+    let again = client.delete(a, "x").await;
+    again.expect(404, Some(NO_KEY));
+    assert_eq!(again.metadata(), deleted.metadata(), "{again:?}");
 
     // A deleted key is missing, so writing it again creates it.
     client
@@ -425,7 +439,13 @@ async fn checks_run_in_order_malformed_then_causality_then_existence() {
     // With metadata the replica covers, existence decides.
     let mut client = cluster.session();
     client.metadata = written.metadata().clone();
-    client.get(a, "missing").await.expect(404, Some(NO_KEY));
+    let missing = client.get(a, "missing").await;
+    missing.expect(404, Some(NO_KEY));
+    assert_eq!(
+        missing.metadata(),
+        written.metadata(),
+        "a key that never existed leaves the metadata unchanged"
+    );
     client.get(a, "exists").await.expect_result(200, "found");
 }
 

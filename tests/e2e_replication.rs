@@ -195,6 +195,70 @@ async fn a_stalled_replica_never_answers_with_older_state() {
     other.get(c, "x").await.expect_result(200, "found");
 }
 
+/// Nothing spreads by itself within a test's lifetime: no gossip rounds and
+/// no heartbeats (so no heartbeat-triggered pulls), while every member stays
+/// in the view. A replica learns a write only when a client's metadata makes
+/// it pull, so which replica has seen what is decided by the test, not by
+/// timing.
+fn no_background_spreading(builder: support::ClusterBuilder) -> support::ClusterBuilder {
+    const HOUR_MS: u64 = 3_600_000;
+    builder
+        .set("gossip_interval_ms", HOUR_MS)
+        .set("heartbeat_interval_ms", HOUR_MS)
+        .set("suspect_after_ms", HOUR_MS + 1)
+        .set("dead_after_ms", HOUR_MS + 2)
+}
+
+#[tokio::test]
+async fn a_client_that_saw_a_delete_never_reads_the_deleted_value_elsewhere() {
+    let cluster = no_background_spreading(Cluster::builder(3)).start().await;
+    let (a, b, c) = (cluster.addr(0), cluster.addr(1), cluster.addr(2));
+    let mut writer = cluster.session();
+    writer
+        .put(a, "k", json!("old"))
+        .await
+        .expect_result(201, "created");
+    // The writer's metadata makes B and C pull the value from A.
+    for addr in [b, c] {
+        let reply = writer.get_patiently(addr, "k", CATCH_UP).await;
+        reply.expect_result(200, "found");
+        assert_eq!(reply.value(), &json!("old"), "at {addr}");
+    }
+    writer.delete(a, "k").await.expect_result(200, "deleted");
+    // Only A knows of the delete, and nothing will tell B or C by itself.
+    for addr in [b, c] {
+        assert_eq!(state_of(&cluster.http, addr, "k").await, Some(json!("old")));
+    }
+
+    // Two clients that never saw the value learn of the delete at A: one
+    // from a GET, one from a DELETE, both answered 404.
+    let mut reader = cluster.session();
+    reader
+        .get(a, "k")
+        .await
+        .expect(404, Some("Key does not exist"));
+    let mut deleter = cluster.session();
+    deleter
+        .delete(a, "k")
+        .await
+        .expect(404, Some("Key does not exist"));
+
+    // Passing on what those 404s said, neither may see the deleted value at
+    // a replica that has not had the delete: it is held (and pulls), then
+    // answers 404, or 503.
+    for (who, session, addr) in [("reader", &mut reader, c), ("deleter", &mut deleter, b)] {
+        let reply = session.get(addr, "k").await;
+        match reply.status {
+            404 => reply.expect(404, Some("Key does not exist")),
+            503 => reply.expect(
+                503,
+                Some("Causal dependencies not satisfied; try again later"),
+            ),
+            _ => panic!("the {who} saw k deleted at A, then read {reply:?} at {addr}"),
+        };
+    }
+}
+
 #[tokio::test]
 async fn writes_and_deletes_converge_on_every_replica() {
     let cluster = Cluster::start(3).await;

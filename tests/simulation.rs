@@ -10,7 +10,10 @@
 //!   read-your-writes, monotonic reads, monotonic writes and
 //!   writes-follow-reads), never reads a value nobody wrote, and never gets
 //!   `404` for a key when it has observed a write that no delete can have
-//!   superseded;
+//!   superseded. A `404` whose metadata covers a delete counts as observing
+//!   that delete: the session must never read an older value afterwards
+//!   (monotonic reads across deletes), and every answer's metadata must
+//!   cover what the session sent;
 //! * **convergence** — after healing, every replica holds identical state
 //!   within a bounded time, without client requests;
 //! * **no lost writes, no resurrection** — each key's final state is one of
@@ -27,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-use hearsay::core::{JsonText, ReadOutcome, VClock, WriteOutcome};
+use hearsay::core::{Dot, JsonText, ReadOutcome, VClock, WriteOutcome};
 use hearsay::transport::memory::Faults;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -41,6 +44,8 @@ struct Write {
     value: Option<String>,
     /// Writes in this write's causal past, itself included.
     past: BTreeSet<usize>,
+    /// Its identity in causal metadata.
+    dot: Dot,
 }
 
 #[derive(Default)]
@@ -57,6 +62,7 @@ impl History {
         &mut self,
         key: &str,
         value: Option<String>,
+        dot: Dot,
         session_past: &mut BTreeSet<usize>,
     ) -> usize {
         let id = self.writes.len();
@@ -68,8 +74,20 @@ impl History {
             key: key.to_string(),
             value,
             past: session_past.clone(),
+            dot,
         });
         id
+    }
+
+    /// A session with causal past `past` was told `key` is missing, with
+    /// `metadata`: every delete of `key` that metadata covers is observed,
+    /// with its causal past.
+    fn observe_missing(&self, key: &str, metadata: &VClock, past: &mut BTreeSet<usize>) {
+        for w in &self.writes {
+            if w.key == key && w.value.is_none() && metadata.covers_dot(&w.dot) {
+                past.extend(w.past.iter().copied());
+            }
+        }
     }
 
     /// A session with causal past `past` read `key` and got the write `got`
@@ -133,6 +151,21 @@ async fn step(
     let addresses = cluster.live();
     let addr = addresses.choose(rng).expect("a live replica").clone();
     let node = cluster.node(&addr).clone();
+    // The dot of a write this replica acknowledges with `metadata`.
+    let dot_of = |metadata: &VClock| {
+        let origin = node.inspect(|r| r.origin().clone());
+        let seq = metadata.get(&origin);
+        Dot { origin, seq }
+    };
+    let sent = session.metadata.clone();
+    // Every answer's metadata must cover what the session sent.
+    let check_covers = |metadata: &VClock, what: &str| {
+        if !metadata.covers(&sent) {
+            history.borrow_mut().violations.push(format!(
+                "{addr}: {what} answered metadata {metadata:?} below the request's {sent:?}"
+            ));
+        }
+    };
     let key = format!("k{}", rng.random_range(0..keys));
     let roll: f64 = rng.random();
     if roll < 0.45 {
@@ -146,10 +179,12 @@ async fn step(
             .await
         {
             Ok(WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata }) => {
+                check_covers(&metadata, "put");
+                let dot = dot_of(&metadata);
                 session.metadata = metadata;
                 history
                     .borrow_mut()
-                    .record_write(&key, Some(value), &mut session.past);
+                    .record_write(&key, Some(value), dot, &mut session.past);
                 history.borrow_mut().ok += 1;
             }
             Ok(other) => history
@@ -161,18 +196,23 @@ async fn step(
     } else if roll < 0.6 {
         match node.write(&key, None, &session.metadata).await {
             Ok(WriteOutcome::Deleted { metadata }) => {
+                check_covers(&metadata, "delete");
+                let dot = dot_of(&metadata);
                 session.metadata = metadata;
                 history
                     .borrow_mut()
-                    .record_write(&key, None, &mut session.past);
+                    .record_write(&key, None, dot, &mut session.past);
                 history.borrow_mut().ok += 1;
             }
-            Ok(WriteOutcome::NotFound) => {
+            Ok(WriteOutcome::NotFound { metadata }) => {
+                check_covers(&metadata, "delete 404");
                 let mut h = history.borrow_mut();
                 h.ok += 1;
                 if let Some(v) = h.check_read(&key, None, &session.past) {
                     h.violations.push(format!("{addr}: delete {v}"));
                 }
+                h.observe_missing(&key, &metadata, &mut session.past);
+                session.metadata = metadata;
             }
             Ok(other) => history
                 .borrow_mut()
@@ -183,6 +223,7 @@ async fn step(
     } else {
         match node.read(&key, &session.metadata).await {
             Ok(ReadOutcome::Found { value, metadata }) => {
+                check_covers(&metadata, "get");
                 let mut h = history.borrow_mut();
                 h.ok += 1;
                 let Some(&got) = h.by_value.get(value.as_ref()) else {
@@ -197,12 +238,15 @@ async fn step(
                 session.past.extend(inherited);
                 session.metadata = metadata;
             }
-            Ok(ReadOutcome::NotFound) => {
+            Ok(ReadOutcome::NotFound { metadata }) => {
+                check_covers(&metadata, "get 404");
                 let mut h = history.borrow_mut();
                 h.ok += 1;
                 if let Some(v) = h.check_read(&key, None, &session.past) {
                     h.violations.push(format!("{addr}: {v}"));
                 }
+                h.observe_missing(&key, &metadata, &mut session.past);
+                session.metadata = metadata;
             }
             Err(_) => history.borrow_mut().unavailable += 1,
         }
@@ -432,8 +476,8 @@ fn a_seed_replays_identically() {
 fn checker_flags_stale_reads_bad_404s_and_lost_writes() {
     let mut h = History::default();
     let mut alice = BTreeSet::new();
-    let w0 = h.record_write("x", Some("\"a\"".into()), &mut alice);
-    let w1 = h.record_write("x", Some("\"b\"".into()), &mut alice);
+    let w0 = h.record_write("x", Some("\"a\"".into()), dot(1), &mut alice);
+    let w1 = h.record_write("x", Some("\"b\"".into()), dot(2), &mut alice);
     // Alice wrote a then b: reading a again is stale, reading b is fine.
     assert!(h.check_read("x", Some(w0), &alice).is_some());
     assert!(h.check_read("x", Some(w1), &alice).is_none());
@@ -441,10 +485,44 @@ fn checker_flags_stale_reads_bad_404s_and_lost_writes() {
     assert!(h.check_read("x", None, &alice).is_some());
     // ... but allowed once a concurrent delete exists (bob never saw b).
     let mut bob = BTreeSet::new();
-    let d = h.record_write("x", None, &mut bob);
+    let d = h.record_write("x", None, dot(3), &mut bob);
     assert!(h.check_read("x", None, &alice).is_none());
     // A session that has not observed anything may read anything.
     assert!(h.check_read("x", Some(w0), &BTreeSet::new()).is_none());
     // Maximal writes of x: b (alice) and the concurrent delete (bob).
     assert_eq!(h.maximal("x"), vec![w1, d]);
+}
+
+fn dot(seq: u64) -> Dot {
+    Dot {
+        origin: hearsay::core::Origin::new("r0", 1),
+        seq,
+    }
+}
+
+/// A 404 whose metadata covers a delete is an observation of that delete.
+#[test]
+fn checker_flags_an_older_value_read_after_a_404_that_covered_a_delete() {
+    let mut h = History::default();
+    let mut alice = BTreeSet::new();
+    let w0 = h.record_write("x", Some("\"a\"".into()), dot(1), &mut alice);
+    let d = h.record_write("x", None, dot(2), &mut alice);
+    let covering = VClock::from_pairs([(dot(2).origin, 2)]);
+    // Carol is told x is missing with metadata covering the delete: from
+    // then on a (at another replica, say) is a stale read.
+    let mut carol = BTreeSet::new();
+    h.observe_missing("x", &covering, &mut carol);
+    assert!(carol.contains(&d) && carol.contains(&w0));
+    assert!(h.check_read("x", Some(w0), &carol).is_some());
+    assert!(h.check_read("x", None, &carol).is_none());
+    // Dave's 404 carried no trace of the delete (x never existed where he
+    // asked): reading a afterwards is allowed.
+    let mut dave = BTreeSet::new();
+    h.observe_missing("x", &VClock::new(), &mut dave);
+    assert!(dave.is_empty());
+    assert!(h.check_read("x", Some(w0), &dave).is_none());
+    // Metadata covering only the write, not the delete, observes nothing.
+    let mut erin = BTreeSet::new();
+    h.observe_missing("x", &VClock::from_pairs([(dot(1).origin, 1)]), &mut erin);
+    assert!(erin.is_empty());
 }

@@ -148,18 +148,24 @@ impl Session {
 
     fn interpret(&mut self, status: u16, bytes: &[u8]) -> Outcome {
         match status {
-            200 | 201 => {}
-            404 => return Outcome::NotFound,
+            200 | 201 | 404 => {}
             503 => return Outcome::Unavailable,
             s => return Outcome::Error(format!("http {s}")),
         }
+        // A 404 carries metadata too (it may cover a delete the session must
+        // not see undone); the ceiling server's 404 has none.
         match serde_json::from_slice::<ResponseBody>(bytes) {
             Ok(parsed) => {
-                if let Some(m) = parsed.causal_metadata {
+                if let Some(m) = parsed.causal_metadata.filter(|m| !m.is_null()) {
                     self.metadata = m;
                 }
-                Outcome::Ok(parsed.value)
+                if status == 404 {
+                    Outcome::NotFound
+                } else {
+                    Outcome::Ok(parsed.value)
+                }
             }
+            Err(_) if status == 404 => Outcome::NotFound,
             Err(_) => Outcome::Error("bad json".into()),
         }
     }

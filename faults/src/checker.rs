@@ -16,7 +16,12 @@
 //! Happens-before over writes is built from session order and reads-from:
 //! write `W` is in the causal past of operation `O` if `W` is a successful
 //! earlier write of `O`'s session, or `O`'s session earlier read `W` or read a
-//! write that had `W` in its own causal past — transitively. This is
+//! write that had `W` in its own causal past, or earlier observed `W` (or a
+//! delete that had `W` in its causal past) through a 404 — transitively.
+//! A 404 `Key does not exist` (GET or DELETE) observes a DELETE `D` of its
+//! key when the 404's `causal-metadata` covers, entry by entry, the metadata
+//! `D`'s own answer carried: a client holding that metadata has `D` in its
+//! causal past whatever replica it asks next. This is
 //! computed as a fixpoint (reads may name writes of other sessions whose own
 //! past is not final yet). The store's metadata may well carry *more* than
 //! this (a replica may hand back its whole clock); since the checker only
@@ -28,7 +33,8 @@
 //!
 //! Concurrent writes to one key are resolved by last-writer-wins on a total
 //! order that extends causality, so of two concurrent writes either may be
-//! read. A 404 carries no causal metadata, so a GET 404 tells little; a 503
+//! read. A 404 says which delete it saw only through its metadata (a key
+//! that never existed, or whose tombstone was collected, adds nothing); a 503
 //! ("causal dependencies not satisfied") is a failed operation, not a
 //! violation.
 //!
@@ -44,8 +50,10 @@
 //! * **stale read** — some write `W` to `k` in `P` has `X` in its causal
 //!   past (`X` → `W`): `S` goes back to a value causally older than one it
 //!   already depends on. Classified by how `W` entered `P`: `S`'s own write
-//!   (read-your-writes), `S` read `W` itself or a later write of `k`
-//!   (monotonic reads), `S` read a write whose session had written `W` before
+//!   (read-your-writes), `S` read `W` itself or a later write of `k`, or
+//!   observed through a 404 the DELETE `W` or a later one of `k` (monotonic
+//!   reads — so a session that saw a delete must never read an older value
+//!   again), `S` read a write whose session had written `W` before
 //!   (monotonic writes), or through a chain of reads (writes-follow-reads);
 //! * **arbitration flip** — two reads of `k` each had the other's value in
 //!   their causal past (so both serving replicas held both writes) but
@@ -218,6 +226,20 @@ pub struct Checker<'h> {
     past: Vec<BitSet>,
     /// Operations of each session, in invocation order.
     sessions: BTreeMap<usize, Vec<OpId>>,
+    /// For each 404 answer, the DELETEs its metadata shows it observed.
+    observed_deletes: HashMap<OpId, Vec<WriteId>>,
+}
+
+/// Whether causal metadata `a` covers `b` entry by entry (both as the store
+/// sends them: objects of origin to count). Anything else covers nothing.
+fn metadata_covers(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return false;
+    };
+    b.iter().all(|(origin, count)| {
+        let have = a.get(origin).and_then(Value::as_u64);
+        matches!((have, count.as_u64()), (Some(have), Some(need)) if have >= need)
+    })
 }
 
 fn value_key(v: &Value) -> String {
@@ -271,10 +293,40 @@ impl<'h> Checker<'h> {
             }
         }
 
+        // Which acknowledged DELETEs each 404 saw, by its metadata.
+        let mut observed_deletes: HashMap<OpId, Vec<WriteId>> = HashMap::new();
+        for (id, op) in ops.iter().enumerate() {
+            let not_found = matches!(
+                op.outcome,
+                Outcome::Ok(Reply::Read(None) | Reply::Deleted { existed: false })
+            );
+            let Some(seen) = op.metadata.as_ref().filter(|_| not_found) else {
+                continue;
+            };
+            let observed: Vec<WriteId> = tombstones
+                .get(op.kind.key())
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&d| {
+                    let dop = &ops[writes[d].op];
+                    dop.outcome.is_ok()
+                        && dop
+                            .metadata
+                            .as_ref()
+                            .is_some_and(|deleted| metadata_covers(seen, deleted))
+                })
+                .collect();
+            if !observed.is_empty() {
+                observed_deletes.insert(id, observed);
+            }
+        }
+
         let mut checker = Checker {
             history,
             by_key,
             tombstones,
+            observed_deletes,
             past: vec![BitSet::new(writes.len()); ops.len()],
             writes,
             write_of_op,
@@ -343,7 +395,12 @@ impl<'h> Checker<'h> {
                         set.union_with(&self.past[self.writes[w].op]);
                     }
                 }
-                Reply::Read(None) | Reply::Deleted { existed: false } => {}
+                Reply::Read(None) | Reply::Deleted { existed: false } => {
+                    for &d in self.observed_deletes.get(&id).into_iter().flatten() {
+                        set.insert(d);
+                        set.union_with(&self.past[self.writes[d].op]);
+                    }
+                }
             }
         }
         set
@@ -549,12 +606,25 @@ impl<'h> Checker<'h> {
             self.read_write(&ops[o])
                 .is_some_and(|y| y == w || (&self.writes[y].key == key && self.before(w, y)))
         });
-        if read_it {
+        // Or saw, in a 404, the delete W or a later delete of the key.
+        let saw_deleted = earlier.iter().any(|o| {
+            self.observed_deletes
+                .get(o)
+                .into_iter()
+                .flatten()
+                .any(|&d| d == w || (&self.writes[d].key == key && self.before(w, d)))
+        });
+        if read_it || saw_deleted {
             return ViolationKind::MonotonicReads;
         }
-        // The first read that brought W in: did its writer write W itself?
+        // The first read (or 404 that saw a delete) that brought W in: did
+        // its writer write W itself?
         for &o in &earlier {
-            if let Some(y) = self.read_write(&ops[o]) {
+            let observed = self
+                .read_write(&ops[o])
+                .into_iter()
+                .chain(self.observed_deletes.get(&o).into_iter().flatten().copied());
+            for y in observed {
                 if self.before(w, y) {
                     let yop = &ops[self.writes[y].op];
                     return if wop.session == yop.session && wop.invoke_us < yop.invoke_us {
@@ -732,7 +802,13 @@ mod tests {
                 invoke_us: inv,
                 complete_us: done,
                 outcome,
+                metadata: None,
             });
+            self
+        }
+        /// Sets the `causal-metadata` the last op's answer carried.
+        fn meta(&mut self, metadata: Value) -> &mut Self {
+            self.ops.last_mut().expect("an op").metadata = Some(metadata);
             self
         }
         fn put(&mut self, s: usize, k: &str, v: &str) -> &mut Self {
@@ -1070,6 +1146,85 @@ mod tests {
         h.get(1, "a", Some("a1"));
         h.get(1, "a", None);
         assert_eq!(kinds(&h), vec![ViolationKind::MonotonicReads]);
+    }
+
+    #[test]
+    fn a_404_covering_a_delete_makes_an_older_value_a_stale_read() {
+        // Session 1 writes a1 then deletes a at one replica; session 2 is
+        // told 404 with metadata covering the delete, then reads a1 at a
+        // replica that had not had the delete: monotonic reads broken.
+        let mut h = H::default();
+        h.put(1, "a", "a1").meta(json!({"r1@1": 1}));
+        h.del(1, "a").meta(json!({"r1@1": 2}));
+        h.get(2, "a", None).meta(json!({"r1@1": 2, "r2@1": 5}));
+        h.get(2, "a", Some("a1"));
+        assert_eq!(kinds(&h), vec![ViolationKind::MonotonicReads]);
+        // The same through a DELETE answered 404.
+        let mut h = H::default();
+        h.put(1, "a", "a1").meta(json!({"r1@1": 1}));
+        h.del(1, "a").meta(json!({"r1@1": 2}));
+        h.push(
+            2,
+            OpKind::Delete { key: "a".into() },
+            Outcome::Ok(Reply::Deleted { existed: false }),
+        )
+        .meta(json!({"r1@1": 2}));
+        h.get(2, "a", Some("a1"));
+        assert_eq!(kinds(&h), vec![ViolationKind::MonotonicReads]);
+    }
+
+    #[test]
+    fn a_404_that_does_not_cover_a_delete_observes_nothing() {
+        let mut h = H::default();
+        h.put(1, "a", "a1").meta(json!({"r1@1": 1}));
+        h.del(1, "a").meta(json!({"r1@1": 2}));
+        // Metadata short of the delete (another replica's 404, or one from
+        // a store that sends none): reading a1 afterwards is allowed.
+        h.get(2, "a", None).meta(json!({"r1@1": 1}));
+        h.get(2, "a", Some("a1"));
+        h.get(3, "a", None);
+        h.get(3, "a", Some("a1"));
+        // A 404 of another key observes no delete of this one.
+        h.get(4, "b", None).meta(json!({"r1@1": 2}));
+        h.get(4, "a", Some("a1"));
+        assert_eq!(kinds(&h), vec![]);
+    }
+
+    #[test]
+    fn a_delete_observed_in_a_404_passes_on_its_causal_past() {
+        // The delete followed session 1's write of b1: once session 2 saw
+        // the delete, b0 (older than b1) is stale too — session 1 wrote b1
+        // and then the delete, so this is monotonic writes.
+        let mut h = H::default();
+        h.put(1, "b", "b0").meta(json!({"r1@1": 1}));
+        h.put(1, "b", "b1").meta(json!({"r1@1": 2}));
+        h.put(1, "a", "a1").meta(json!({"r1@1": 3}));
+        h.del(1, "a").meta(json!({"r1@1": 4}));
+        h.get(2, "a", None).meta(json!({"r1@1": 4}));
+        h.get(2, "b", Some("b0"));
+        assert_eq!(kinds(&h), vec![ViolationKind::MonotonicWrites]);
+    }
+
+    #[test]
+    fn read_your_writes_holds_across_404_answers() {
+        // A 404 in between (here of another key) does not let the session
+        // lose its own write.
+        let mut h = H::default();
+        h.put(1, "a", "a1").meta(json!({"r1@1": 1}));
+        h.put(1, "a", "a2").meta(json!({"r1@1": 2}));
+        h.get(1, "b", None).meta(json!({"r1@1": 2}));
+        h.get(1, "a", Some("a1"));
+        assert_eq!(kinds(&h), vec![ViolationKind::ReadYourWrites]);
+    }
+
+    #[test]
+    fn metadata_covers_entry_by_entry() {
+        let m = json!({"a@1": 2, "b@1": 1});
+        assert!(metadata_covers(&m, &json!({"a@1": 2})));
+        assert!(metadata_covers(&m, &json!({})));
+        assert!(!metadata_covers(&m, &json!({"a@1": 3})));
+        assert!(!metadata_covers(&m, &json!({"c@1": 1})));
+        assert!(!metadata_covers(&json!(null), &json!({})));
     }
 
     fn fin(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<Value>> {

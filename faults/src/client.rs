@@ -2,7 +2,9 @@
 //! record every operation into a [`Recorder`].
 //!
 //! A [`Session`] is one chain of causal metadata: it sends the metadata of
-//! its last successful answer and replaces it with the one that comes back.
+//! its last successful answer (a 404 `Key does not exist` included: its
+//! metadata may cover the delete it saw) and replaces it with the one that
+//! comes back; the history records it too, for the checker.
 //! This module decides how an answer maps to an [`Outcome`]: a status the
 //! contract documents as an error (503 and the 4xx) or a refused connection is
 //! a definite failure; a timeout or a broken connection after the request may
@@ -156,6 +158,7 @@ impl Session {
         .await;
         let complete_us = self.recorder.now_us();
         let is_write = !matches!(method, Method::Get);
+        let mut metadata = None;
         let outcome = match answer {
             Err(e) if e.is_connect() => Outcome::Fail(format!("connect: {e}")),
             Err(e) if is_write => Outcome::Unknown(describe(&e)),
@@ -164,7 +167,16 @@ impl Session {
                 Outcome::Unknown(format!("{status} with unreadable body: {e}"))
             }
             Ok((status, Err(e))) => Outcome::Fail(format!("{status} with unreadable body: {e}")),
-            Ok((status, Ok(body))) => self.interpret(&method, status, body),
+            Ok((status, Ok(body))) => {
+                let outcome = self.interpret(&method, status, &body);
+                if outcome.is_ok() {
+                    metadata = body
+                        .get("causal-metadata")
+                        .filter(|m| !m.is_null())
+                        .cloned();
+                }
+                outcome
+            }
         };
         self.recorder.record(Op {
             session: self.id,
@@ -173,12 +185,13 @@ impl Session {
             invoke_us,
             complete_us,
             outcome: outcome.clone(),
+            metadata,
         });
         outcome
     }
 
     /// Maps a complete HTTP answer to an outcome and keeps the metadata.
-    fn interpret(&mut self, method: &Method, status: u16, body: Value) -> Outcome {
+    fn interpret(&mut self, method: &Method, status: u16, body: &Value) -> Outcome {
         let meta = body.get("causal-metadata").cloned();
         let error = body.get("error").and_then(Value::as_str).unwrap_or("");
         let reply = match (method, status) {

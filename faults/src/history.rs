@@ -47,6 +47,8 @@ pub enum Reply {
     /// GET answered 200 with this value, or 404 (`None`).
     Read(Option<Value>),
     /// DELETE answered 200 (`existed == true`) or 404 `Key does not exist`.
+    /// A 404's metadata ([`Op::metadata`]) may cover a delete: the session
+    /// has then observed it.
     Deleted { existed: bool },
 }
 
@@ -81,6 +83,10 @@ pub struct Op {
     pub invoke_us: u64,
     pub complete_us: u64,
     pub outcome: Outcome,
+    /// The `causal-metadata` of a successful answer (404s included), as the
+    /// replica sent it; `None` when it carried none.
+    #[serde(default)]
+    pub metadata: Option<Value>,
 }
 
 /// A whole recorded history, ops in the order they were recorded.

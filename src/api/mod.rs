@@ -296,6 +296,26 @@ struct Written<'a> {
     causal_metadata: &'a VClock,
 }
 
+/// `404 {"error":"Key does not exist","causal-metadata":M}`: the contract's
+/// error with the metadata the client has now seen (it may include a delete),
+/// so that it never sees the deleted value afterwards at another replica.
+#[derive(Serialize)]
+struct Missing<'a> {
+    error: &'static str,
+    #[serde(rename = "causal-metadata")]
+    causal_metadata: &'a VClock,
+}
+
+fn missing_response(metadata: &VClock) -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        to_json(&Missing {
+            error: ERR_NO_KEY,
+            causal_metadata: metadata,
+        }),
+    )
+}
+
 fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -314,7 +334,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
     responses(
         (status = 200, body = schema::Found),
         (status = 400, body = schema::Error, description = "Key is too long, or a malformed body"),
-        (status = 404, body = schema::Error, description = "Key does not exist"),
+        (status = 404, body = schema::Missing, description = "Key does not exist"),
         (status = 413, body = schema::Error),
         (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
     ))]
@@ -324,7 +344,7 @@ async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResu
         ReadOutcome::Found { value, metadata } => {
             Ok(json_response(StatusCode::OK, found_body(&value, &metadata)))
         }
-        ReadOutcome::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_KEY)),
+        ReadOutcome::NotFound { metadata } => Ok(missing_response(&metadata)),
     }
 }
 
@@ -361,7 +381,7 @@ async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResu
     responses(
         (status = 200, body = schema::Written, description = "deleted"),
         (status = 400, body = schema::Error),
-        (status = 404, body = schema::Error, description = "Key does not exist"),
+        (status = 404, body = schema::Missing, description = "Key does not exist"),
         (status = 413, body = schema::Error),
         (status = 503, body = schema::Error, description = "Causal dependencies not satisfied; try again later"),
     ))]
@@ -375,7 +395,7 @@ fn write_response(outcome: WriteOutcome) -> ApiResult {
         WriteOutcome::Created { metadata } => (StatusCode::CREATED, "created", metadata),
         WriteOutcome::Replaced { metadata } => (StatusCode::OK, "replaced", metadata),
         WriteOutcome::Deleted { metadata } => (StatusCode::OK, "deleted", metadata),
-        WriteOutcome::NotFound => return Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_KEY)),
+        WriteOutcome::NotFound { metadata } => return Ok(missing_response(metadata)),
     };
     Ok(json_response(
         status,
@@ -652,6 +672,16 @@ mod schema {
         pub error: String,
     }
 
+    /// A missing (or deleted) key: the contract's error, plus the metadata
+    /// to pass on — yours joined with the delete this replica saw, if any.
+    #[derive(ToSchema)]
+    pub struct Missing {
+        #[schema(example = "Key does not exist")]
+        pub error: String,
+        #[schema(rename = "causal-metadata", value_type = Object)]
+        pub causal_metadata: serde_json::Value,
+    }
+
     #[derive(ToSchema)]
     pub struct View {
         pub view: Vec<String>,
@@ -743,6 +773,21 @@ mod tests {
         assert_eq!(
             body,
             json!({"result": "found", "value": {"a": [1, "x"]}, "causal-metadata": {"127.0.0.1:1@2": 3}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_404_keeps_the_contracts_error_and_adds_the_metadata() {
+        let metadata = VClock::from_pairs([(Origin::new("127.0.0.1:1", 2), 3)]);
+        let response = missing_response(&metadata);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": ERR_NO_KEY, "causal-metadata": {"127.0.0.1:1@2": 3}})
         );
     }
 

@@ -41,18 +41,31 @@ use super::store::{Applied, JsonText, Key, Store, Version};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct NotYet;
 
+/// A missing key's answer carries metadata too: the client's joined with the
+/// dependencies of the tombstone it observed (if the store still holds one),
+/// so a client that saw a delete is never served the deleted value afterwards
+/// by a replica that has not had the delete yet.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum ReadOutcome {
     Found { value: JsonText, metadata: VClock },
-    NotFound,
+    NotFound { metadata: VClock },
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum WriteOutcome {
-    Created { metadata: VClock },
-    Replaced { metadata: VClock },
-    Deleted { metadata: VClock },
-    NotFound,
+    Created {
+        metadata: VClock,
+    },
+    Replaced {
+        metadata: VClock,
+    },
+    Deleted {
+        metadata: VClock,
+    },
+    /// A delete of a missing key; `metadata` as in [`ReadOutcome::NotFound`].
+    NotFound {
+        metadata: VClock,
+    },
 }
 
 #[derive(Debug)]
@@ -154,8 +167,21 @@ impl Replica {
                 value: value.clone(),
                 metadata: metadata.joined(deps),
             },
-            _ => ReadOutcome::NotFound,
+            _ => ReadOutcome::NotFound {
+                metadata: self.metadata_for_missing(key, metadata),
+            },
         })
+    }
+
+    /// What a client that has seen `metadata` and is told `key` is missing
+    /// has now seen: the delete, if the store still holds its tombstone (a
+    /// key that never existed, or whose tombstone was collected, adds
+    /// nothing).
+    fn metadata_for_missing(&self, key: &str, metadata: &VClock) -> VClock {
+        match self.store.get(key) {
+            Some(tombstone) if tombstone.is_tombstone() => metadata.joined(&tombstone.deps),
+            _ => metadata.clone(),
+        }
     }
 
     /// Puts `value` under `key`, or deletes `key` when `value` is `None`.
@@ -174,7 +200,9 @@ impl Replica {
         let shared_key = current.map_or_else(|| Key::from(key), |v| v.key.clone());
         let deleting = value.is_none();
         if deleting && !exists {
-            return Ok(WriteOutcome::NotFound);
+            return Ok(WriteOutcome::NotFound {
+                metadata: self.metadata_for_missing(key, metadata),
+            });
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -357,7 +385,10 @@ mod tests {
         let mut r = replicas(1);
         let a = &mut r[0];
         let m = VClock::new();
-        assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::NotFound)));
+        assert!(matches!(
+            a.write("k", None, &m),
+            Ok(WriteOutcome::NotFound { .. })
+        ));
         assert!(matches!(
             a.write("k", v("1"), &m),
             Ok(WriteOutcome::Created { .. })
@@ -370,12 +401,98 @@ mod tests {
             a.write("k", None, &m),
             Ok(WriteOutcome::Deleted { .. })
         ));
-        assert!(matches!(a.write("k", None, &m), Ok(WriteOutcome::NotFound)));
-        assert_eq!(a.read("k", &m), Ok(ReadOutcome::NotFound));
+        assert!(matches!(
+            a.write("k", None, &m),
+            Ok(WriteOutcome::NotFound { .. })
+        ));
+        assert!(matches!(a.read("k", &m), Ok(ReadOutcome::NotFound { .. })));
         assert!(matches!(
             a.write("k", v("3"), &m),
             Ok(WriteOutcome::Created { .. })
         ));
+    }
+
+    #[test]
+    fn a_missing_key_answers_with_the_clients_metadata_unchanged() {
+        let mut r = replicas(1);
+        let a = &mut r[0];
+        let WriteOutcome::Created { metadata: seen } =
+            a.write("other", v("1"), &VClock::new()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            a.read("never", &seen),
+            Ok(ReadOutcome::NotFound {
+                metadata: seen.clone()
+            })
+        );
+        assert_eq!(
+            a.write("never", None, &seen),
+            Ok(WriteOutcome::NotFound {
+                metadata: seen.clone()
+            })
+        );
+    }
+
+    #[test]
+    fn a_404_for_a_deleted_key_carries_the_tombstones_dependencies() {
+        let mut r = replicas(3);
+        let none = VClock::new();
+        let WriteOutcome::Created { metadata: put } = r[0].write("k", v("1"), &none).unwrap()
+        else {
+            panic!()
+        };
+        let (left, right) = r.split_at_mut(1);
+        sync(&mut left[0], &mut right[0], 1 << 20);
+        sync(&mut left[0], &mut right[1], 1 << 20);
+        let WriteOutcome::Deleted { metadata: deleted } = r[0].write("k", None, &put).unwrap()
+        else {
+            panic!()
+        };
+        // A client that saw nothing before learns of the delete from a GET
+        // 404, another from a DELETE 404; a third already had other writes.
+        let Ok(ReadOutcome::NotFound { metadata: by_read }) = r[0].read("k", &none) else {
+            panic!()
+        };
+        assert_eq!(by_read, deleted);
+        let Ok(WriteOutcome::NotFound {
+            metadata: by_delete,
+        }) = r[0].write("k", None, &none)
+        else {
+            panic!()
+        };
+        assert_eq!(by_delete, deleted);
+        let WriteOutcome::Created {
+            metadata: elsewhere,
+        } = r[1].write("j", v("2"), &none).unwrap()
+        else {
+            panic!()
+        };
+        let (left, right) = r.split_at_mut(1);
+        sync(&mut right[0], &mut left[0], 1 << 20);
+        let Ok(ReadOutcome::NotFound { metadata: joined }) = r[0].read("k", &elsewhere) else {
+            panic!()
+        };
+        assert_eq!(joined, elsewhere.joined(&deleted));
+        // r1 still holds the value: every one of those clients is held there
+        // until the delete arrives, and then told 404, never the old value.
+        for metadata in [&by_read, &by_delete] {
+            assert_eq!(r[1].read("k", metadata), Err(NotYet));
+            assert_eq!(r[1].write("k", None, metadata), Err(NotYet));
+        }
+        assert!(matches!(
+            r[1].read("k", &none),
+            Ok(ReadOutcome::Found { .. })
+        ));
+        let (left, right) = r.split_at_mut(1);
+        sync(&mut left[0], &mut right[0], 1 << 20);
+        assert_eq!(
+            r[1].read("k", &by_read),
+            Ok(ReadOutcome::NotFound {
+                metadata: deleted.clone()
+            })
+        );
     }
 
     #[test]
@@ -407,7 +524,13 @@ mod tests {
         let (left, right) = r.split_at_mut(2);
         assert!(requires_snapshot(&mut left[0], &right[0]));
         sync(&mut left[0], &mut right[0], 1 << 20);
-        assert_eq!(right[0].read("k", &m), Ok(ReadOutcome::NotFound));
+        assert_eq!(
+            right[0].read("k", &m),
+            Ok(ReadOutcome::NotFound {
+                metadata: m.clone()
+            }),
+            "a collected tombstone adds nothing to the metadata"
+        );
         assert!(matches!(
             right[0].read("j", &m),
             Ok(ReadOutcome::Found { .. })
@@ -448,7 +571,13 @@ mod tests {
         assert!(requires_snapshot(&mut right[0], &left[2]));
         let (left, right) = r.split_at_mut(3);
         sync(&mut right[0], &mut left[2], 1 << 20);
-        assert_eq!(r[2].read("k", &m), Ok(ReadOutcome::NotFound));
+        assert_eq!(
+            r[2].read("k", &m),
+            Ok(ReadOutcome::NotFound {
+                metadata: m.clone()
+            }),
+            "a collected tombstone adds nothing to the metadata"
+        );
     }
 
     #[test]
@@ -489,7 +618,13 @@ mod tests {
         assert_eq!(r[0].collect_garbage(0), 1);
         // A peer with a stale idea of our clock sends the old value again.
         assert_eq!(r[0].apply_versions(vec![old]), 0);
-        assert_eq!(r[0].read("k", &m), Ok(ReadOutcome::NotFound));
+        assert_eq!(
+            r[0].read("k", &m),
+            Ok(ReadOutcome::NotFound {
+                metadata: m.clone()
+            }),
+            "a collected tombstone adds nothing to the metadata"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! * [`Http`] is a thin client that never panics on a status code and returns
 //!   the whole answer as a [`Reply`].
 //! * [`Session`] is a client the way the contract sees one: it keeps the
-//!   latest `causal-metadata` and passes it on every request.
+//!   latest `causal-metadata` (from any answer that has one, a 404 `Key does
+//!   not exist` included) and passes it on every request.
 //! * [`wait_until`] and [`holds_throughout`] replace sleeps: the first polls a
 //!   condition until a deadline, the second samples one over a whole window
 //!   (to show that something does *not* happen).
@@ -415,6 +416,9 @@ impl Session {
         }
     }
 
+    /// Adopts the answer's metadata. A 404 carries it too, and it may cover
+    /// the delete the replica saw: dropping it would let the next replica
+    /// serve the deleted value.
     fn remember(&mut self, reply: &Reply) {
         let metadata = reply.metadata();
         if !metadata.is_null() {
