@@ -13,15 +13,48 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
+const SECOND_MS: u64 = 1000;
+const HOUR_MS: u64 = 3600 * SECOND_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+const MIB: u64 = 1024 * 1024;
+
 /// Most runtime threads one replica may be given.
-const MAX_WORKER_THREADS: usize = 256;
+const MAX_WORKER_THREADS: u64 = 256;
+
+/// The allowed range (inclusive) of every number in [`Config`], checked at
+/// load so that nothing later has to guard against absurd values (a deadline
+/// `now + u64::MAX ms` does not exist; a gigabyte body limit lets one client
+/// take the memory). Durations: 1 ms to an hour; waits that may be skipped
+/// start at 0; grace periods may last a day. Sizes: up to 64 MiB for one
+/// body or message, which is held in memory whole.
+pub const RANGES: &[(&str, u64, u64)] = &[
+    ("gossip_interval_ms", 1, HOUR_MS),
+    ("heartbeat_interval_ms", 1, HOUR_MS),
+    ("suspect_after_ms", 1, HOUR_MS),
+    ("dead_after_ms", 1, HOUR_MS),
+    ("probe_interval_ms", 1, HOUR_MS),
+    ("rpc_timeout_ms", 1, HOUR_MS),
+    ("causal_wait_ms", 0, HOUR_MS),
+    ("dead_member_grace_ms", 0, DAY_MS),
+    ("gc_interval_ms", 1, HOUR_MS),
+    ("max_body_bytes", 1, 64 * MIB),
+    ("max_value_bytes", 1, 64 * MIB),
+    ("max_message_bytes", 1024, 64 * MIB),
+    ("max_connections", 1, 65_536),
+    ("request_timeout_ms", 1, HOUR_MS),
+    ("header_read_timeout_ms", 1, HOUR_MS),
+    ("body_read_timeout_ms", 1, HOUR_MS),
+    ("idle_timeout_ms", 1, HOUR_MS),
+    ("max_open_connections", 1, 1_048_576),
+    ("shutdown_grace_ms", 0, DAY_MS),
+    ("worker_threads", 0, MAX_WORKER_THREADS),
+];
 
 /// Every setting of a replica. Durations are milliseconds, sizes bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +100,21 @@ pub struct Config {
     pub max_connections: usize,
     /// Upper bound on one client request, waiting for a slot included.
     pub request_timeout_ms: u64,
+    /// A connection that has begun a request must deliver its whole header
+    /// within this time, or it is closed (against slowloris clients).
+    pub header_read_timeout_ms: u64,
+    /// A request's body must have arrived this long after its header, or the
+    /// request is answered 408 and its connection closed. Applies to
+    /// replica-to-replica requests too, which have no `request_timeout_ms`.
+    pub body_read_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed, and
+    /// so is one whose client takes no byte of an answer for this long.
+    /// Longer than the 30 s a replica keeps its own idle connections to a
+    /// peer, so a peer never reuses a connection this replica just closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once (clients and peers: one listener serves
+    /// both); a connection beyond it is accepted and closed at once.
+    pub max_open_connections: usize,
     /// How long SIGTERM waits for hand-off to peers before exiting.
     pub shutdown_grace_ms: u64,
     /// Shared secret required on `/internal/*` when set.
@@ -105,6 +153,10 @@ impl Default for Config {
             max_message_bytes: 1024 * 1024,
             max_connections: 1024,
             request_timeout_ms: 10_000,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_open_connections: 1024,
             shutdown_grace_ms: 1500,
             cluster_key: None,
             log_format: LogFormat::Text,
@@ -132,6 +184,10 @@ pub const KEYS: &[&str] = &[
     "max_message_bytes",
     "max_connections",
     "request_timeout_ms",
+    "header_read_timeout_ms",
+    "body_read_timeout_ms",
+    "idle_timeout_ms",
+    "max_open_connections",
     "shutdown_grace_ms",
     "cluster_key",
     "log_format",
@@ -333,16 +389,22 @@ impl Loaded {
                 return Err(self.fail("listen", "expected IP:PORT, e.g. 0.0.0.0:8090"));
             }
         }
-        for (key, value) in [
-            ("gossip_interval_ms", c.gossip_interval_ms),
-            ("heartbeat_interval_ms", c.heartbeat_interval_ms),
-            ("probe_interval_ms", c.probe_interval_ms),
-            ("rpc_timeout_ms", c.rpc_timeout_ms),
-            ("gc_interval_ms", c.gc_interval_ms),
-            ("request_timeout_ms", c.request_timeout_ms),
-        ] {
-            if value == 0 {
-                return Err(self.fail(key, "must be greater than 0"));
+        for (key, value) in c.numbers() {
+            let (_, min, max) = RANGES
+                .iter()
+                .find(|(name, _, _)| *name == key)
+                .expect("every number has a range (checked by a unit test)");
+            if !(*min..=*max).contains(&value) {
+                let unit = if key.ends_with("_ms") { " ms" } else { "" };
+                let zero = if key == "worker_threads" {
+                    " (0 picks automatically)"
+                } else {
+                    ""
+                };
+                return Err(self.fail(
+                    key,
+                    &format!("{value} is out of range: allowed {min}..={max}{unit}{zero}"),
+                ));
             }
         }
         if c.suspect_after_ms <= c.heartbeat_interval_ms {
@@ -351,20 +413,8 @@ impl Loaded {
         if c.dead_after_ms <= c.suspect_after_ms {
             return Err(self.fail("dead_after_ms", "must exceed suspect_after_ms"));
         }
-        if c.max_value_bytes == 0 || c.max_value_bytes > c.max_body_bytes {
-            return Err(self.fail("max_value_bytes", "must be between 1 and max_body_bytes"));
-        }
-        if c.max_message_bytes < 1024 {
-            return Err(self.fail("max_message_bytes", "must be at least 1024"));
-        }
-        if c.max_connections == 0 {
-            return Err(self.fail("max_connections", "must be greater than 0"));
-        }
-        if c.worker_threads > MAX_WORKER_THREADS {
-            return Err(self.fail(
-                "worker_threads",
-                &format!("must be at most {MAX_WORKER_THREADS} (0 picks automatically)"),
-            ));
+        if c.max_value_bytes > c.max_body_bytes {
+            return Err(self.fail("max_value_bytes", "must not exceed max_body_bytes"));
         }
         if c.cluster_key.as_deref() == Some("") {
             return Err(self.fail("cluster_key", "must not be empty when set"));
@@ -374,8 +424,32 @@ impl Loaded {
 }
 
 impl Config {
-    pub fn ms(value: u64) -> Duration {
-        Duration::from_millis(value)
+    /// Every number in the configuration by key, for the range check.
+    fn numbers(&self) -> [(&'static str, u64); 20] {
+        // usize is at most 64 bits on every supported target.
+        let size = |n: usize| n as u64;
+        [
+            ("gossip_interval_ms", self.gossip_interval_ms),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("suspect_after_ms", self.suspect_after_ms),
+            ("dead_after_ms", self.dead_after_ms),
+            ("probe_interval_ms", self.probe_interval_ms),
+            ("rpc_timeout_ms", self.rpc_timeout_ms),
+            ("causal_wait_ms", self.causal_wait_ms),
+            ("dead_member_grace_ms", self.dead_member_grace_ms),
+            ("gc_interval_ms", self.gc_interval_ms),
+            ("max_body_bytes", size(self.max_body_bytes)),
+            ("max_value_bytes", size(self.max_value_bytes)),
+            ("max_message_bytes", size(self.max_message_bytes)),
+            ("max_connections", size(self.max_connections)),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("max_open_connections", size(self.max_open_connections)),
+            ("shutdown_grace_ms", self.shutdown_grace_ms),
+            ("worker_threads", size(self.worker_threads)),
+        ]
     }
 
     /// The address to bind.
@@ -499,6 +573,109 @@ mod tests {
                 error.contains("dead_after_ms") && error.contains("HEARSAY_DEAD_AFTER_MS"),
                 "{error}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_number_has_a_range_that_admits_its_default() {
+        let defaults = Config::default();
+        let numbers = defaults.numbers();
+        let checked: Vec<&str> = numbers.iter().map(|(key, _)| *key).collect();
+        let ranged: Vec<&str> = RANGES.iter().map(|(key, _, _)| *key).collect();
+        assert_eq!(checked, ranged);
+        for key in KEYS {
+            let numeric = key.ends_with("_ms")
+                || key.ends_with("_bytes")
+                || key.ends_with("_connections")
+                || key.ends_with("_threads");
+            assert_eq!(numeric, checked.contains(key), "{key}");
+        }
+        for ((key, value), (_, min, max)) in numbers.iter().zip(RANGES) {
+            assert!((*min..=*max).contains(value), "default of {key}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn out_of_range_numbers_stop_loading_naming_setting_value_source_and_range() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+            jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", u64::MAX.to_string());
+            let error = load(&Overrides::default()).err().unwrap().to_string();
+            for part in [
+                "gossip_interval_ms",
+                "18446744073709551615",
+                "environment variable HEARSAY_GOSSIP_INTERVAL_MS",
+                "1..=3600000 ms",
+            ] {
+                assert!(error.contains(part), "{part} missing in: {error}");
+            }
+
+            // Both ends of a range are allowed; one past either end is not.
+            jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "3600000");
+            assert_eq!(
+                load(&Overrides::default())
+                    .unwrap()
+                    .config
+                    .gossip_interval_ms,
+                3_600_000
+            );
+            jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "1");
+            assert!(load(&Overrides::default()).is_ok());
+            jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "0");
+            let error = load(&Overrides::default()).err().unwrap().to_string();
+            assert!(error.contains("0 is out of range"), "{error}");
+            jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "3600001");
+            assert!(load(&Overrides::default()).is_err());
+            jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "100");
+
+            // Waits that may be skipped start at 0; grace periods reach a day.
+            let flags = |pairs: &[(&str, &str)]| Overrides {
+                file: None,
+                pairs: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            let loaded = load(&flags(&[
+                ("causal_wait_ms", "0"),
+                ("dead_member_grace_ms", "86400000"),
+            ]))
+            .unwrap();
+            assert_eq!(loaded.config.dead_member_grace_ms, 86_400_000);
+
+            let error = load(&flags(&[("max_body_bytes", "1073741824")]))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                error.contains("max_body_bytes")
+                    && error.contains("command-line flag")
+                    && error.contains("1..=67108864"),
+                "{error}"
+            );
+
+            jail.create_file("grace.toml", "dead_member_grace_ms = 86400001\n")?;
+            let error = load(&Overrides {
+                file: Some("grace.toml".into()),
+                pairs: vec![],
+            })
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                error.contains("dead_member_grace_ms")
+                    && error.contains("grace.toml")
+                    && error.contains("0..=86400000 ms"),
+                "{error}"
+            );
+
+            let error = load(&flags(&[("max_open_connections", "0")]))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(error.contains("max_open_connections"), "{error}");
             Ok(())
         });
     }

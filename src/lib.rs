@@ -8,6 +8,7 @@
 //! * [`proto`] — replica-to-replica messages.
 //! * [`api`] — the public HTTP API and operator endpoints.
 //! * [`config`] — layered configuration with provenance.
+//! * [`connections`] — the accept loop: connection cap and time bounds.
 //! * [`telemetry`] — logs and Prometheus metrics.
 //! * [`server`], [`cli`], [`client`] — the binary's entry points and its
 //!   command-line client.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod core;
 pub mod node;
 pub mod proto;

@@ -5,10 +5,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api;
 use crate::config::Config;
+use crate::connections;
 use crate::node::Node;
 use crate::transport::http::HttpTransport;
 
@@ -38,14 +39,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.max_internal_body_bytes(),
     ));
     let node = Node::new(config, transport, incarnation, rand::random());
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(api::app(node.clone()));
+    let limits = connections::Limits::of(node.config());
+    warn_if_descriptors_are_short(limits.max_open);
     let stop_accepting = CancellationToken::new();
-    let graceful = stop_accepting.clone().cancelled_owned();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-    });
+    let (accepting, slots) = connections::spawn(
+        listener,
+        api::app(node.clone()),
+        limits,
+        stop_accepting.clone(),
+    );
     let threads = tokio::runtime::Handle::current().metrics().num_workers();
     info!(address = %node.address(), %bind, incarnation, threads, view = ?node.config().view, "hearsay replica starting");
     let starter = {
@@ -56,10 +58,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     info!("signal received: draining, handing off, leaving");
     starter.abort();
     node.leave().await;
+    // Stop accepting, close idle connections, and give requests in flight a
+    // moment to be answered: every connection slot back means all are done.
     stop_accepting.cancel();
-    let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
+    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+        let _ = accepting.await;
+        let _ = slots.acquire_many(limits.max_open as u32).await;
+    })
+    .await;
     info!("bye");
     Ok(())
+}
+
+/// Warns when the descriptor limit is below `max_open_connections` plus a
+/// margin for the replica's own sockets: the cap would then never be reached
+/// and accepting would fail instead (retried, but with no clear cause).
+fn warn_if_descriptors_are_short(max_open: usize) {
+    const OWN_DESCRIPTORS: u64 = 64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let wanted = max_open as u64 + OWN_DESCRIPTORS;
+    if limit.rlim_cur < wanted {
+        warn!(
+            descriptor_limit = limit.rlim_cur,
+            max_open_connections = max_open,
+            "the descriptor limit (ulimit -n) is below max_open_connections + {OWN_DESCRIPTORS}"
+        );
+    }
 }
 
 /// Resolves on SIGTERM (docker stop) or SIGINT (Ctrl-C).

@@ -189,6 +189,29 @@ async fn probe_and_config_subcommands() {
 }
 
 #[tokio::test]
+async fn an_out_of_range_duration_stops_start_up() {
+    // Before settings had ranges, this value reached `Instant + Duration`
+    // in the gossip timer and panicked there, long after start-up.
+    let served = hearsay(
+        &["serve"],
+        &[
+            ("SOCKET_ADDRESS", "127.0.0.1:9000"),
+            ("HEARSAY_GOSSIP_INTERVAL_MS", "18446744073709551615"),
+        ],
+    )
+    .await;
+    assert_ne!(served.status.code(), Some(0), "{served:?}");
+    let error = String::from_utf8_lossy(&served.stderr);
+    assert!(
+        error.contains("gossip_interval_ms")
+            && error.contains("18446744073709551615")
+            && error.contains("HEARSAY_GOSSIP_INTERVAL_MS")
+            && error.contains("1..=3600000"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn readiness_waits_for_state_transfer() {
     // Replica 1's address is held by a listener that accepts and never
     // answers, so replica 0's announcement and transfer hang until timeout.

@@ -576,9 +576,17 @@ pub struct ClusterBuilder {
     views: Vec<(usize, Vec<usize>)>,
     settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
+    descriptor_limit: Option<u64>,
 }
 
 impl ClusterBuilder {
+    /// Every replica runs with at most this many open file descriptors
+    /// (`RLIMIT_NOFILE`), as a small container or a low `ulimit -n` would.
+    pub fn descriptor_limit(mut self, limit: u64) -> Self {
+        self.descriptor_limit = Some(limit);
+        self
+    }
+
     /// A setting passed as `--set key=value` to every replica.
     pub fn set(mut self, key: &str, value: impl Display) -> Self {
         self.settings.push((key.to_string(), value.to_string()));
@@ -641,6 +649,7 @@ impl ClusterBuilder {
                 replicas,
                 settings: self.settings.clone(),
                 env: self.env.clone(),
+                descriptor_limit: self.descriptor_limit,
                 http: Http::default(),
             };
             let started: Vec<usize> = (0..self.size)
@@ -681,6 +690,7 @@ pub struct Cluster {
     replicas: Vec<Replica>,
     settings: Vec<(String, String)>,
     env: Vec<(String, String)>,
+    descriptor_limit: Option<u64>,
     pub http: Http,
 }
 
@@ -693,6 +703,7 @@ impl Cluster {
             views: Vec::new(),
             settings: Vec::new(),
             env: Vec::new(),
+            descriptor_limit: None,
         }
     }
 
@@ -734,6 +745,7 @@ impl Cluster {
     pub fn spawn(&mut self, index: usize) {
         let settings = self.settings.clone();
         let env = self.env.clone();
+        let descriptor_limit = self.descriptor_limit;
         let replica = &mut self.replicas[index];
         assert!(
             replica.child.is_none(),
@@ -776,8 +788,18 @@ impl Cluster {
         // The signal fires when the *spawning thread* ends: spawn from the
         // test's own thread (the default current-thread `#[tokio::test]`).
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // setrlimit only changes limits of the new process.
+                if let Some(limit) = descriptor_limit {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
