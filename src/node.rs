@@ -37,8 +37,8 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::Config;
 use crate::core::membership::LivenessChange;
 use crate::core::{
-    Covers, Heard, JsonText, Key, Liveness, ReadOutcome, Replica, Timing, VClock, ViewChange,
-    WriteOutcome,
+    ApplyReport, Covers, Heard, JsonText, Key, Liveness, ReadOutcome, Replica, Timing, VClock,
+    ViewChange, WriteError, WriteOutcome,
 };
 use crate::proto::{Hello, Request, Response};
 use crate::telemetry::names;
@@ -55,6 +55,9 @@ pub enum Unavailable {
     CausalTimeout,
     /// The replica is shutting down.
     Draining,
+    /// This replica's life has no counter left for a new write (see
+    /// [`crate::core::WriteError::CountersExhausted`]).
+    CountersExhausted,
 }
 
 /// A snapshot of one member for operators.
@@ -242,9 +245,13 @@ impl Node {
         metadata: &VClock,
     ) -> Result<WriteOutcome, Unavailable> {
         self.when_caught_up(metadata, move |replica| {
-            replica.write(key, value.clone(), metadata)
+            match replica.write(key, value.clone(), metadata) {
+                Ok(outcome) => Ok(Ok(outcome)),
+                Err(WriteError::NotYet) => Err(crate::core::NotYet),
+                Err(WriteError::CountersExhausted) => Ok(Err(Unavailable::CountersExhausted)),
+            }
         })
-        .await
+        .await?
     }
 
     /// Runs `op` once this replica is ready and covers `metadata`; until then
@@ -446,12 +453,13 @@ impl Node {
                 let received = entries.len() as u64;
                 let mut replica = self.replica();
                 replica.members.heard_from(&address, incarnation, now);
-                replica.apply_versions(entries);
+                let applied = replica.apply_versions(entries);
                 if let Some(covers) = &covers {
                     replica.complete_transfer(covers);
                 }
                 drop(replica);
                 metrics::counter!(names::DELTA_VERSIONS_RECEIVED).increment(received);
+                count_refused_versions(applied);
                 self.notify();
                 Response::Ack
             }
@@ -479,7 +487,12 @@ impl Node {
             if heard == Heard::Stale {
                 return;
             }
-            let admissions = replica.members.merge_admin(&hello.admin, now);
+            let merged = replica.members.merge_admin(&hello.admin, now);
+            if merged.refused > 0 {
+                metrics::counter!(names::PEER_DATA_REFUSED, "what" => "admission")
+                    .increment(merged.refused as u64);
+            }
+            let admissions = merged.changed;
             replica.members.record_clock(&hello.address, &hello.clock);
             (!replica.clock().covers(&hello.clock), heard, admissions)
         };
@@ -582,7 +595,8 @@ impl Node {
             {
                 let mut replica = self.replica();
                 replica.members.record_clock(peer, &chunk.covers.clock);
-                replica.apply_versions(chunk.entries);
+                let applied = replica.apply_versions(chunk.entries);
+                count_refused_versions(applied);
                 if done {
                     if snapshot {
                         let dropped = replica.complete_snapshot(&first, &snapshot_keys);
@@ -876,6 +890,15 @@ impl Node {
     /// Stops the background tasks without telling anyone (a crash, in tests).
     pub fn halt(&self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Counts the versions a peer sent that the core refused (malformed, or
+/// beyond the counter bounds), so that a misbehaving peer shows in `/metrics`.
+fn count_refused_versions(applied: ApplyReport) {
+    if applied.refused > 0 {
+        metrics::counter!(names::PEER_DATA_REFUSED, "what" => "version")
+            .increment(applied.refused as u64);
     }
 }
 

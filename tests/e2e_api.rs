@@ -577,3 +577,46 @@ async fn metrics_count_requests_made_before_the_first_scrape() {
     );
     assert!(metrics.text.contains("hearsay_keys 1"), "{}", metrics.text);
 }
+
+#[tokio::test]
+async fn a_version_from_the_far_future_is_refused_and_counted() {
+    use hearsay::core::{Dot, JsonText, Key, Origin, VClock, Version};
+    use hearsay::proto::{self, Request};
+
+    let cluster = Cluster::start(1).await;
+    let a = cluster.addr(0);
+    let http = &cluster.http;
+    let evil = Origin::new("127.0.0.1:1", 1);
+    let poisoned = Version {
+        key: Key::from("k"),
+        value: Some(JsonText::from("\"poisoned\"")),
+        dot: Dot {
+            origin: evil.clone(),
+            seq: 1,
+        },
+        lamport: u64::MAX,
+        deps: VClock::from_pairs([(evil, 1)]),
+    };
+    let push = Request::Push {
+        address: "127.0.0.1:1".into(),
+        incarnation: 1,
+        entries: vec![poisoned],
+        covers: None,
+    };
+    let answer = reqwest::Client::new()
+        .post(format!("http://{a}/internal/push"))
+        .body(proto::encode(&push).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    let metrics = http.send("GET", a, "/metrics", Body::None).await;
+    let refused = r#"hearsay_peer_data_refused_total{what="version"} 1"#;
+    assert!(metrics.text.contains(refused), "{}", metrics.text);
+    // The acknowledged write is what a read returns.
+    http.kv("PUT", a, "k", Body::Json(json!({"value": "mine"})))
+        .await
+        .expect_result(201, "created");
+    assert_eq!(http.read(a, "k").await.value(), &json!("mine"));
+}

@@ -78,6 +78,10 @@ impl From<Unavailable> for ApiError {
             Unavailable::Draining => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Replica is shutting down")
             }
+            Unavailable::CountersExhausted => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Replica cannot take more writes: its write counters are exhausted",
+            ),
         }
     }
 }
@@ -414,6 +418,14 @@ async fn view_target(state: &AppState, body: Body) -> Result<String, ApiError> {
     Ok(address.to_string())
 }
 
+/// A view change refused because the decision counter is at its maximum.
+fn view_counter_exhausted() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Replica cannot record more view changes: its decision counter is exhausted",
+    )
+}
+
 #[utoipa::path(put, path = "/view", tag = "view", request_body = schema::ViewChangeRequest,
     responses(
         (status = 201, body = schema::ViewResult, description = "added"),
@@ -426,6 +438,7 @@ async fn put_view(State(state): State<AppState>, body: Body) -> ApiResult {
         ViewChange::Added => {
             (StatusCode::CREATED, Json(json!({"result": "added"}))).into_response()
         }
+        ViewChange::CounterExhausted => return Err(view_counter_exhausted()),
         _ => (StatusCode::OK, Json(json!({"result": "already present"}))).into_response(),
     })
 }
@@ -442,6 +455,7 @@ async fn delete_view(State(state): State<AppState>, body: Body) -> ApiResult {
         ViewChange::Deleted => {
             Ok((StatusCode::OK, Json(json!({"result": "deleted"}))).into_response())
         }
+        ViewChange::CounterExhausted => Err(view_counter_exhausted()),
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_REPLICA)),
     }
 }

@@ -11,6 +11,11 @@ pub mod replica;
 pub mod store;
 
 pub use clock::{Dot, Origin, VClock};
-pub use membership::{AdminRecord, Heard, Liveness, Membership, Timing, ViewChange};
-pub use replica::{Covers, NotYet, PullChunk, ReadOutcome, Replica, WriteOutcome};
+pub use membership::{
+    AdminMerge, AdminRecord, Heard, Liveness, Membership, Timing, ViewChange, MAX_ADMIN_LEAP,
+};
+pub use replica::{
+    ApplyReport, Covers, NotYet, PullChunk, ReadOutcome, Replica, WriteError, WriteOutcome,
+    MAX_LAMPORT_LEAP, MAX_SEQ_LEAP,
+};
 pub use store::{packed, JsonText, Key, Stamp, Store, Version};
