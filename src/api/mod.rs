@@ -42,6 +42,7 @@ pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
 pub const ERR_CAUSAL: &str = "Causal dependencies not satisfied; try again later";
 pub const ERR_NO_KEY: &str = "Key does not exist";
 pub const ERR_NO_REPLICA: &str = "View has no such replica";
+pub const ERR_NOT_AN_OBJECT: &str = "Request body must be a JSON object";
 
 /// An error answer: a status and a JSON `{"error": ...}` body.
 #[derive(Debug)]
@@ -142,14 +143,41 @@ async fn missing_key() -> ApiError {
 // Body parsing
 // --------------------------------------------------------------------------
 
-/// Reads the body, refusing more than `limit` bytes.
+/// Reads the body, refusing more than `limit` bytes (413). Any other failure
+/// to read it — a connection closed before `Content-Length` bytes arrived,
+/// broken chunked encoding — is the client's malformed request (400).
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body is larger than the limit of {limit} bytes"),
-        )
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        if is_over_limit(&error) {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request(format!("Request body could not be read: {}", root(&error)))
+        }
     })
+}
+
+/// Whether reading a body failed because it exceeded the size limit.
+fn is_over_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// The innermost cause of an error: the one that names the actual problem.
+fn root<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    let mut error = error;
+    while let Some(source) = error.source() {
+        error = source;
+    }
+    error
 }
 
 #[derive(Deserialize)]
@@ -162,8 +190,13 @@ struct KvBody<'a> {
 
 /// The fields of a key-value request body. An empty body means `{}`.
 fn parse_kv_body(bytes: &[u8]) -> Result<(Option<&RawValue>, VClock), ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok((None, VClock::new()));
+    };
+    // Only an object has fields: serde's derive would also read an array as
+    // the fields in order (`[42]` as a value of 42).
+    if *first != b'{' {
+        return Err(describe_non_object(bytes));
     }
     let body: KvBody =
         serde_json::from_slice(bytes).map_err(|error| describe_bad_body(bytes, error))?;
@@ -177,7 +210,16 @@ fn describe_bad_body(bytes: &[u8], error: serde_json::Error) -> ApiError {
         Ok(Value::Object(_)) => {
             ApiError::bad_request(format!("Request body is not valid: {error}"))
         }
-        Ok(_) => ApiError::bad_request("Request body must be a JSON object"),
+        Ok(_) => ApiError::bad_request(ERR_NOT_AN_OBJECT),
+    }
+}
+
+/// A body that does not start with `{`: not JSON at all, or JSON that is
+/// not an object.
+fn describe_non_object(bytes: &[u8]) -> ApiError {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        Ok(_) => ApiError::bad_request(ERR_NOT_AN_OBJECT),
+        Err(error) => ApiError::bad_request(format!("Request body is not valid JSON: {error}")),
     }
 }
 
@@ -402,7 +444,7 @@ async fn view_target(state: &AppState, body: Body) -> Result<String, ApiError> {
         ApiError::bad_request(format!("Request body is not valid JSON: {error}"))
     })?;
     let Value::Object(map) = value else {
-        return Err(ApiError::bad_request("Request body must be a JSON object"));
+        return Err(ApiError::bad_request(ERR_NOT_AN_OBJECT));
     };
     let address = map
         .get("socket-address")
@@ -730,6 +772,8 @@ mod tests {
         for bad in [
             &br#"{"value": 1"#[..],
             b"[1,2]",
+            b"[42]",
+            b"[]",
             b"value=3",
             br#"{"causal-metadata": "abc"}"#,
             br#"{"causal-metadata": {"nope": 1}}"#,
