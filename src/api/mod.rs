@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::warn;
 
-use crate::core::{JsonText, Origin, ReadOutcome, VClock, ViewChange, WriteOutcome};
+use crate::core::{JsonText, ReadOutcome, VClock, ViewChange, WriteOutcome};
 use crate::node::{Node, Unavailable};
 use crate::proto;
 use crate::telemetry::{self, names};
@@ -33,9 +33,6 @@ use crate::transport::http::CLUSTER_KEY_HEADER;
 
 /// The longest key, in Unicode scalar values (fixed by the contract).
 pub const MAX_KEY_CHARS: usize = 50;
-
-/// Most entries accepted in client metadata (it holds one per replica life).
-const MAX_METADATA_ENTRIES: usize = 4096;
 
 pub const ERR_KEY_TOO_LONG: &str = "Key is too long";
 pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
@@ -242,7 +239,7 @@ fn parse_metadata(raw: Option<&RawValue>) -> Result<VClock, ApiError> {
 
 /// Client metadata read straight into a clock: `null` or an object of
 /// well-formed origins to counts, refused as soon as it has more than
-/// [`MAX_METADATA_ENTRIES`] entries.
+/// [`crate::core::clock::MAX_CLOCK_ENTRIES`] (the cap on every clock read) entries.
 struct ClientClock(VClock);
 
 impl<'de> Deserialize<'de> for ClientClock {
@@ -258,19 +255,9 @@ impl<'de> Deserialize<'de> for ClientClock {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
-                mut map: A,
+                map: A,
             ) -> Result<ClientClock, A::Error> {
-                use serde::de::Error;
-                let mut pairs = Vec::new();
-                while let Some((origin, count)) = map.next_entry::<&str, u64>()? {
-                    if pairs.len() == MAX_METADATA_ENTRIES {
-                        return Err(A::Error::custom("too many entries"));
-                    }
-                    let origin =
-                        Origin::parse(origin).ok_or_else(|| A::Error::custom("not an origin"))?;
-                    pairs.push((origin, count));
-                }
-                Ok(ClientClock(VClock::from_pairs(pairs)))
+                VClock::read_entries(map).map(ClientClock)
             }
         }
         deserializer.deserialize_any(ClockVisitor)
@@ -757,6 +744,7 @@ mod schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Origin;
 
     #[test]
     fn body_parsing_follows_the_contract() {
