@@ -21,6 +21,9 @@ pub mod names {
     pub const INTERNAL_REFUSED: &str = "hearsay_internal_refused_total";
     pub const DELTA_VERSIONS_SENT: &str = "hearsay_delta_versions_sent_total";
     pub const DELTA_VERSIONS_RECEIVED: &str = "hearsay_delta_versions_received_total";
+    /// Versions and admission records from peers refused as malformed or
+    /// beyond the counter bounds; label `what` is `version` or `admission`.
+    pub const PEER_DATA_REFUSED: &str = "hearsay_peer_data_refused_total";
     pub const VIEW_CHANGES: &str = "hearsay_view_changes_total";
     pub const LIVENESS_CHANGES: &str = "hearsay_liveness_changes_total";
     pub const STATE_TRANSFERS: &str = "hearsay_state_transfers_total";

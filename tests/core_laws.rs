@@ -168,6 +168,42 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     proptest::collection::vec(step, 1..60)
 }
 
+/// A MessagePack map of `pairs` exactly as given: unsorted, with duplicate
+/// origins and zero counts, as a peer could send it.
+fn packed_map(pairs: &[(Origin, u64)]) -> Vec<u8> {
+    struct Map<'a>(&'a [(Origin, u64)]);
+    impl serde::Serialize for Map<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(self.0.iter().map(|(o, n)| (o, n)))
+        }
+    }
+    rmp_serde::to_vec(&Map(pairs)).unwrap()
+}
+
+proptest! {
+    #[test]
+    fn a_decoded_clock_is_the_componentwise_max_of_its_entries(
+        pairs in proptest::collection::vec((0usize..8, 0u64..5), 0..40)
+    ) {
+        let pairs: Vec<(Origin, u64)> = pairs
+            .into_iter()
+            .map(|(o, n)| (Origin::new("10.0.0.1:8090", o as u64), n))
+            .collect();
+        // The model: per origin, the greatest count given; zero means absent.
+        let mut model = std::collections::BTreeMap::new();
+        for (origin, n) in &pairs {
+            let entry = model.entry(origin.clone()).or_insert(0);
+            *entry = (*entry).max(*n);
+        }
+        model.retain(|_, n| *n > 0);
+        let decoded: VClock = rmp_serde::from_slice(&packed_map(&pairs)).unwrap();
+        let entries: Vec<(Origin, u64)> = decoded.iter().map(|(o, n)| (o.clone(), *n)).collect();
+        let expected: Vec<(Origin, u64)> = model.into_iter().collect();
+        prop_assert_eq!(&entries, &expected);
+        prop_assert_eq!(&decoded, &VClock::from_pairs(pairs));
+    }
+}
+
 fn cluster() -> Vec<Replica> {
     let view: Vec<String> = ORIGINS[..3].iter().map(|s| s.to_string()).collect();
     view.iter()

@@ -597,3 +597,150 @@ async fn metrics_count_requests_made_before_the_first_scrape() {
     );
     assert!(metrics.text.contains("hearsay_keys 1"), "{}", metrics.text);
 }
+
+#[tokio::test]
+async fn every_non_object_body_is_400_naming_the_problem() {
+    let cluster = Cluster::start(1).await;
+    let a = cluster.addr(0);
+    let http = &cluster.http;
+    http.kv("PUT", a, "k", Body::Json(json!({"value": 1})))
+        .await
+        .expect_result(201, "created");
+    const NOT_AN_OBJECT: &str = "Request body must be a JSON object";
+    // Arrays would be read as the fields in order (`[42]` as a value of 42).
+    let bodies = [
+        "[42]",
+        "[42, null]",
+        "[]",
+        r#"[{"value": 1}]"#,
+        r#""text""#,
+        "42",
+        "true",
+        "false",
+        "null",
+    ];
+    for body in bodies {
+        for method in ["PUT", "GET", "DELETE"] {
+            let reply = http.kv(method, a, "k", Body::raw(body)).await;
+            assert_eq!(reply.status, 400, "{method} {body}: {reply:?}");
+            assert_eq!(reply.error(), NOT_AN_OBJECT, "{method} {body}");
+        }
+        for method in ["PUT", "DELETE"] {
+            let reply = http.send(method, a, "/view", Body::raw(body)).await;
+            assert_eq!(reply.status, 400, "{method} /view {body}: {reply:?}");
+            assert_eq!(reply.error(), NOT_AN_OBJECT, "{method} /view {body}");
+        }
+    }
+    // Nothing above changed the key or the view.
+    assert_eq!(http.read(a, "k").await.value(), &json!(1));
+    assert_eq!(http.view(a).await, vec![a.to_string()]);
+}
+
+/// Sends `request` as raw bytes on a fresh connection, optionally closes
+/// the write side, and returns the status and the JSON body of the answer.
+async fn raw_exchange(addr: &str, request: &[u8], close_write: bool) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    if close_write {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("the replica answers and closes the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    (status, json)
+}
+
+#[tokio::test]
+async fn a_body_cut_short_or_broken_on_the_wire_is_400_not_413() {
+    let cluster = Cluster::start(1).await;
+    let a = cluster.addr(0);
+    let unreadable = |json: &Value| {
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Request body could not be read"))
+    };
+
+    // Promises 100 bytes, sends 10, then closes its write side.
+    let truncated = format!(
+        "PUT /kvs/k HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"value\":1"
+    );
+    let (status, json) = raw_exchange(a, truncated.as_bytes(), true).await;
+    assert_eq!(status, 400, "{json}");
+    assert!(unreadable(&json), "{json}");
+
+    // A chunk size that is not hexadecimal.
+    let broken_chunks = format!(
+        "PUT /kvs/k HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\nzz\r\n{{\"value\":1}}\r\n0\r\n\r\n"
+    );
+    let (status, json) = raw_exchange(a, broken_chunks.as_bytes(), false).await;
+    assert_eq!(status, 400, "{json}");
+    assert!(unreadable(&json), "{json}");
+
+    // Neither wrote anything.
+    cluster
+        .http
+        .kv("GET", a, "k", Body::None)
+        .await
+        .expect(404, Some(NO_KEY));
+}
+
+#[tokio::test]
+async fn a_version_from_the_far_future_is_refused_and_counted() {
+    use hearsay::core::{Dot, JsonText, Key, Life, Origin, PushRequest, VClock, Version};
+    use hearsay::proto::{self, Request};
+
+    let cluster = Cluster::start(1).await;
+    let a = cluster.addr(0);
+    let http = &cluster.http;
+    let evil = Origin::new("127.0.0.1:1", 1);
+    let poisoned = Version {
+        key: Key::from("k"),
+        value: Some(JsonText::from("\"poisoned\"")),
+        dot: Dot {
+            origin: evil.clone(),
+            seq: 1,
+        },
+        lamport: u64::MAX,
+        deps: VClock::from_pairs([(evil, 1)]),
+    };
+    let health = http.send("GET", a, "/health", Body::None).await;
+    let incarnation = health.json["incarnation"].as_u64().expect("an incarnation");
+    let push = Request::Push(PushRequest {
+        from: Life {
+            address: "127.0.0.1:1".into(),
+            incarnation: 1,
+        },
+        to: incarnation,
+        entries: vec![poisoned],
+        completion: None,
+    });
+    let answer = reqwest::Client::new()
+        .post(format!("http://{a}/internal/push"))
+        .body(proto::encode(&push).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    let metrics = http.send("GET", a, "/metrics", Body::None).await;
+    let refused = r#"hearsay_peer_data_refused_total{what="version"} 1"#;
+    assert!(metrics.text.contains(refused), "{}", metrics.text);
+    // The acknowledged write is what a read returns.
+    http.kv("PUT", a, "k", Body::Json(json!({"value": "mine"})))
+        .await
+        .expect_result(201, "created");
+    assert_eq!(http.read(a, "k").await.value(), &json!("mine"));
+}

@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::warn;
 
-use crate::core::{JsonText, Origin, ReadOutcome, VClock, ViewChange, WriteOutcome};
+use crate::core::{JsonText, ReadOutcome, VClock, ViewChange, WriteOutcome};
 use crate::node::{Node, Unavailable};
 use crate::proto;
 use crate::telemetry::{self, names};
@@ -33,9 +33,6 @@ use crate::transport::http::CLUSTER_KEY_HEADER;
 
 /// The longest key, in Unicode scalar values (fixed by the contract).
 pub const MAX_KEY_CHARS: usize = 50;
-
-/// Most entries accepted in client metadata (it holds one per replica life).
-const MAX_METADATA_ENTRIES: usize = 4096;
 
 pub const ERR_KEY_TOO_LONG: &str = "Key is too long";
 pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
@@ -82,6 +79,10 @@ impl From<Unavailable> for ApiError {
             Unavailable::Draining => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Replica is shutting down")
             }
+            Unavailable::CountersExhausted => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Replica cannot take more writes: its write counters are exhausted",
+            ),
         }
     }
 }
@@ -142,14 +143,41 @@ async fn missing_key() -> ApiError {
 // Body parsing
 // --------------------------------------------------------------------------
 
-/// Reads the body, refusing more than `limit` bytes.
+/// Reads the body, refusing more than `limit` bytes (413). Any other failure
+/// to read it — a connection closed before `Content-Length` bytes arrived,
+/// broken chunked encoding — is the client's malformed request (400).
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body is larger than the limit of {limit} bytes"),
-        )
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        if is_over_limit(&error) {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request(format!("Request body could not be read: {}", root(&error)))
+        }
     })
+}
+
+/// Whether reading a body failed because it exceeded the size limit.
+fn is_over_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// The innermost cause of an error: the one that names the actual problem.
+fn root<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    let mut error = error;
+    while let Some(source) = error.source() {
+        error = source;
+    }
+    error
 }
 
 #[derive(Deserialize)]
@@ -162,8 +190,13 @@ struct KvBody<'a> {
 
 /// The fields of a key-value request body. An empty body means `{}`.
 fn parse_kv_body(bytes: &[u8]) -> Result<(Option<&RawValue>, VClock), ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok((None, VClock::new()));
+    };
+    // Only an object has fields: serde's derive would also read an array as
+    // the fields in order (`[42]` as a value of 42).
+    if *first != b'{' {
+        return Err(describe_non_object(bytes));
     }
     let body: KvBody =
         serde_json::from_slice(bytes).map_err(|error| describe_bad_body(bytes, error))?;
@@ -178,6 +211,15 @@ fn describe_bad_body(bytes: &[u8], error: serde_json::Error) -> ApiError {
             ApiError::bad_request(format!("Request body is not valid: {error}"))
         }
         Ok(_) => ApiError::bad_request(ERR_BODY_NOT_OBJECT),
+    }
+}
+
+/// A body that does not start with `{`: not JSON at all, or JSON that is
+/// not an object.
+fn describe_non_object(bytes: &[u8]) -> ApiError {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        Ok(_) => ApiError::bad_request(ERR_BODY_NOT_OBJECT),
+        Err(error) => ApiError::bad_request(format!("{ERR_BODY_NOT_JSON}: {error}")),
     }
 }
 
@@ -200,7 +242,7 @@ fn parse_metadata(raw: Option<&RawValue>) -> Result<VClock, ApiError> {
 
 /// Client metadata read straight into a clock: `null` or an object of
 /// well-formed origins to counts, refused as soon as it has more than
-/// [`MAX_METADATA_ENTRIES`] entries.
+/// [`crate::core::clock::MAX_CLOCK_ENTRIES`] (the cap on every clock read) entries.
 struct ClientClock(VClock);
 
 impl<'de> Deserialize<'de> for ClientClock {
@@ -216,19 +258,9 @@ impl<'de> Deserialize<'de> for ClientClock {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
-                mut map: A,
+                map: A,
             ) -> Result<ClientClock, A::Error> {
-                use serde::de::Error;
-                let mut pairs = Vec::new();
-                while let Some((origin, count)) = map.next_entry::<&str, u64>()? {
-                    if pairs.len() == MAX_METADATA_ENTRIES {
-                        return Err(A::Error::custom("too many entries"));
-                    }
-                    let origin =
-                        Origin::parse(origin).ok_or_else(|| A::Error::custom("not an origin"))?;
-                    pairs.push((origin, count));
-                }
-                Ok(ClientClock(VClock::from_pairs(pairs)))
+                VClock::read_entries(map).map(ClientClock)
             }
         }
         deserializer.deserialize_any(ClockVisitor)
@@ -437,6 +469,14 @@ async fn view_target(state: &AppState, body: Body) -> Result<String, ApiError> {
     Ok(address.to_string())
 }
 
+/// A view change refused because the decision counter is at its maximum.
+fn view_counter_exhausted() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Replica cannot record more view changes: its decision counter is exhausted",
+    )
+}
+
 #[utoipa::path(put, path = "/view", tag = "view", request_body = schema::ViewChangeRequest,
     responses(
         (status = 201, body = schema::ViewResult, description = "added"),
@@ -449,6 +489,7 @@ async fn put_view(State(state): State<AppState>, body: Body) -> ApiResult {
         ViewChange::Added => {
             (StatusCode::CREATED, Json(json!({"result": "added"}))).into_response()
         }
+        ViewChange::CounterExhausted => return Err(view_counter_exhausted()),
         _ => (StatusCode::OK, Json(json!({"result": "already present"}))).into_response(),
     })
 }
@@ -465,6 +506,7 @@ async fn delete_view(State(state): State<AppState>, body: Body) -> ApiResult {
         ViewChange::Deleted => {
             Ok((StatusCode::OK, Json(json!({"result": "deleted"}))).into_response())
         }
+        ViewChange::CounterExhausted => Err(view_counter_exhausted()),
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, ERR_NO_REPLICA)),
     }
 }
@@ -734,6 +776,7 @@ mod schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Origin;
 
     #[test]
     fn body_parsing_follows_the_contract() {
@@ -749,6 +792,8 @@ mod tests {
         for bad in [
             &br#"{"value": 1"#[..],
             b"[1,2]",
+            b"[42]",
+            b"[]",
             b"value=3",
             br#"{"causal-metadata": "abc"}"#,
             br#"{"causal-metadata": {"nope": 1}}"#,

@@ -19,13 +19,41 @@ use std::sync::Arc;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Most entries a clock may have when decoded (from a peer's message or a
+/// client's metadata). A clock has one entry per replica life that wrote, so
+/// this is far beyond any real cluster; a larger one is refused while it is
+/// being read, before the rest of it is.
+pub const MAX_CLOCK_ENTRIES: usize = 4096;
+
 /// One life of one replica, rendered `"<address>@<incarnation>"`.
 ///
 /// Cheap to clone (shared string); ordered by its text so that every replica
 /// breaks ties identically.
-#[derive(Clone, Eq, Serialize, Deserialize)]
+#[derive(Clone, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Origin(Arc<str>);
+
+/// Origins from the network are checked as they are read: anything that is
+/// not `"<address>@<u64>"` fails the message that carries it.
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OriginVisitor;
+        impl Visitor<'_> for OriginVisitor {
+            type Value = Origin;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an origin \"<address>@<incarnation>\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Origin, E> {
+                Origin::parse(text).ok_or_else(|| {
+                    E::custom(format!(
+                        "{text:?} is not an origin \"<address>@<incarnation>\""
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_str(OriginVisitor)
+    }
+}
 
 impl std::hash::Hash for Origin {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -201,13 +229,16 @@ impl VClock {
         self.0.iter().map(|(origin, seq)| (origin, seq))
     }
 
-    /// Builds a clock from pairs, dropping zero entries.
+    /// Builds a clock from pairs in any order: the greatest count per origin,
+    /// zero entries dropped. `O(n log n)`: sorted once, not inserted one by
+    /// one into the sorted vector.
     pub fn from_pairs<I: IntoIterator<Item = (Origin, u64)>>(pairs: I) -> Self {
-        let mut clock = VClock::new();
-        for (origin, seq) in pairs {
-            clock.raise(&origin, seq);
-        }
-        clock
+        let mut entries: Vec<(Origin, u64)> =
+            pairs.into_iter().filter(|(_, seq)| *seq > 0).collect();
+        // Greatest count first within an origin, so dedup keeps it.
+        entries.sort_unstable_by(|(a, m), (b, n)| a.cmp(b).then(n.cmp(m)));
+        entries.dedup_by(|later, kept| later.0 == kept.0);
+        VClock(entries)
     }
 }
 
@@ -225,17 +256,31 @@ impl<'de> Deserialize<'de> for VClock {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a map from origin to sequence number")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VClock, A::Error> {
-                // Bounded by the message that carries it; sized from the hint
-                // only up to a small cap so a lying hint cannot reserve much.
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-                while let Some(pair) = map.next_entry::<Origin, u64>()? {
-                    pairs.push(pair);
-                }
-                Ok(VClock::from_pairs(pairs))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<VClock, A::Error> {
+                VClock::read_entries(map)
             }
         }
         deserializer.deserialize_map(ClockVisitor)
+    }
+}
+
+impl VClock {
+    /// Reads a clock's entries from a map being decoded, refusing it (before
+    /// reading further) as soon as it has more than [`MAX_CLOCK_ENTRIES`],
+    /// and any entry whose origin is malformed.
+    pub(crate) fn read_entries<'de, A: MapAccess<'de>>(mut map: A) -> Result<VClock, A::Error> {
+        // Sized from the hint only up to a small cap so a lying hint cannot
+        // reserve much.
+        let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some(pair) = map.next_entry::<Origin, u64>()? {
+            if pairs.len() == MAX_CLOCK_ENTRIES {
+                return Err(serde::de::Error::custom(format!(
+                    "a clock has more than {MAX_CLOCK_ENTRIES} entries"
+                )));
+            }
+            pairs.push(pair);
+        }
+        Ok(VClock::from_pairs(pairs))
     }
 }
 
@@ -303,6 +348,59 @@ mod tests {
         let packed = rmp_serde::to_vec_named(&clock).unwrap();
         assert_eq!(rmp_serde::from_slice::<VClock>(&packed).unwrap(), clock);
         assert!(serde_json::from_str::<VClock>("[1]").is_err());
+    }
+
+    /// A MessagePack map of `entries` exactly as given (duplicates, zeros
+    /// and all), as a peer could send it.
+    fn packed_map(entries: &[(String, u64)]) -> Vec<u8> {
+        struct Map<'a>(&'a [(String, u64)]);
+        impl Serialize for Map<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.iter().map(|(o, n)| (o, n)))
+            }
+        }
+        rmp_serde::to_vec(&Map(entries)).unwrap()
+    }
+
+    #[test]
+    fn a_clock_over_the_entry_cap_is_a_decode_error() {
+        let at_cap: Vec<(String, u64)> = (0..MAX_CLOCK_ENTRIES)
+            .map(|i| (format!("10.0.0.1:{i}@1"), 1))
+            .collect();
+        let clock: VClock = rmp_serde::from_slice(&packed_map(&at_cap)).unwrap();
+        assert_eq!(clock.len(), MAX_CLOCK_ENTRIES);
+        let mut over = at_cap;
+        over.push(("10.0.0.2:1@1".into(), 1));
+        let error = rmp_serde::from_slice::<VClock>(&packed_map(&over)).unwrap_err();
+        assert!(error.to_string().contains("entries"), "{error}");
+    }
+
+    #[test]
+    fn malformed_origins_are_a_decode_error() {
+        for bad in ["", "noat", "a@", "@1", "a@x"] {
+            let bytes = packed_map(&[("a@1".into(), 1), (bad.into(), 2)]);
+            assert!(rmp_serde::from_slice::<VClock>(&bytes).is_err(), "{bad:?}");
+            let json = format!(r#"{{"{bad}": 2}}"#);
+            assert!(serde_json::from_str::<VClock>(&json).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn building_a_clock_from_many_unsorted_entries_is_not_quadratic() {
+        // Descending order is the worst case for inserting one by one into a
+        // sorted vector; 100,000 entries took seconds that way.
+        let pairs: Vec<(Origin, u64)> = (0..100_000u64)
+            .rev()
+            .map(|i| (Origin::new("10.0.0.1:8090", i), i % 7))
+            .collect();
+        let clock = VClock::from_pairs(pairs);
+        assert_eq!(clock.len(), (0..100_000u64).filter(|i| i % 7 > 0).count());
+        assert!(clock.0.windows(2).all(|w| w[0].0 < w[1].0));
+        // Decoding that many is refused at the cap, before reading the rest.
+        let entries: Vec<(String, u64)> = (0..100_000u64)
+            .map(|i| (format!("10.0.0.1:8090@{i}"), 1))
+            .collect();
+        assert!(rmp_serde::from_slice::<VClock>(&packed_map(&entries)).is_err());
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub struct Pull {
     first: Option<Covers>,
     snapshot_keys: HashSet<Key>,
     chunks: usize,
+    refused: usize,
 }
 
 /// What one chunk did to a pull.
@@ -197,11 +198,18 @@ impl Pull {
             first: None,
             snapshot_keys: HashSet::new(),
             chunks: 0,
+            refused: 0,
         }
     }
 
     pub fn peer(&self) -> &str {
         &self.peer
+    }
+
+    /// Versions the peer sent that were refused (malformed, or beyond the
+    /// counter bounds) since the last call.
+    pub fn take_refused(&mut self) -> usize {
+        std::mem::take(&mut self.refused)
     }
 
     /// The next request to send.
@@ -271,7 +279,7 @@ impl Pull {
             self.snapshot_keys
                 .extend(chunk.entries.iter().map(|v| v.key.clone()));
         }
-        replica.apply_versions(chunk.entries);
+        self.refused += replica.apply_versions(chunk.entries).refused;
         match chunk.next {
             Some(next) => {
                 self.cursor = Some(next);
@@ -375,6 +383,8 @@ impl Push {
 pub struct PushApplied {
     /// Versions that changed the store.
     pub changed: usize,
+    /// Versions refused as malformed or beyond the counter bounds.
+    pub refused: usize,
     /// Whether the push's guarantee was adopted.
     pub adopted: bool,
 }
@@ -452,7 +462,7 @@ impl Replica {
         if push.to != self.incarnation() {
             return Err(Refusal::WrongReceiver { life: self.life() });
         }
-        let changed = self.apply_versions(push.entries);
+        let report = self.apply_versions(push.entries);
         let adopted = match &push.completion {
             Some(completion) if self.clock().covers(&completion.basis) => {
                 self.complete_transfer(&completion.covers);
@@ -460,7 +470,11 @@ impl Replica {
             }
             _ => false,
         };
-        Ok(PushApplied { changed, adopted })
+        Ok(PushApplied {
+            changed: report.changed,
+            refused: report.refused,
+            adopted,
+        })
     }
 
     /// Records contact from `life`; refuses a life older than one known.

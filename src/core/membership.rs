@@ -22,6 +22,14 @@
 //! meet of those clocks is the *stability frontier*: tombstones below it are
 //! held by every member and may be collected.
 //!
+//! Decisions are versioned by `admin_clock`, a Lamport-style counter: a new
+//! decision takes the next value, and records heard from peers raise it. A
+//! record whose version is more than [`MAX_ADMIN_LEAP`] (2^40) beyond this
+//! replica's counter is refused (it would otherwise win every later decision
+//! about its address and leave no counter for new ones); should the counter
+//! run out anyway, new decisions are refused ([`ViewChange::CounterExhausted`])
+//! rather than wrap.
+//!
 //! Pure: time is a millisecond count passed in by the caller.
 
 use std::collections::BTreeMap;
@@ -29,6 +37,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::clock::VClock;
+
+/// How far beyond this replica's decision counter an admission record's
+/// version from a peer may be; anything further is refused.
+pub const MAX_ADMIN_LEAP: u64 = 1 << 40;
 
 /// Failure-detector timing, in milliseconds.
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +142,18 @@ pub enum ViewChange {
     AlreadyPresent,
     Deleted,
     Absent,
+    /// The decision counter is at its maximum: no new decision can be
+    /// versioned above the existing ones, so none is taken.
+    CounterExhausted,
+}
+
+/// What [`Membership::merge_admin`] did with a peer's records.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct AdminMerge {
+    /// Records that changed an address's admission.
+    pub changed: Vec<AdminRecord>,
+    /// Records refused because their version is beyond [`MAX_ADMIN_LEAP`].
+    pub refused: usize,
 }
 
 impl Membership {
@@ -333,8 +357,9 @@ impl Membership {
         if address == self.me || self.members.get(address).is_some_and(Self::in_view) {
             return ViewChange::AlreadyPresent;
         }
-        self.admin_clock += 1;
-        let version = self.admin_clock;
+        let Some(version) = self.next_admin_version() else {
+            return ViewChange::CounterExhausted;
+        };
         self.upsert_admitted(address, version, now_ms);
         ViewChange::Added
     }
@@ -345,11 +370,13 @@ impl Membership {
         if !present {
             return ViewChange::Absent;
         }
-        self.admin_clock += 1;
+        let Some(version) = self.next_admin_version() else {
+            return ViewChange::CounterExhausted;
+        };
         let record = AdminRecord {
             address: address.to_string(),
             admitted: false,
-            version: self.admin_clock,
+            version,
         };
         if address == self.me {
             // A replica stays in its own view while it runs; the record still
@@ -363,6 +390,12 @@ impl Membership {
             member.admission = record;
         }
         ViewChange::Deleted
+    }
+
+    /// The version for a new decision, or `None` if the counter is exhausted.
+    fn next_admin_version(&mut self) -> Option<u64> {
+        self.admin_clock = self.admin_clock.checked_add(1)?;
+        Some(self.admin_clock)
     }
 
     /// Every admission record worth spreading, for heartbeats: decisions
@@ -389,11 +422,16 @@ impl Membership {
         records
     }
 
-    /// Merges admission records heard from a peer. Returns the addresses whose
-    /// admission changed.
-    pub fn merge_admin(&mut self, records: &[AdminRecord], now_ms: u64) -> Vec<AdminRecord> {
+    /// Merges admission records heard from a peer. Reports the records that
+    /// changed an admission and how many were refused as beyond the bound.
+    pub fn merge_admin(&mut self, records: &[AdminRecord], now_ms: u64) -> AdminMerge {
         let mut changed = Vec::new();
+        let mut refused = 0;
         for record in records.iter().filter(|r| !r.is_placeholder()) {
+            if record.version > self.admin_clock.saturating_add(MAX_ADMIN_LEAP) {
+                refused += 1;
+                continue;
+            }
             self.admin_clock = self.admin_clock.max(record.version);
             if record.address == self.me && !self.members.contains_key(&self.me) {
                 // This replica is in its own view while it runs; it only keeps
@@ -424,7 +462,7 @@ impl Membership {
                 }
             }
         }
-        changed
+        AdminMerge { changed, refused }
     }
 
     /// The meet of `mine` and the clocks of every member that may still hold
@@ -580,6 +618,31 @@ mod tests {
         b.merge_admin(&x.admin_records(), 0);
         assert_eq!(b.view(), vec!["a", "b", "c", "x"]);
         assert!(x.admin_records().iter().all(|r| r.admitted));
+    }
+
+    #[test]
+    fn an_admission_record_from_the_far_future_is_refused() {
+        let mut a = table();
+        let poisoned = AdminRecord {
+            address: "c".into(),
+            admitted: false,
+            version: u64::MAX,
+        };
+        assert_eq!(a.merge_admin(&[poisoned], 0).refused, 1);
+        assert_eq!(a.view(), vec!["a", "b", "c"], "the record decided nothing");
+        assert_eq!(a.admin_add("d", 0), ViewChange::Added);
+        assert_eq!(a.view(), vec!["a", "b", "c", "d"]);
+        assert_eq!(a.admin_remove("d"), ViewChange::Deleted);
+        assert_eq!(a.view(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn an_exhausted_decision_counter_refuses_new_decisions() {
+        let mut a = table();
+        a.admin_clock = u64::MAX;
+        assert_eq!(a.admin_add("d", 0), ViewChange::CounterExhausted);
+        assert_eq!(a.admin_remove("b"), ViewChange::CounterExhausted);
+        assert_eq!(a.view(), vec!["a", "b", "c"]);
     }
 
     #[test]

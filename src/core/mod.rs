@@ -17,6 +17,11 @@ pub use exchange::{
     Covers, ExchangeError, Life, Pull, PullChunk, PullDone, PullRequest, PullStep, Push,
     PushApplied, PushCompletion, PushRequest, Refusal,
 };
-pub use membership::{AdminRecord, Heard, Liveness, Membership, Timing, ViewChange};
-pub use replica::{NotYet, ReadOutcome, Replica, WriteOutcome};
+pub use membership::{
+    AdminMerge, AdminRecord, Heard, Liveness, Membership, Timing, ViewChange, MAX_ADMIN_LEAP,
+};
+pub use replica::{
+    ApplyReport, NotYet, ReadOutcome, Replica, WriteError, WriteOutcome, MAX_LAMPORT_LEAP,
+    MAX_SEQ_LEAP,
+};
 pub use store::{packed, JsonText, Key, Stamp, Store, Version};

@@ -29,6 +29,22 @@
 //! safe to read: clients inherit their dependencies and are held back if they
 //! then ask for something missing), but the clock is raised only when the
 //! transfer completes, to the sender's clock as of its first chunk.
+//!
+//! # Bounds on counters from the network
+//!
+//! Lamport times and sequence numbers are `u64` and only ever grow; a local
+//! write takes the next of each. A peer (buggy, or anyone who can reach the
+//! internal endpoint) could send a version stamped near `u64::MAX`: it would
+//! win every later write of its key, and the next local write would have no
+//! counter left. So a version is refused (not applied, and counted by the
+//! shell) when its Lamport time is more than [`MAX_LAMPORT_LEAP`] (2^40)
+//! beyond this replica's own, or when its sequence number or any of its
+//! dependencies is more than [`MAX_SEQ_LEAP`] (2^40) beyond what this
+//! replica's clock holds for that origin. A transfer's guarantee
+//! ([`Covers`]) is held to the same bounds. 2^40 is about a trillion writes —
+//! more than any real history — yet leaves 2^24 such leaps before a counter
+//! could run out. Should one run out anyway, a local write is refused
+//! ([`WriteError::CountersExhausted`]); counters never wrap.
 
 use std::collections::HashSet;
 
@@ -37,9 +53,43 @@ use super::exchange::Covers;
 use super::membership::{Membership, Timing};
 use super::store::{Applied, JsonText, Key, Store, Version};
 
+/// How far beyond this replica's Lamport time a version (or a transfer's
+/// guarantee) from the network may be; anything further is refused.
+pub const MAX_LAMPORT_LEAP: u64 = 1 << 40;
+
+/// How far beyond this replica's clock entry for an origin a sequence number
+/// from the network may be; anything further is refused.
+pub const MAX_SEQ_LEAP: u64 = 1 << 40;
+
 /// A client request needs writes this replica does not (yet) have.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct NotYet;
+
+/// Why a local write was not taken.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WriteError {
+    /// The client has seen writes this replica does not (yet) have.
+    NotYet,
+    /// The sequence number or Lamport time of this replica's life is at its
+    /// maximum. Bounded leaps make this practically unreachable; the write is
+    /// refused rather than let a counter wrap.
+    CountersExhausted,
+}
+
+impl From<NotYet> for WriteError {
+    fn from(_: NotYet) -> Self {
+        WriteError::NotYet
+    }
+}
+
+/// What [`Replica::apply_versions`] did with a batch.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct ApplyReport {
+    /// Versions that changed the store.
+    pub changed: usize,
+    /// Versions refused as malformed or beyond the counter bounds.
+    pub refused: usize,
+}
 
 /// A missing key's answer carries metadata too: the client's joined with the
 /// dependencies of the tombstone it observed (if the store still holds one),
@@ -190,9 +240,9 @@ impl Replica {
         key: &str,
         value: Option<JsonText>,
         metadata: &VClock,
-    ) -> Result<WriteOutcome, NotYet> {
+    ) -> Result<WriteOutcome, WriteError> {
         if !self.satisfies(metadata) {
-            return Err(NotYet);
+            return Err(WriteError::NotYet);
         }
         let current = self.store.get(key);
         let exists = current.is_some_and(|v| !v.is_tombstone());
@@ -204,9 +254,14 @@ impl Replica {
                 metadata: self.metadata_for_missing(key, metadata),
             });
         }
+        let (Some(next_seq), Some(lamport)) =
+            (self.next_seq.checked_add(1), self.lamport.checked_add(1))
+        else {
+            return Err(WriteError::CountersExhausted);
+        };
         let seq = self.next_seq;
-        self.next_seq += 1;
-        self.lamport += 1;
+        self.next_seq = next_seq;
+        self.lamport = lamport;
         let dot = Dot {
             origin: self.origin.clone(),
             seq,
@@ -233,7 +288,8 @@ impl Replica {
         })
     }
 
-    /// Applies versions from a peer; returns how many changed the store.
+    /// Applies versions from a peer; reports how many changed the store and
+    /// how many were refused (malformed, or beyond the counter bounds).
     ///
     /// A version whose dot the clock already covers is skipped: by I1 this
     /// replica holds it or something that beats it — or held a tombstone
@@ -241,18 +297,50 @@ impl Replica {
     /// version would bring a deleted key back. (A peer's delta can carry such
     /// versions when its idea of our clock is stale, and a snapshot from a
     /// peer that missed a delete always does.)
-    pub fn apply_versions(&mut self, versions: Vec<Version>) -> usize {
-        let mut changed = 0;
+    pub fn apply_versions(&mut self, versions: Vec<Version>) -> ApplyReport {
+        let mut report = ApplyReport::default();
         for version in versions {
-            if !Self::well_formed(&version) || self.clock.covers_dot(&version.dot) {
+            if !Self::well_formed(&version) || !self.within_bounds(&version) {
+                report.refused += 1;
+                continue;
+            }
+            if self.clock.covers_dot(&version.dot) {
                 continue;
             }
             self.lamport = self.lamport.max(version.lamport);
             if let Applied::Replaced { .. } = self.store.apply(version) {
-                changed += 1;
+                report.changed += 1;
             }
         }
-        changed
+        report
+    }
+
+    /// Whether `lamport` is no further ahead of this replica's Lamport time
+    /// than [`MAX_LAMPORT_LEAP`].
+    fn plausible_lamport(&self, lamport: u64) -> bool {
+        lamport <= self.lamport.saturating_add(MAX_LAMPORT_LEAP)
+    }
+
+    /// Whether every entry of `clock` is no further ahead of this replica's
+    /// clock than [`MAX_SEQ_LEAP`].
+    fn plausible_clock(&self, clock: &VClock) -> bool {
+        clock
+            .iter()
+            .all(|(origin, seq)| *seq <= self.clock.get(origin).saturating_add(MAX_SEQ_LEAP))
+    }
+
+    /// Whether a transfer's guarantee stays within the counter bounds. One
+    /// that does not is not adopted (the versions it claims were refused).
+    fn plausible_covers(&self, covers: &Covers) -> bool {
+        self.plausible_lamport(covers.lamport)
+            && self.plausible_clock(&covers.clock)
+            && self.plausible_clock(&covers.horizon)
+    }
+
+    /// Whether a version from the network stays within the counter bounds
+    /// (its dot is one of its dependencies, so checking them covers it).
+    fn within_bounds(&self, version: &Version) -> bool {
+        self.plausible_lamport(version.lamport) && self.plausible_clock(&version.deps)
     }
 
     /// A version from the network is usable only if it is internally
@@ -263,6 +351,9 @@ impl Replica {
 
     /// A transfer completed: adopt the sender's guarantee.
     pub fn complete_transfer(&mut self, covers: &Covers) {
+        if !self.plausible_covers(covers) {
+            return;
+        }
         self.clock.merge(&covers.clock);
         self.lamport = self.lamport.max(covers.lamport);
     }
@@ -270,6 +361,9 @@ impl Replica {
     /// A full snapshot completed: drop versions the sender had deleted and
     /// collected, then adopt its guarantee and its horizon.
     pub fn complete_snapshot(&mut self, covers: &Covers, snapshot_keys: &HashSet<Key>) -> usize {
+        if !self.plausible_covers(covers) {
+            return 0;
+        }
         let dropped = self
             .store
             .drop_versions_deleted_elsewhere(&covers.clock, snapshot_keys);
@@ -479,7 +573,7 @@ mod tests {
         // until the delete arrives, and then told 404, never the old value.
         for metadata in [&by_read, &by_delete] {
             assert_eq!(r[1].read("k", metadata), Err(NotYet));
-            assert_eq!(r[1].write("k", None, metadata), Err(NotYet));
+            assert_eq!(r[1].write("k", None, metadata), Err(WriteError::NotYet));
         }
         assert!(matches!(
             r[1].read("k", &none),
@@ -617,7 +711,7 @@ mod tests {
         r[0].members.record_clock("r1", 1, &clock);
         assert_eq!(r[0].collect_garbage(0), 1);
         // A peer with a stale idea of our clock sends the old value again.
-        assert_eq!(r[0].apply_versions(vec![old]), 0);
+        assert_eq!(r[0].apply_versions(vec![old]).changed, 0);
         assert_eq!(
             r[0].read("k", &m),
             Ok(ReadOutcome::NotFound {
@@ -625,6 +719,118 @@ mod tests {
             }),
             "a collected tombstone adds nothing to the metadata"
         );
+    }
+
+    /// A version from `origin` written on top of nothing, at `lamport`.
+    fn foreign(key: &str, origin: &str, seq: u64, lamport: u64) -> Version {
+        let origin = Origin::new(origin, 1);
+        Version {
+            key: Key::from(key),
+            value: v("\"theirs\""),
+            dot: Dot {
+                origin: origin.clone(),
+                seq,
+            },
+            lamport,
+            deps: VClock::from_pairs([(origin, seq)]),
+        }
+    }
+
+    #[test]
+    fn a_version_from_the_far_future_cannot_poison_the_lamport_clock() {
+        let mut r = replicas(1);
+        let m = VClock::new();
+        let report = r[0].apply_versions(vec![foreign("k", "evil", 1, u64::MAX)]);
+        assert_eq!(report.refused, 1);
+        let (WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata }) =
+            r[0].write("k", v("\"mine\""), &m).unwrap()
+        else {
+            panic!("the write is acknowledged")
+        };
+        assert_eq!(
+            r[0].read("k", &metadata).unwrap(),
+            ReadOutcome::Found {
+                value: JsonText::from("\"mine\""),
+                metadata,
+            },
+            "an acknowledged write is readable, not lost to a poisoned version"
+        );
+        r[0].check_invariants().unwrap();
+    }
+
+    #[test]
+    fn leaps_up_to_the_bound_are_applied_and_beyond_it_refused() {
+        let mut r = replicas(1);
+        let near = foreign("a", "peer", MAX_SEQ_LEAP, MAX_LAMPORT_LEAP);
+        assert_eq!(
+            r[0].apply_versions(vec![near]),
+            ApplyReport {
+                changed: 1,
+                refused: 0
+            }
+        );
+        // Measured from where the receiver is now: its Lamport time is 2^40.
+        let far_seq = foreign("b", "other", MAX_SEQ_LEAP + 1, 1);
+        let far_lamport = foreign("c", "other", 1, 2 * MAX_LAMPORT_LEAP + 1);
+        let mut far_dep = foreign("d", "other", 1, 1);
+        far_dep
+            .deps
+            .raise(&Origin::new("third", 1), MAX_SEQ_LEAP + 1);
+        assert_eq!(
+            r[0].apply_versions(vec![far_seq, far_lamport, far_dep]),
+            ApplyReport {
+                changed: 0,
+                refused: 3
+            }
+        );
+        assert_eq!(r[0].store().live_len(), 1);
+    }
+
+    #[test]
+    fn a_transfer_guarantee_beyond_the_bounds_is_not_adopted() {
+        let mut r = replicas(1);
+        let evil = Origin::new("evil", 1);
+        for covers in [
+            Covers {
+                clock: VClock::new(),
+                lamport: u64::MAX,
+                horizon: VClock::new(),
+            },
+            Covers {
+                clock: VClock::from_pairs([(evil.clone(), u64::MAX)]),
+                lamport: 1,
+                horizon: VClock::new(),
+            },
+        ] {
+            r[0].complete_transfer(&covers);
+            assert_eq!(r[0].lamport(), 0);
+            assert!(r[0].clock().is_empty());
+            r[0].complete_snapshot(&covers, &HashSet::new());
+            assert!(r[0].clock().is_empty() && r[0].horizon().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_write_with_no_counter_left_is_refused_not_wrapped() {
+        let mut r = replicas(1);
+        let m = VClock::new();
+        r[0].write("k", v("1"), &m).unwrap();
+        r[0].lamport = u64::MAX;
+        assert_eq!(
+            r[0].write("k", v("2"), &m),
+            Err(WriteError::CountersExhausted)
+        );
+        r[0].lamport = 1;
+        r[0].next_seq = u64::MAX;
+        assert_eq!(
+            r[0].write("k", v("2"), &m),
+            Err(WriteError::CountersExhausted)
+        );
+        let ReadOutcome::Found { value, .. } = r[0].read("k", &m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(value, JsonText::from("1"), "nothing changed");
+        r[0].check_invariants().unwrap();
     }
 
     #[test]
@@ -640,7 +846,13 @@ mod tests {
             lamport: 1,
             deps: VClock::new(),
         };
-        assert_eq!(r[0].apply_versions(vec![bad]), 0);
+        assert_eq!(
+            r[0].apply_versions(vec![bad]),
+            ApplyReport {
+                changed: 0,
+                refused: 1
+            }
+        );
         assert!(r[0].store().get("k").is_none());
     }
 }

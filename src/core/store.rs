@@ -102,7 +102,7 @@ pub mod packed {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::Version;
-    use crate::core::clock::{Dot, Origin, VClock};
+    use crate::core::clock::{Dot, Origin, VClock, MAX_CLOCK_ENTRIES};
 
     #[derive(Serialize)]
     struct BatchOut<'a> {
@@ -176,7 +176,39 @@ pub mod packed {
         }
     }
 
-    type PackedVersion = (Shared, Option<Shared>, u32, u64, u64, Vec<(u32, u64)>);
+    /// A version's dependencies as `(origin#, seq)` pairs, refused as soon as
+    /// there are more than a clock may have.
+    struct PackedDeps(Vec<(u32, u64)>);
+
+    impl<'de> Deserialize<'de> for PackedDeps {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct DepsVisitor;
+            impl<'de> serde::de::Visitor<'de> for DepsVisitor {
+                type Value = PackedDeps;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a list of [origin#, seq] pairs")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<PackedDeps, A::Error> {
+                    let mut deps = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                    while let Some(pair) = seq.next_element::<(u32, u64)>()? {
+                        if deps.len() == MAX_CLOCK_ENTRIES {
+                            return Err(A::Error::custom(format!(
+                                "a version has more than {MAX_CLOCK_ENTRIES} dependencies"
+                            )));
+                        }
+                        deps.push(pair);
+                    }
+                    Ok(PackedDeps(deps))
+                }
+            }
+            deserializer.deserialize_seq(DepsVisitor)
+        }
+    }
+
+    type PackedVersion = (Shared, Option<Shared>, u32, u64, u64, PackedDeps);
 
     #[derive(Deserialize)]
     struct BatchIn {
@@ -199,6 +231,7 @@ pub mod packed {
             .into_iter()
             .map(|(key, value, origin_index, seq, lamport, deps)| {
                 let deps = deps
+                    .0
                     .into_iter()
                     .map(|(i, n)| Ok((origin(i)?, n)))
                     .collect::<Result<Vec<_>, D::Error>>()?;
@@ -406,6 +439,7 @@ impl Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::clock::MAX_CLOCK_ENTRIES;
 
     pub(crate) fn version(
         key: &str,
@@ -530,6 +564,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("origin #3"), "{error}");
+    }
+
+    #[test]
+    fn packed_batches_with_a_bad_origin_or_too_many_deps_are_refused() {
+        let bad_origin = serde_json::json!({
+            "origins": ["a@1", "no-incarnation"],
+            "versions": [["k", "1", 0, 1, 1, [[0, 1]]]],
+        });
+        let error = serde_json::from_value::<Batch>(bad_origin)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not an origin"), "{error}");
+        let deps: Vec<(u32, u64)> = (0..=MAX_CLOCK_ENTRIES as u64).map(|n| (0, n + 1)).collect();
+        let wide = serde_json::json!({
+            "origins": ["a@1"],
+            "versions": [["k", "1", 0, 1, 1, deps]],
+        });
+        let error = serde_json::from_value::<Batch>(wide)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("dependencies"), "{error}");
     }
 
     #[test]

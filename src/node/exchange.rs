@@ -63,8 +63,9 @@ impl Node {
         let received = push.entries.len() as u64;
         let applied = self.replica().accept_push(push, now);
         match applied {
-            Ok(_) => {
+            Ok(applied) => {
                 metrics::counter!(names::DELTA_VERSIONS_RECEIVED).increment(received);
+                count_refused_versions(applied.refused);
                 self.notify();
                 Response::Ack
             }
@@ -158,6 +159,7 @@ impl Node {
             let now = self.now_ms();
             let step = pull.on_chunk(&mut self.replica(), chunk, now);
             metrics::counter!(names::DELTA_VERSIONS_RECEIVED).increment(received);
+            count_refused_versions(pull.take_refused());
             self.notify();
             match step? {
                 PullStep::More => continue,
@@ -227,5 +229,13 @@ impl Node {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Counts the versions a peer sent that the core refused (malformed, or
+/// beyond the counter bounds), so that a misbehaving peer shows in `/metrics`.
+fn count_refused_versions(refused: usize) {
+    if refused > 0 {
+        metrics::counter!(names::PEER_DATA_REFUSED, "what" => "version").increment(refused as u64);
     }
 }

@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::core::{
-    JsonText, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteOutcome,
+    JsonText, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError, WriteOutcome,
 };
 use crate::proto::{Hello, Request, Response};
 use crate::telemetry::names;
@@ -52,6 +52,9 @@ pub enum Unavailable {
     CausalTimeout,
     /// The replica is shutting down.
     Draining,
+    /// This replica's life has no counter left for a new write (see
+    /// [`crate::core::WriteError::CountersExhausted`]).
+    CountersExhausted,
 }
 
 /// A snapshot of one member for operators.
@@ -241,9 +244,13 @@ impl Node {
         metadata: &VClock,
     ) -> Result<WriteOutcome, Unavailable> {
         self.when_caught_up(metadata, move |replica| {
-            replica.write(key, value.clone(), metadata)
+            match replica.write(key, value.clone(), metadata) {
+                Ok(outcome) => Ok(Ok(outcome)),
+                Err(WriteError::NotYet) => Err(crate::core::NotYet),
+                Err(WriteError::CountersExhausted) => Ok(Err(Unavailable::CountersExhausted)),
+            }
         })
-        .await
+        .await?
     }
 
     /// Runs `op` once this replica is ready and covers `metadata`; until then

@@ -81,7 +81,12 @@ impl Node {
         let (behind, heard, admissions) = {
             let mut replica = self.replica();
             let heard = replica.hear(&life, now)?;
-            let admissions = replica.members.merge_admin(&hello.admin, now);
+            let merged = replica.members.merge_admin(&hello.admin, now);
+            if merged.refused > 0 {
+                metrics::counter!(names::PEER_DATA_REFUSED, "what" => "admission")
+                    .increment(merged.refused as u64);
+            }
+            let admissions = merged.changed;
             replica
                 .members
                 .record_clock(&hello.address, hello.incarnation, &hello.clock);
