@@ -265,9 +265,10 @@ async fn cluster(args: ClusterArgs) -> anyhow::Result<std::process::ExitCode> {
         addresses.len(),
         addresses.join(" ")
     );
-    println!("try:");
-    println!("  curl -s -X PUT http://{first}/kvs/greeting -d '{{\"value\": \"hello\", \"causal-metadata\": null}}'");
-    println!("  curl -s http://{last}/kvs/greeting");
+    println!("try (the client keeps the causal metadata between calls, so the read at");
+    println!("another replica waits for the write instead of answering from older state):");
+    println!("  hearsay put greeting hello --addr {first}");
+    println!("  hearsay get greeting --addr {last}");
     println!("  curl -s http://{first}/view");
     println!("Ctrl-C stops the cluster.");
     crate::server::termination_signal().await;

@@ -1,4 +1,4 @@
-//! End-to-end tests of the public API (SPEC §2–§3, §6) against real `hearsay`
+//! End-to-end tests of the public API (docs/API.md §2–§4, §6) against real `hearsay`
 //! processes: every status code and exact string of `/kvs/<key>` and `/view`,
 //! the bad-input table (key length, missing value, malformed bodies and
 //! metadata, size limits), lenient `Content-Type`, GET without a body, the

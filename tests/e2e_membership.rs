@@ -1,4 +1,4 @@
-//! End-to-end tests of membership (SPEC §2, §4–§5; issue 3) with real
+//! End-to-end tests of membership (docs/API.md §3, §5) with real
 //! `hearsay` processes and real signals:
 //!
 //! * SIGKILL — the dead replica leaves every survivor's view (time measured);

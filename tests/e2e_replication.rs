@@ -1,4 +1,4 @@
-//! End-to-end tests of replication (SPEC §4–§5) with three real `hearsay`
+//! End-to-end tests of replication (docs/API.md §4–§5) with three real `hearsay`
 //! processes: the spec's three-client causal example, read-your-writes across
 //! replicas, a stalled replica that must not answer with older state, eventual
 //! convergence of writes and deletes, state transfer to a replica started

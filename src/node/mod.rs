@@ -10,10 +10,10 @@
 //!
 //! * `mod.rs` (here) — the node, client operations with causal waits, view
 //!   operations, and the dispatch of requests from peers.
-//! * [`peers`] — per-peer records, heartbeats and the failure-detector tick.
-//! * [`exchange`] — pulls, pushes and gossip rounds, driving the core's
+//! * `peers` — per-peer records, heartbeats and the failure-detector tick.
+//! * `exchange` — pulls, pushes and gossip rounds, driving the core's
 //!   [`crate::core::Pull`] and [`crate::core::Push`] state machines.
-//! * [`lifecycle`] — start-up (join, state transfer), background loops,
+//! * `lifecycle` — start-up (join, state transfer), background loops,
 //!   graceful leave.
 //!
 //! Randomness comes from one seeded RNG and time from tokio's clock, so under
