@@ -128,6 +128,7 @@ mod tests {
                 incarnation: 7,
             },
             to: 3,
+            clock: VClock::from_pairs([(origin.clone(), 3)]),
             entries: vec![version],
             completion: Some(PushCompletion {
                 covers: Covers {

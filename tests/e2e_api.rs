@@ -724,6 +724,7 @@ async fn a_version_from_the_far_future_is_refused_and_counted() {
             incarnation: 1,
         },
         to: incarnation,
+        clock: VClock::new(),
         entries: vec![poisoned],
         completion: None,
     });

@@ -201,12 +201,13 @@ async fn a_stalled_replica_never_answers_with_older_state() {
 /// it pull, so which replica has seen what is decided by the test, not by
 /// timing.
 fn no_background_spreading(builder: support::ClusterBuilder) -> support::ClusterBuilder {
+    // The longest durations the configuration allows (one hour).
     const HOUR_MS: u64 = 3_600_000;
     builder
         .set("gossip_interval_ms", HOUR_MS)
-        .set("heartbeat_interval_ms", HOUR_MS)
-        .set("suspect_after_ms", HOUR_MS + 1)
-        .set("dead_after_ms", HOUR_MS + 2)
+        .set("heartbeat_interval_ms", HOUR_MS - 2)
+        .set("suspect_after_ms", HOUR_MS - 1)
+        .set("dead_after_ms", HOUR_MS)
 }
 
 #[tokio::test]

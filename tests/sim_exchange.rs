@@ -175,3 +175,68 @@ fn a_restart_whose_clock_did_not_advance_still_opens_a_new_life() {
         });
     }
 }
+
+/// The reviewer's seventh finding: a replica an operator removed keeps
+/// running without knowing it, writes `k = v2`, and is cut off; another
+/// replica deletes `k` causally after its earlier value and with a greater
+/// Lamport time. Tombstone collection must not skip the removed replica
+/// while it may still hold such a write, so when it returns the delete
+/// still wins everywhere.
+#[test]
+fn a_removed_replica_that_keeps_running_cannot_undo_a_delete() {
+    for seed in seeds(340, 6) {
+        run_seeded(seed, |seed| async move {
+            let (a, b, d) = (address(0), address(1), address(2));
+            let cluster = Cluster::start(3, seed).await;
+            let mut ledger = Ledger::default();
+            let v1 = put(&cluster, &a, "k", "\"v1\"").await?;
+            every_write_served_everywhere(
+                &cluster,
+                &mut ledger,
+                &[("k".into(), "\"v1\"".into(), v1.clone())],
+                ms(2000),
+            )
+            .await?;
+            // A's next writes get greater Lamport times than D's next one.
+            for i in 0..3 {
+                put(&cluster, &a, &format!("filler{i}"), "0").await?;
+            }
+            cluster.node(&a).view_remove(&d);
+            // No time passes: D has not heard of its removal yet.
+            put(&cluster, &d, "k", "\"v2\"").await?;
+            cluster
+                .net
+                .partition(std::slice::from_ref(&d), &[a.clone(), b.clone()]);
+            let deleted = match cluster.node(&a).write("k", None, &v1).await {
+                Ok(WriteOutcome::Deleted { metadata }) => metadata,
+                other => return Err(format!("delete at A: {other:?}")),
+            };
+            cluster
+                .wait_for(ms(3000), ms(10), |c| {
+                    c.node(&b).inspect(|r| {
+                        matches!(r.read("k", &deleted), Ok(ReadOutcome::NotFound { .. }))
+                    })
+                })
+                .await
+                .ok_or("B never learned the delete")?;
+            // Long enough for every replica to collect what it may collect.
+            reflection_holds_for(&cluster, &mut ledger, ms(5000)).await?;
+            cluster.net.heal();
+            cluster
+                .wait_for(ms(20_000), ms(50), |c| c.converged())
+                .await
+                .ok_or("no convergence after the removed replica returned")?;
+            for addr in cluster.live() {
+                let value = cluster.node(&addr).inspect(|r| {
+                    r.store()
+                        .get("k")
+                        .and_then(|v| v.value.as_ref().map(|v| v.to_string()))
+                });
+                if let Some(value) = value {
+                    return Err(format!("{addr} serves k = {value} after the delete"));
+                }
+            }
+            Ok("the delete held".into())
+        });
+    }
+}

@@ -39,6 +39,9 @@ pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
 pub const ERR_CAUSAL: &str = "Causal dependencies not satisfied; try again later";
 pub const ERR_NO_KEY: &str = "Key does not exist";
 pub const ERR_NO_REPLICA: &str = "View has no such replica";
+/// A write at a replica an operator removed from the view.
+pub const ERR_REMOVED: &str =
+    "This replica was removed from the view: send writes to a replica in the view, or add it back with PUT /view";
 pub const ERR_KEY_MISSING: &str = "Key is missing: use /kvs/<key>";
 pub const ERR_BODY_NOT_OBJECT: &str = "Request body must be a JSON object";
 /// Followed by `: ` and the parser's description of what is wrong.
@@ -79,6 +82,7 @@ impl From<Unavailable> for ApiError {
             Unavailable::Draining => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Replica is shutting down")
             }
+            Unavailable::Removed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ERR_REMOVED),
             Unavailable::CountersExhausted => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Replica cannot take more writes: its write counters are exhausted",
@@ -541,6 +545,11 @@ async fn ready(State(state): State<AppState>) -> Response {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "state transfer from peers in progress",
+        )
+    } else if node.is_removed() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "removed from the view by an operator: serving reads, refusing writes",
         )
     } else {
         (StatusCode::OK, "state transfer done; serving")

@@ -35,6 +35,18 @@
 //!   its delta against (the receiver then holds everything the basis covers,
 //!   and the push carried the rest), and only in the life the push names.
 //!
+//! # Deltas only from peers at or above our horizon
+//!
+//! A replica collects a tombstone once every member it counts holds it (see
+//! [`crate::core::Membership::stability_frontier`]). A peer whose clock does
+//! not cover the collector's horizon may still hold a version that lost to
+//! such a tombstone; applied here, where the tombstone is gone, it would
+//! bring the key back. So versions are taken from a push or a delta pull only
+//! if the sender's clock (in the message) covers the receiver's horizon: by
+//! reflection at the sender, every version it holds of a collected key then
+//! beats the collected tombstone. A peer below the horizon is sent to a
+//! snapshot, which replaces its state instead.
+//!
 //! Why chunks in stamp order keep *reflection* (I1, see [`crate::core::replica`]):
 //! every write the first `Covers` claims is, at the sender, either sent
 //! already (stamp ≤ cursor) or still there with a greater stamp — or was
@@ -113,6 +125,10 @@ pub struct PushRequest {
     pub from: Life,
     /// The receiver's incarnation whose clock the delta was computed against.
     pub to: u64,
+    /// The sender's clock when the push was computed. The receiver takes no
+    /// versions from a sender whose clock is below its horizon (see
+    /// [`Refusal::SenderBelowHorizon`]).
+    pub clock: VClock,
     #[serde(with = "packed")]
     pub entries: Vec<Version>,
     /// On the last chunk, unless the receiver is below the sender's horizon.
@@ -136,6 +152,11 @@ pub enum Refusal {
     /// The message was computed against another life of the receiver.
     #[error("the message was meant for another life; the receiver is {life}")]
     WrongReceiver { life: Life },
+    /// The sender's clock does not cover the receiver's stability horizon: it
+    /// may hold versions that lost to tombstones the receiver has collected,
+    /// so it must take a snapshot before the receiver takes its data.
+    #[error("the sender is below the receiver's horizon and must take a snapshot")]
+    SenderBelowHorizon,
 }
 
 /// Why an exchange was abandoned.
@@ -149,6 +170,8 @@ pub enum ExchangeError {
     WrongPeer { expected: String, got: String },
     #[error("peer asked for a snapshot inside a snapshot")]
     SnapshotLoop,
+    #[error("peer is below our horizon: its delta may undo collected deletes")]
+    PeerBelowHorizon,
     #[error("transfer exceeded {MAX_CHUNKS_PER_TRANSFER} chunks")]
     TooManyChunks,
 }
@@ -273,6 +296,12 @@ impl Pull {
             self.bound = Some(chunk.from);
             return Ok(PullStep::More);
         }
+        // A delta from a peer that has not seen everything we collected may
+        // carry versions that lost to tombstones we no longer hold; only a
+        // snapshot (which replaces our state) may come from such a peer.
+        if !self.snapshot && !chunk.covers.clock.covers(replica.horizon()) {
+            return Err(ExchangeError::PeerBelowHorizon);
+        }
         self.bound.get_or_insert_with(|| chunk.from.clone());
         let first = self.first.get_or_insert_with(|| chunk.covers.clone());
         if self.snapshot {
@@ -372,6 +401,7 @@ impl Push {
         Ok(Some(PushRequest {
             from: replica.life(),
             to: self.to.incarnation,
+            clock: self.covers.clock.clone(),
             entries,
             completion,
         }))
@@ -461,6 +491,9 @@ impl Replica {
         self.hear(&push.from, now_ms)?;
         if push.to != self.incarnation() {
             return Err(Refusal::WrongReceiver { life: self.life() });
+        }
+        if !push.clock.covers(self.horizon()) {
+            return Err(Refusal::SenderBelowHorizon);
         }
         let report = self.apply_versions(push.entries);
         let adopted = match &push.completion {
@@ -701,5 +734,40 @@ mod tests {
             !last.open_new_life(u64::MAX),
             "no incarnation above the largest"
         );
+    }
+
+    /// A push from a peer that has not seen a tombstone this replica has
+    /// collected may carry the value that tombstone deleted: refused.
+    #[test]
+    fn no_delta_is_taken_from_a_peer_below_the_horizon() {
+        let (mut a, mut b) = (replica(0, 1, 2), replica(1, 1, 2));
+        put(&mut a, "k");
+        pull_all(&mut a, &mut b, false, 1 << 20, 0).unwrap();
+        // b is cut off; it overwrites k concurrently (a lower Lamport time
+        // than a's delete, so the delete should win).
+        b.write("k", Some(JsonText::from("2")), &VClock::new())
+            .unwrap();
+        put(&mut a, "other");
+        a.write("k", None, &VClock::new()).unwrap();
+        // b is dead past the grace period at a: a collects the tombstone.
+        let later = 1_000_000;
+        a.members.tick(later);
+        assert_eq!(a.collect_garbage(later), 1);
+        // b returns and pushes: refused, nothing applied.
+        a.members.heard_from("r1", 1, later);
+        assert_eq!(
+            push_all(&b, &mut a, 1 << 20, later),
+            Err(ExchangeError::Refused(Refusal::SenderBelowHorizon))
+        );
+        // a pulling a delta from b refuses it too.
+        assert_eq!(
+            pull_all(&mut b, &mut a, false, 1 << 20, later),
+            Err(ExchangeError::PeerBelowHorizon)
+        );
+        assert!(!holds(&a, "k"), "the delete holds at a");
+        // b takes a snapshot from a and is then up to date.
+        pull_all(&mut a, &mut b, false, 1 << 20, later).unwrap();
+        assert!(b.clock().covers(a.horizon()));
+        b.check_invariants().unwrap();
     }
 }

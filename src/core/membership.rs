@@ -215,8 +215,22 @@ impl Membership {
         member.admission.admitted && matches!(member.liveness, Liveness::Alive | Liveness::Suspect)
     }
 
-    /// The sorted view: this replica and every admitted, live member.
+    /// Whether an operator removed this replica from the cluster (and it has
+    /// not been added back). It then lists only itself in its view and takes
+    /// no writes, but keeps exchanging with its former peers so that it
+    /// neither holds back their tombstone collection nor falls behind.
+    pub fn removed(&self) -> bool {
+        self.members
+            .get(&self.me)
+            .is_some_and(|m| !m.admission.admitted)
+    }
+
+    /// The sorted view: this replica and every admitted, live member (only
+    /// this replica once it was removed).
     pub fn view(&self) -> Vec<String> {
+        if self.removed() {
+            return vec![self.me.clone()];
+        }
         let mut view: Vec<String> = self
             .members
             .values()
@@ -354,7 +368,12 @@ impl Membership {
 
     /// An operator (or a starting replica announcing itself) adds `address`.
     pub fn admin_add(&mut self, address: &str, now_ms: u64) -> ViewChange {
-        if address == self.me || self.members.get(address).is_some_and(Self::in_view) {
+        let present = if address == self.me {
+            !self.removed()
+        } else {
+            self.members.get(address).is_some_and(Self::in_view)
+        };
+        if present {
             return ViewChange::AlreadyPresent;
         }
         let Some(version) = self.next_admin_version() else {
@@ -379,7 +398,7 @@ impl Membership {
             version,
         };
         if address == self.me {
-            // A replica stays in its own view while it runs; the record still
+            // The replica now knows it was removed (see `removed`); the record
             // spreads so that every other replica drops it.
             let fresh = Member::fresh(record.clone(), 0);
             self.members
@@ -433,9 +452,22 @@ impl Membership {
                 continue;
             }
             self.admin_clock = self.admin_clock.max(record.version);
-            if record.address == self.me && !self.members.contains_key(&self.me) {
-                // This replica is in its own view while it runs; it only keeps
-                // a record of itself once an operator removed it here.
+            if record.address == self.me {
+                // A replica learns of its own removal (and of being added
+                // back), so that it stops taking writes and says so; without a
+                // removal it holds no record of itself (it vouches for itself).
+                let known = self.members.get(&self.me).map(|m| &m.admission);
+                let learn = match known {
+                    Some(current) => record.beats(current),
+                    None => !record.admitted,
+                };
+                if learn {
+                    self.members
+                        .entry(self.me.clone())
+                        .or_insert_with(|| Member::fresh(record.clone(), now_ms))
+                        .admission = record.clone();
+                    changed.push(record.clone());
+                }
                 continue;
             }
             match self.members.get_mut(&record.address) {
@@ -466,12 +498,21 @@ impl Membership {
     }
 
     /// The meet of `mine` and the clocks of every member that may still hold
-    /// or produce data: admitted, not left, and not dead for longer than the
-    /// grace period. Tombstones below it are everywhere they need to be.
+    /// or produce data. Tombstones below it are everywhere they need to be.
+    ///
+    /// Every class of member has a rule:
+    ///
+    /// | member | counted |
+    /// | --- | --- |
+    /// | alive or suspect, admitted or not (a replica an operator removed may still run and write) | yes |
+    /// | dead for at most the grace period, admitted or not | yes, with its last clock |
+    /// | dead for longer than the grace period | no: it must take a snapshot if it returns |
+    /// | left (said goodbye after handing off its writes) | no |
+    /// | never heard from | no: it holds nothing we collected against, and a peer below our horizon must take a snapshot before we take its data |
     pub fn stability_frontier(&self, mine: &VClock, now_ms: u64) -> VClock {
         let mut frontier = mine.clone();
         for member in self.members.values() {
-            if member.address == self.me || !member.admission.admitted {
+            if member.address == self.me || member.incarnation.is_none() {
                 continue;
             }
             let gone = match member.liveness {
@@ -667,5 +708,63 @@ mod tests {
             9,
             "both gone past grace"
         );
+    }
+
+    #[test]
+    fn a_replica_learns_its_own_removal_and_then_lists_only_itself() {
+        let mut a = table();
+        let mut c = Membership::new("c", &["a".into(), "b".into(), "c".into()], T, 0);
+        assert_eq!(a.admin_remove("c"), ViewChange::Deleted);
+        assert!(!c.removed());
+        let merged = c.merge_admin(&a.admin_records(), 0);
+        assert!(merged
+            .changed
+            .iter()
+            .any(|r| r.address == "c" && !r.admitted));
+        assert!(c.removed());
+        assert_eq!(c.view(), vec!["c"]);
+        assert_eq!(
+            c.live_peers().len(),
+            2,
+            "it keeps exchanging with its peers"
+        );
+        // Added back anywhere: it learns that too.
+        let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+        b.merge_admin(&a.admin_records(), 0);
+        assert_eq!(b.admin_add("c", 0), ViewChange::Added);
+        c.merge_admin(&b.admin_records(), 0);
+        assert!(!c.removed());
+        assert_eq!(c.view(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn every_class_of_member_has_a_rule_in_the_stability_frontier() {
+        let o = Origin::new("a", 1);
+        let view: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut m = Membership::new("a", &view, T, 0);
+        let mine = VClock::from_pairs([(o.clone(), 9)]);
+        // e is admitted but never heard from: it holds nothing.
+        for (peer, seen) in [("b", 7), ("c", 5), ("d", 3)] {
+            m.heard_from(peer, 1, 0);
+            m.record_clock(peer, 1, &VClock::from_pairs([(o.clone(), seen)]));
+        }
+        assert_eq!(m.stability_frontier(&mine, 0).get(&o), 3);
+        // d removed by an operator but still running: still counted.
+        m.admin_remove("d");
+        m.heard_from("d", 1, 100);
+        assert_eq!(m.stability_frontier(&mine, 100).get(&o), 3);
+        // d left (handed off and said goodbye): no longer counted.
+        m.mark_left("d", 1);
+        assert_eq!(m.stability_frontier(&mine, 100).get(&o), 5);
+        // c dead, within the grace period and then past it.
+        m.heard_from("b", 1, 5_000);
+        m.tick(5_000);
+        assert_eq!(m.member("c").unwrap().liveness, Liveness::Dead);
+        assert_eq!(m.stability_frontier(&mine, 5_000).get(&o), 5);
+        m.heard_from("b", 1, 20_000);
+        assert_eq!(m.stability_frontier(&mine, 20_000).get(&o), 7);
     }
 }

@@ -52,6 +52,8 @@ pub enum Unavailable {
     CausalTimeout,
     /// The replica is shutting down.
     Draining,
+    /// An operator removed this replica from the view: it takes no writes.
+    Removed,
     /// This replica's life has no counter left for a new write (see
     /// [`crate::core::WriteError::CountersExhausted`]).
     CountersExhausted,
@@ -159,6 +161,11 @@ impl Node {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Whether an operator removed this replica from the view.
+    pub fn is_removed(&self) -> bool {
+        self.replica().members.removed()
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
@@ -219,6 +226,9 @@ impl Node {
                 let now = self.now_ms();
                 let _ = self.replica().hear(life, now);
             }
+            // Our next pull from that peer is answered `snapshot_required`
+            // and brings us up to its horizon; nothing to do now.
+            Refusal::SenderBelowHorizon => {}
         }
     }
 
@@ -244,6 +254,9 @@ impl Node {
         metadata: &VClock,
     ) -> Result<WriteOutcome, Unavailable> {
         self.when_caught_up(metadata, move |replica| {
+            if replica.members.removed() {
+                return Ok(Err(Unavailable::Removed));
+            }
             match replica.write(key, value.clone(), metadata) {
                 Ok(outcome) => Ok(Ok(outcome)),
                 Err(WriteError::NotYet) => Err(crate::core::NotYet),
@@ -330,7 +343,7 @@ impl Node {
         let mut out = vec![MemberInfo {
             address: self.address.clone(),
             state: "alive",
-            admitted: true,
+            admitted: !replica.members.removed(),
             in_view: true,
             incarnation: Some(replica.incarnation()),
             last_heard_ms_ago: Some(0),

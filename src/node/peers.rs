@@ -103,6 +103,14 @@ impl Node {
             _ => {}
         }
         for record in admissions {
+            if record.address == self.address {
+                if record.admitted {
+                    info!("this replica was added back to the view by an operator");
+                } else {
+                    info!("this replica was removed from the view by an operator: it serves reads and refuses writes until it is added back");
+                }
+                continue;
+            }
             info!(
                 member = %record.address,
                 admitted = record.admitted,
