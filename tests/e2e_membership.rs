@@ -606,8 +606,21 @@ async fn a_replica_deleted_at_itself_leaves_the_others_until_an_operator_adds_it
         .change_view("DELETE", &removed, &removed)
         .await
         .expect_result(200, "deleted");
-    // A replica lists itself while it is up; the others drop it.
-    assert!(cluster.view(2).await.contains(&removed));
+    // One meaning everywhere: it is out of the cluster. It lists only
+    // itself, says so in /ready, refuses writes; the others drop it.
+    assert_eq!(cluster.view(2).await, vec![removed.clone()]);
+    let ready = cluster
+        .http
+        .send("GET", &removed, "/ready", support::Body::None)
+        .await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(ready.json["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("removed"));
+    let mut refused = cluster.session();
+    let write = refused.put(&removed, "while-removed", json!(1)).await;
+    write.expect(503, Some(hearsay::api::ERR_REMOVED));
     wait_until(
         SOON,
         "both others drop the replica deleted at itself",
