@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{AdminRecord, PullChunk, PullRequest, PushRequest, Refusal, VClock, Version};
+use crate::core::{Admission, PullChunk, PullRequest, PushRequest, Refusal, VClock, Version};
 
 /// Who is speaking, and what it holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -13,7 +13,7 @@ pub struct Hello {
     pub address: String,
     pub incarnation: u64,
     pub clock: VClock,
-    pub admin: Vec<AdminRecord>,
+    pub admissions: Vec<Admission>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -359,7 +359,7 @@ impl Push {
                 incarnation,
             },
             basis: basis.clone(),
-            covers: replica.covers(),
+            covers: replica.guarantee(),
             cursor: None,
             finished: false,
             chunks: 0,
@@ -429,7 +429,7 @@ impl Replica {
     }
 
     /// The guarantee this replica can give about its current state.
-    pub fn covers(&self) -> Covers {
+    pub fn guarantee(&self) -> Covers {
         Covers {
             clock: self.clock().clone(),
             lamport: self.lamport(),
@@ -456,7 +456,7 @@ impl Replica {
                 &request.clock,
             );
         }
-        let covers = self.covers();
+        let covers = self.guarantee();
         let from = self.life();
         if !request.snapshot && !request.clock.covers(self.horizon()) {
             return Ok(PullChunk {

@@ -22,9 +22,9 @@
 //! meet of those clocks is the *stability frontier*: tombstones below it are
 //! held by every member and may be collected.
 //!
-//! Decisions are versioned by `admin_clock`, a Lamport-style counter: a new
+//! Decisions are versioned by `admission_clock`, a Lamport-style counter: a new
 //! decision takes the next value, and records heard from peers raise it. A
-//! record whose version is more than [`MAX_ADMIN_LEAP`] (2^40) beyond this
+//! record whose version is more than [`MAX_ADMISSION_LEAP`] (2^40) beyond this
 //! replica's counter is refused (it would otherwise win every later decision
 //! about its address and leave no counter for new ones); should the counter
 //! run out anyway, new decisions are refused ([`ViewChange::CounterExhausted`])
@@ -40,7 +40,7 @@ use super::clock::VClock;
 
 /// How far beyond this replica's decision counter an admission record's
 /// version from a peer may be; anything further is refused.
-pub const MAX_ADMIN_LEAP: u64 = 1 << 40;
+pub const MAX_ADMISSION_LEAP: u64 = 1 << 40;
 
 /// Failure-detector timing, in milliseconds.
 #[derive(Clone, Copy, Debug)]
@@ -74,13 +74,13 @@ impl Liveness {
 
 /// A versioned admission decision about one address; spread by heartbeats.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct AdminRecord {
+pub struct Admission {
     pub address: String,
     pub admitted: bool,
     pub version: u64,
 }
 
-impl AdminRecord {
+impl Admission {
     /// A record made up for a sender we merely heard from: it decides nothing.
     fn is_placeholder(&self) -> bool {
         self.version == 0 && !self.admitted
@@ -88,7 +88,7 @@ impl AdminRecord {
 
     /// Whether `self` should replace `other`: a real decision beats a
     /// placeholder; otherwise the higher version wins and removal wins ties.
-    fn beats(&self, other: &AdminRecord) -> bool {
+    fn beats(&self, other: &Admission) -> bool {
         if other.is_placeholder() {
             return !self.is_placeholder();
         }
@@ -103,7 +103,7 @@ pub struct Member {
     pub incarnation: Option<u64>,
     pub liveness: Liveness,
     pub last_heard_ms: u64,
-    pub admission: AdminRecord,
+    pub admission: Admission,
     /// The latest clock it reported in its current incarnation.
     pub known_clock: VClock,
 }
@@ -132,7 +132,7 @@ pub struct Membership {
     me: String,
     timing: Timing,
     members: BTreeMap<String, Member>,
-    admin_clock: u64,
+    admission_clock: u64,
 }
 
 /// Outcome of an operator's view change.
@@ -147,12 +147,12 @@ pub enum ViewChange {
     CounterExhausted,
 }
 
-/// What [`Membership::merge_admin`] did with a peer's records.
+/// What [`Membership::merge_admissions`] did with a peer's records.
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
-pub struct AdminMerge {
+pub struct AdmissionMerge {
     /// Records that changed an address's admission.
-    pub changed: Vec<AdminRecord>,
-    /// Records refused because their version is beyond [`MAX_ADMIN_LEAP`].
+    pub changed: Vec<Admission>,
+    /// Records refused because their version is beyond [`MAX_ADMISSION_LEAP`].
     pub refused: usize,
 }
 
@@ -164,7 +164,7 @@ impl Membership {
             me: me.to_string(),
             timing,
             members: BTreeMap::new(),
-            admin_clock: 0,
+            admission_clock: 0,
         };
         for address in initial_view {
             if address != me {
@@ -175,7 +175,7 @@ impl Membership {
     }
 
     fn upsert_admitted(&mut self, address: &str, version: u64, now_ms: u64) {
-        let record = AdminRecord {
+        let record = Admission {
             address: address.to_string(),
             admitted: true,
             version,
@@ -269,7 +269,7 @@ impl Membership {
         }
         let member = self.members.entry(address.to_string()).or_insert_with(|| {
             Member::fresh(
-                AdminRecord {
+                Admission {
                     address: address.to_string(),
                     admitted: false,
                     version: 0,
@@ -367,7 +367,7 @@ impl Membership {
     }
 
     /// An operator (or a starting replica announcing itself) adds `address`.
-    pub fn admin_add(&mut self, address: &str, now_ms: u64) -> ViewChange {
+    pub fn admit(&mut self, address: &str, now_ms: u64) -> ViewChange {
         let present = if address == self.me {
             !self.removed()
         } else {
@@ -376,7 +376,7 @@ impl Membership {
         if present {
             return ViewChange::AlreadyPresent;
         }
-        let Some(version) = self.next_admin_version() else {
+        let Some(version) = self.next_admission_version() else {
             return ViewChange::CounterExhausted;
         };
         self.upsert_admitted(address, version, now_ms);
@@ -384,15 +384,15 @@ impl Membership {
     }
 
     /// An operator removes `address` from the cluster.
-    pub fn admin_remove(&mut self, address: &str) -> ViewChange {
+    pub fn remove(&mut self, address: &str) -> ViewChange {
         let present = address == self.me || self.members.get(address).is_some_and(Self::in_view);
         if !present {
             return ViewChange::Absent;
         }
-        let Some(version) = self.next_admin_version() else {
+        let Some(version) = self.next_admission_version() else {
             return ViewChange::CounterExhausted;
         };
-        let record = AdminRecord {
+        let record = Admission {
             address: address.to_string(),
             admitted: false,
             version,
@@ -412,17 +412,17 @@ impl Membership {
     }
 
     /// The version for a new decision, or `None` if the counter is exhausted.
-    fn next_admin_version(&mut self) -> Option<u64> {
-        self.admin_clock = self.admin_clock.checked_add(1)?;
-        Some(self.admin_clock)
+    fn next_admission_version(&mut self) -> Option<u64> {
+        self.admission_clock = self.admission_clock.checked_add(1)?;
+        Some(self.admission_clock)
     }
 
     /// Every admission record worth spreading, for heartbeats: decisions
     /// (operator changes, announcements, the start-up view) and this
     /// replica's own standing. Placeholders for senders we merely heard from
     /// (version 0, not admitted) decide nothing and are not spread.
-    pub fn admin_records(&self) -> Vec<AdminRecord> {
-        let mut records: Vec<AdminRecord> = self
+    pub fn admissions(&self) -> Vec<Admission> {
+        let mut records: Vec<Admission> = self
             .members
             .values()
             .map(|m| m.admission.clone())
@@ -432,7 +432,7 @@ impl Membership {
             // Unless an operator removed it, a replica vouches for itself, so
             // that a replica added to a running cluster learns of the one
             // that added it.
-            records.push(AdminRecord {
+            records.push(Admission {
                 address: self.me.clone(),
                 admitted: true,
                 version: 0,
@@ -443,15 +443,15 @@ impl Membership {
 
     /// Merges admission records heard from a peer. Reports the records that
     /// changed an admission and how many were refused as beyond the bound.
-    pub fn merge_admin(&mut self, records: &[AdminRecord], now_ms: u64) -> AdminMerge {
+    pub fn merge_admissions(&mut self, records: &[Admission], now_ms: u64) -> AdmissionMerge {
         let mut changed = Vec::new();
         let mut refused = 0;
         for record in records.iter().filter(|r| !r.is_placeholder()) {
-            if record.version > self.admin_clock.saturating_add(MAX_ADMIN_LEAP) {
+            if record.version > self.admission_clock.saturating_add(MAX_ADMISSION_LEAP) {
                 refused += 1;
                 continue;
             }
-            self.admin_clock = self.admin_clock.max(record.version);
+            self.admission_clock = self.admission_clock.max(record.version);
             if record.address == self.me {
                 // A replica learns of its own removal (and of being added
                 // back), so that it stops taking writes and says so; without a
@@ -494,7 +494,7 @@ impl Membership {
                 }
             }
         }
-        AdminMerge { changed, refused }
+        AdmissionMerge { changed, refused }
     }
 
     /// The meet of `mine` and the clocks of every member that may still hold
@@ -531,7 +531,7 @@ impl Membership {
 }
 
 impl Member {
-    fn fresh(admission: AdminRecord, now_ms: u64) -> Self {
+    fn fresh(admission: Admission, now_ms: u64) -> Self {
         Member {
             address: admission.address.clone(),
             incarnation: None,
@@ -623,21 +623,21 @@ mod tests {
     fn operator_changes_spread_and_removal_is_not_undone_by_gossip() {
         let mut a = table();
         let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
-        assert_eq!(a.admin_remove("c"), ViewChange::Deleted);
-        assert_eq!(a.admin_remove("c"), ViewChange::Absent);
-        b.merge_admin(&a.admin_records(), 0);
+        assert_eq!(a.remove("c"), ViewChange::Deleted);
+        assert_eq!(a.remove("c"), ViewChange::Absent);
+        b.merge_admissions(&a.admissions(), 0);
         assert_eq!(b.view(), vec!["a", "b"]);
         // c keeps talking: still not in the view.
         b.heard_from("c", 1, 10);
         assert_eq!(b.view(), vec!["a", "b"]);
         // Stale records from someone who missed the removal do not undo it.
         let stale = Membership::new("a", &["a".into(), "b".into(), "c".into()], T, 0);
-        b.merge_admin(&stale.admin_records(), 20);
+        b.merge_admissions(&stale.admissions(), 20);
         assert_eq!(b.view(), vec!["a", "b"]);
         // c announces itself again: back everywhere.
-        assert_eq!(b.admin_add("c", 30), ViewChange::Added);
-        assert_eq!(b.admin_add("c", 30), ViewChange::AlreadyPresent);
-        a.merge_admin(&b.admin_records(), 30);
+        assert_eq!(b.admit("c", 30), ViewChange::Added);
+        assert_eq!(b.admit("c", 30), ViewChange::AlreadyPresent);
+        a.merge_admissions(&b.admissions(), 30);
         assert_eq!(a.view(), vec!["a", "b", "c"]);
     }
 
@@ -646,43 +646,43 @@ mod tests {
         // x runs alone; a (in a cluster with b) adds it.
         let mut a = table();
         let mut x = Membership::new("x", &["x".into()], T, 0);
-        assert_eq!(a.admin_add("x", 0), ViewChange::Added);
+        assert_eq!(a.admit("x", 0), ViewChange::Added);
         // x hears a's heartbeat: a vouches for itself, b comes with the table.
         x.heard_from("a", 1, 0);
-        x.merge_admin(&a.admin_records(), 0);
+        x.merge_admissions(&a.admissions(), 0);
         assert_eq!(x.view(), vec!["a", "b", "c", "x"]);
         // a hears x, which it had never heard from before: x's records do
         // not remove anyone, even though x had a placeholder for a.
         a.heard_from("x", 1, 0);
         let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
-        b.merge_admin(&a.admin_records(), 0);
-        b.merge_admin(&x.admin_records(), 0);
+        b.merge_admissions(&a.admissions(), 0);
+        b.merge_admissions(&x.admissions(), 0);
         assert_eq!(b.view(), vec!["a", "b", "c", "x"]);
-        assert!(x.admin_records().iter().all(|r| r.admitted));
+        assert!(x.admissions().iter().all(|r| r.admitted));
     }
 
     #[test]
     fn an_admission_record_from_the_far_future_is_refused() {
         let mut a = table();
-        let poisoned = AdminRecord {
+        let poisoned = Admission {
             address: "c".into(),
             admitted: false,
             version: u64::MAX,
         };
-        assert_eq!(a.merge_admin(&[poisoned], 0).refused, 1);
+        assert_eq!(a.merge_admissions(&[poisoned], 0).refused, 1);
         assert_eq!(a.view(), vec!["a", "b", "c"], "the record decided nothing");
-        assert_eq!(a.admin_add("d", 0), ViewChange::Added);
+        assert_eq!(a.admit("d", 0), ViewChange::Added);
         assert_eq!(a.view(), vec!["a", "b", "c", "d"]);
-        assert_eq!(a.admin_remove("d"), ViewChange::Deleted);
+        assert_eq!(a.remove("d"), ViewChange::Deleted);
         assert_eq!(a.view(), vec!["a", "b", "c"]);
     }
 
     #[test]
     fn an_exhausted_decision_counter_refuses_new_decisions() {
         let mut a = table();
-        a.admin_clock = u64::MAX;
-        assert_eq!(a.admin_add("d", 0), ViewChange::CounterExhausted);
-        assert_eq!(a.admin_remove("b"), ViewChange::CounterExhausted);
+        a.admission_clock = u64::MAX;
+        assert_eq!(a.admit("d", 0), ViewChange::CounterExhausted);
+        assert_eq!(a.remove("b"), ViewChange::CounterExhausted);
         assert_eq!(a.view(), vec!["a", "b", "c"]);
     }
 
@@ -714,9 +714,9 @@ mod tests {
     fn a_replica_learns_its_own_removal_and_then_lists_only_itself() {
         let mut a = table();
         let mut c = Membership::new("c", &["a".into(), "b".into(), "c".into()], T, 0);
-        assert_eq!(a.admin_remove("c"), ViewChange::Deleted);
+        assert_eq!(a.remove("c"), ViewChange::Deleted);
         assert!(!c.removed());
-        let merged = c.merge_admin(&a.admin_records(), 0);
+        let merged = c.merge_admissions(&a.admissions(), 0);
         assert!(merged
             .changed
             .iter()
@@ -730,9 +730,9 @@ mod tests {
         );
         // Added back anywhere: it learns that too.
         let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
-        b.merge_admin(&a.admin_records(), 0);
-        assert_eq!(b.admin_add("c", 0), ViewChange::Added);
-        c.merge_admin(&b.admin_records(), 0);
+        b.merge_admissions(&a.admissions(), 0);
+        assert_eq!(b.admit("c", 0), ViewChange::Added);
+        c.merge_admissions(&b.admissions(), 0);
         assert!(!c.removed());
         assert_eq!(c.view(), vec!["a", "b", "c"]);
     }
@@ -753,7 +753,7 @@ mod tests {
         }
         assert_eq!(m.stability_frontier(&mine, 0).get(&o), 3);
         // d removed by an operator but still running: still counted.
-        m.admin_remove("d");
+        m.remove("d");
         m.heard_from("d", 1, 100);
         assert_eq!(m.stability_frontier(&mine, 100).get(&o), 3);
         // d left (handed off and said goodbye): no longer counted.

@@ -18,7 +18,7 @@ pub use exchange::{
     PushApplied, PushCompletion, PushRequest, Refusal,
 };
 pub use membership::{
-    AdminMerge, AdminRecord, Heard, Liveness, Membership, Timing, ViewChange, MAX_ADMIN_LEAP,
+    Admission, AdmissionMerge, Heard, Liveness, Membership, Timing, ViewChange, MAX_ADMISSION_LEAP,
 };
 pub use replica::{
     ApplyReport, NotYet, ReadOutcome, Replica, WriteError, WriteOutcome, MAX_LAMPORT_LEAP,

@@ -186,7 +186,7 @@ impl Node {
             address: self.address.clone(),
             incarnation: replica.incarnation(),
             clock: replica.clock().clone(),
-            admin: replica.members.admin_records(),
+            admissions: replica.members.admissions(),
         }
     }
 
@@ -316,7 +316,7 @@ impl Node {
 
     pub fn view_add(self: &Arc<Self>, address: &str) -> ViewChange {
         let now = self.now_ms();
-        let change = self.replica().members.admin_add(address, now);
+        let change = self.replica().members.admit(address, now);
         if change == ViewChange::Added {
             info!(member = address, "view change: added by request");
             metrics::counter!(names::VIEW_CHANGES, "change" => "added").increment(1);
@@ -326,7 +326,7 @@ impl Node {
     }
 
     pub fn view_remove(self: &Arc<Self>, address: &str) -> ViewChange {
-        let change = self.replica().members.admin_remove(address);
+        let change = self.replica().members.remove(address);
         if change == ViewChange::Deleted {
             info!(member = address, "view change: deleted by request");
             metrics::counter!(names::VIEW_CHANGES, "change" => "deleted").increment(1);
@@ -408,7 +408,7 @@ impl Node {
             return Response::Refused(Refusal::StaleSender { known });
         }
         let now = self.now_ms();
-        let change = self.replica().members.admin_add(&hello.address, now);
+        let change = self.replica().members.admit(&hello.address, now);
         if change == ViewChange::Added {
             info!(member = %hello.address, "view change: replica announced itself");
             metrics::counter!(names::VIEW_CHANGES, "change" => "joined").increment(1);

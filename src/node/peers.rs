@@ -81,7 +81,7 @@ impl Node {
         let (behind, heard, admissions) = {
             let mut replica = self.replica();
             let heard = replica.hear(&life, now)?;
-            let merged = replica.members.merge_admin(&hello.admin, now);
+            let merged = replica.members.merge_admissions(&hello.admissions, now);
             if merged.refused > 0 {
                 metrics::counter!(names::PEER_DATA_REFUSED, "what" => "admission")
                     .increment(merged.refused as u64);
