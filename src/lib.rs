@@ -18,8 +18,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connections;
+#[warn(missing_docs)]
 pub mod core;
 pub mod node;
+#[warn(missing_docs)]
 pub mod proto;
 pub mod server;
 pub mod telemetry;

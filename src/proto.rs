@@ -10,13 +10,18 @@ use crate::core::{Admission, PullChunk, PullRequest, PushRequest, Refusal, VCloc
 /// Who is speaking, and what it holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
+    /// The sender's address.
     pub address: String,
+    /// The sender's life.
     pub incarnation: u64,
+    /// The sender's clock.
     pub clock: VClock,
+    /// The sender's admission decisions (and its own standing).
     pub admissions: Vec<Admission>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A replica-to-replica request, on `/internal/<kind>`.
 pub enum Request {
     /// Liveness and digest, to every member each heartbeat interval.
     Heartbeat(Hello),
@@ -27,7 +32,12 @@ pub enum Request {
     /// Versions the receiver's life lacks; the last chunk may carry a guarantee.
     Push(PushRequest),
     /// The sender is shutting down for good (this incarnation).
-    Leave { address: String, incarnation: u64 },
+    Leave {
+        /// The leaving replica's address.
+        address: String,
+        /// The life that is leaving.
+        incarnation: u64,
+    },
 }
 
 impl Request {
@@ -44,9 +54,13 @@ impl Request {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The answer to a [`Request`].
 pub enum Response {
+    /// The answering replica's digest (to a heartbeat or a join).
     Hello(Hello),
+    /// A chunk of a pull answer.
     Chunk(PullChunk),
+    /// Taken (a push, a leave).
     Ack,
     /// The receiver would not take the request (a stale sender, or a message
     /// meant for another life of the receiver).
@@ -57,8 +71,10 @@ pub enum Response {
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("encode: {0}")]
+    /// The message could not be encoded.
     Encode(#[from] rmp_serde::encode::Error),
     #[error("decode: {0}")]
+    /// The bytes are not a valid message.
     Decode(#[from] rmp_serde::decode::Error),
 }
 
@@ -66,6 +82,7 @@ pub enum CodecError {
 /// buffer is allocated once instead of doubling (and copying) its way up to
 /// a megabyte-sized chunk.
 pub trait SizeHint {
+    /// Bytes to reserve for the encoded message.
     fn size_hint(&self) -> usize;
 }
 
@@ -94,12 +111,14 @@ impl SizeHint for Response {
     }
 }
 
+/// Encodes a message as MessagePack with field names.
 pub fn encode<T: Serialize + SizeHint>(message: &T) -> Result<Vec<u8>, CodecError> {
     let mut buffer = Vec::with_capacity(message.size_hint());
     rmp_serde::encode::write_named(&mut buffer, message)?;
     Ok(buffer)
 }
 
+/// Decodes a message; malformed input is an error, never a panic.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(rmp_serde::from_slice(bytes)?)
 }

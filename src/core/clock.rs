@@ -107,6 +107,7 @@ impl Origin {
         Origin(Arc::from(text))
     }
 
+    /// The textual form, `"<address>@<incarnation>"`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -133,7 +134,9 @@ impl fmt::Display for Origin {
 /// there (1, 2, 3, … per origin).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Dot {
+    /// The life that took the write.
     pub origin: Origin,
+    /// Its position among that life's writes, from 1.
     pub seq: u64,
 }
 
@@ -151,6 +154,7 @@ pub struct Dot {
 pub struct VClock(Vec<(Origin, u64)>);
 
 impl VClock {
+    /// The empty clock (covers no write).
     pub fn new() -> Self {
         VClock(Vec::new())
     }
@@ -159,6 +163,7 @@ impl VClock {
         self.0.binary_search_by(|(o, _)| o.cmp(origin))
     }
 
+    /// The highest sequence number covered for `origin` (0: none).
     pub fn get(&self, origin: &Origin) -> u64 {
         self.position(origin).map_or(0, |i| self.0[i].1)
     }
@@ -216,10 +221,12 @@ impl VClock {
         }
     }
 
+    /// Whether the clock covers no write at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// How many origins have a non-zero entry.
     pub fn len(&self) -> usize {
         self.0.len()
     }

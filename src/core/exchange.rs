@@ -68,7 +68,9 @@ pub const MAX_CHUNKS_PER_TRANSFER: usize = 100_000;
 /// One life of one replica.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Life {
+    /// The replica's address (`IP:PORT`), its identity in the view.
     pub address: String,
+    /// Which life of that address; strictly increasing across restarts.
     pub incarnation: u64,
 }
 
@@ -81,7 +83,9 @@ impl std::fmt::Display for Life {
 /// What the sender of a transfer guarantees once every chunk has arrived.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Covers {
+    /// Every write the sender holds (or holds something that beats).
     pub clock: VClock,
+    /// The sender's Lamport time: at least that of every write `clock` covers.
     pub lamport: u64,
     /// The sender's stability horizon. A snapshot receiver adopts it: the
     /// snapshot carries no trace of the tombstones collected below it, so the
@@ -92,13 +96,16 @@ pub struct Covers {
 /// Asks a peer for the next chunk of what the requester lacks.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct PullRequest {
+    /// The requesting life.
     pub from: Life,
     /// The peer's incarnation this pull is bound to (from its first chunk);
     /// `None` on the first request.
     pub to: Option<u64>,
     /// The requester's clock: the basis of the delta.
     pub clock: VClock,
+    /// Ask for everything (a state transfer) rather than what `clock` lacks.
     pub snapshot: bool,
+    /// The stamp of the last version received so far; `None` at the start.
     pub cursor: Option<Stamp>,
 }
 
@@ -108,6 +115,7 @@ pub struct PullChunk {
     /// The answering life.
     pub from: Life,
     #[serde(with = "packed")]
+    /// Versions in stamp order, at most about the sender's message size.
     pub entries: Vec<Version>,
     /// Pass back as the cursor to get the next chunk; `None` on the last one.
     pub next: Option<Stamp>,
@@ -122,6 +130,7 @@ pub struct PullChunk {
 /// Versions a peer's life lacks; the last chunk may carry a guarantee.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct PushRequest {
+    /// The sending life.
     pub from: Life,
     /// The receiver's incarnation whose clock the delta was computed against.
     pub to: u64,
@@ -130,6 +139,7 @@ pub struct PushRequest {
     /// [`Refusal::SenderBelowHorizon`]).
     pub clock: VClock,
     #[serde(with = "packed")]
+    /// Versions the receiver lacks, in stamp order.
     pub entries: Vec<Version>,
     /// On the last chunk, unless the receiver is below the sender's horizon.
     pub completion: Option<PushCompletion>,
@@ -139,7 +149,9 @@ pub struct PushRequest {
 /// that guarantee was computed against.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct PushCompletion {
+    /// What the sender guarantees once every chunk has arrived.
     pub covers: Covers,
+    /// The receiver's clock that the delta was computed against.
     pub basis: VClock,
 }
 
@@ -148,10 +160,16 @@ pub struct PushCompletion {
 pub enum Refusal {
     /// The sender's life is older than one the receiver has heard from.
     #[error("the sender's life is stale; the receiver knows incarnation {known}")]
-    StaleSender { known: u64 },
+    StaleSender {
+        /// The newest incarnation of the sender's address the receiver knows.
+        known: u64,
+    },
     /// The message was computed against another life of the receiver.
     #[error("the message was meant for another life; the receiver is {life}")]
-    WrongReceiver { life: Life },
+    WrongReceiver {
+        /// The receiver's current life.
+        life: Life,
+    },
     /// The sender's clock does not cover the receiver's stability horizon: it
     /// may hold versions that lost to tombstones the receiver has collected,
     /// so it must take a snapshot before the receiver takes its data.
@@ -163,16 +181,32 @@ pub enum Refusal {
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 pub enum ExchangeError {
     #[error("peer refused: {0}")]
+    /// The peer refused a message of the exchange.
     Refused(#[from] Refusal),
     #[error("chunk from {got}, but the pull is bound to {expected}")]
-    WrongLife { expected: Life, got: Life },
+    /// A chunk came from another life than the one the pull is bound to.
+    WrongLife {
+        /// The life of the pull's first chunk.
+        expected: Life,
+        /// The life this chunk came from.
+        got: Life,
+    },
     #[error("answer from {got} to a pull sent to {expected}")]
-    WrongPeer { expected: String, got: String },
+    /// A chunk came from another address than the pull was sent to.
+    WrongPeer {
+        /// The address the pull was sent to.
+        expected: String,
+        /// The address the chunk names.
+        got: String,
+    },
     #[error("peer asked for a snapshot inside a snapshot")]
+    /// A snapshot answer asked for a snapshot.
     SnapshotLoop,
     #[error("peer is below our horizon: its delta may undo collected deletes")]
+    /// The peer's clock does not cover our horizon, so its delta is refused.
     PeerBelowHorizon,
     #[error("transfer exceeded {MAX_CHUNKS_PER_TRANSFER} chunks")]
+    /// The transfer did not end within [`MAX_CHUNKS_PER_TRANSFER`] chunks.
     TooManyChunks,
 }
 
@@ -199,6 +233,7 @@ pub enum PullStep {
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
+/// How a completed pull ended.
 pub struct PullDone {
     /// The answering life.
     pub peer: Life,
@@ -225,6 +260,7 @@ impl Pull {
         }
     }
 
+    /// The address this pull is sent to.
     pub fn peer(&self) -> &str {
         &self.peer
     }
@@ -366,6 +402,7 @@ impl Push {
         })
     }
 
+    /// The life this push is computed for.
     pub fn to(&self) -> &Life {
         &self.to
     }

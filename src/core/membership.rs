@@ -45,7 +45,9 @@ pub const MAX_ADMISSION_LEAP: u64 = 1 << 40;
 /// Failure-detector timing, in milliseconds.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
+    /// Silence after which a member is suspect (still in the view).
     pub suspect_after_ms: u64,
+    /// Silence after which a member is dead (out of the view).
     pub dead_after_ms: u64,
     /// How long a dead member still holds back tombstone collection; after
     /// that it is assumed gone and must resynchronise in full if it returns.
@@ -54,14 +56,20 @@ pub struct Timing {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// How this replica judges a member from its own heartbeats.
 pub enum Liveness {
+    /// Heard from within `suspect_after`.
     Alive,
+    /// Silent for `suspect_after`: still in the view.
     Suspect,
+    /// Silent for `dead_after`: out of the view, probed now and then.
     Dead,
+    /// Said goodbye (SIGTERM) in its current life.
     Left,
 }
 
 impl Liveness {
+    /// The name used in `/members` and in metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Liveness::Alive => "alive",
@@ -75,8 +83,11 @@ impl Liveness {
 /// A versioned admission decision about one address; spread by heartbeats.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Admission {
+    /// The member's address.
     pub address: String,
+    /// Admitted (`PUT /view`, a join) or removed (`DELETE /view`).
     pub admitted: bool,
+    /// Orders decisions about one address: the greater wins, removal wins ties.
     pub version: u64,
 }
 
@@ -97,12 +108,17 @@ impl Admission {
 }
 
 #[derive(Clone, Debug)]
+/// What this replica knows of one member.
 pub struct Member {
+    /// Its address.
     pub address: String,
     /// `None` until we have heard from it.
     pub incarnation: Option<u64>,
+    /// Its liveness as judged here.
     pub liveness: Liveness,
+    /// When it was last heard from (this replica's milliseconds).
     pub last_heard_ms: u64,
+    /// The latest admission decision about it.
     pub admission: Admission,
     /// The latest clock it reported in its current incarnation.
     pub known_clock: VClock,
@@ -111,8 +127,11 @@ pub struct Member {
 /// A change of liveness worth logging once.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct LivenessChange {
+    /// The member.
     pub address: String,
+    /// Its liveness before.
     pub from: Liveness,
+    /// Its liveness now.
     pub to: Liveness,
 }
 
@@ -122,12 +141,17 @@ pub enum Heard {
     /// A message from an incarnation older than the one known: ignore it.
     Stale,
     /// Known member, same life.
-    Refreshed { revived: bool },
+    /// Known member, same life; `revived` if it had been suspect or dead.
+    Refreshed {
+        /// It had been suspect or dead (and is admitted).
+        revived: bool,
+    },
     /// First contact or a restart.
     NewIncarnation,
 }
 
 #[derive(Debug)]
+/// The member table of one replica: admissions, liveness, known clocks.
 pub struct Membership {
     me: String,
     timing: Timing,
@@ -138,9 +162,13 @@ pub struct Membership {
 /// Outcome of an operator's view change.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ViewChange {
+    /// The address was not in the view and is now admitted.
     Added,
+    /// The address is already in the view.
     AlreadyPresent,
+    /// The address was in the view and is now removed.
     Deleted,
+    /// The address is not in the view.
     Absent,
     /// The decision counter is at its maximum: no new decision can be
     /// versioned above the existing ones, so none is taken.
@@ -195,18 +223,22 @@ impl Membership {
         }
     }
 
+    /// This replica's own address.
     pub fn me(&self) -> &str {
         &self.me
     }
 
+    /// The failure-detector timing.
     pub fn timing(&self) -> Timing {
         self.timing
     }
 
+    /// What is known of `address`, if anything.
     pub fn member(&self, address: &str) -> Option<&Member> {
         self.members.get(address)
     }
 
+    /// Every known member (this replica too, once an operator removed it).
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
     }

@@ -97,28 +97,47 @@ pub struct ApplyReport {
 /// by a replica that has not had the delete yet.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum ReadOutcome {
-    Found { value: JsonText, metadata: VClock },
-    NotFound { metadata: VClock },
+    /// The key holds a value.
+    Found {
+        /// The value's JSON text.
+        value: JsonText,
+        /// What the client has now seen: its metadata and the value's causal past.
+        metadata: VClock,
+    },
+    /// The key is missing or deleted.
+    NotFound {
+        /// What the client has now seen: its metadata and the tombstone's causal past.
+        metadata: VClock,
+    },
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
+/// What a client write (or delete) did.
 pub enum WriteOutcome {
+    /// The key was missing or deleted and now holds the value.
     Created {
+        /// What the client has now seen: its metadata and this write.
         metadata: VClock,
     },
+    /// The key held a value, now replaced.
     Replaced {
+        /// What the client has now seen: its metadata and this write.
         metadata: VClock,
     },
+    /// The key held a value, now deleted (a tombstone).
     Deleted {
+        /// What the client has now seen: its metadata and this delete.
         metadata: VClock,
     },
     /// A delete of a missing key; `metadata` as in [`ReadOutcome::NotFound`].
     NotFound {
+        /// What the client has now seen (see [`ReadOutcome::NotFound`]).
         metadata: VClock,
     },
 }
 
 #[derive(Debug)]
+/// One replica's whole state: its life, counters, clock, store, horizon and member table.
 pub struct Replica {
     address: String,
     incarnation: u64,
@@ -130,10 +149,12 @@ pub struct Replica {
     /// The stability horizon: the join of every stability frontier this
     /// replica collected tombstones below.
     horizon: VClock,
+    /// The member table (admissions, liveness, known clocks per life).
     pub members: Membership,
 }
 
 impl Replica {
+    /// A replica of `address` in life `incarnation`, empty, with `view` admitted.
     pub fn new(
         address: &str,
         incarnation: u64,
@@ -154,30 +175,37 @@ impl Replica {
         }
     }
 
+    /// This replica's address.
     pub fn address(&self) -> &str {
         &self.address
     }
 
+    /// Its current life's incarnation.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
+    /// The origin of its current life: the name of its new writes.
     pub fn origin(&self) -> &Origin {
         &self.origin
     }
 
+    /// Every write it holds (or holds something that beats).
     pub fn clock(&self) -> &VClock {
         &self.clock
     }
 
+    /// Its Lamport time.
     pub fn lamport(&self) -> u64 {
         self.lamport
     }
 
+    /// The versioned map.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// Its stability horizon: below it, tombstones may have been collected.
     pub fn horizon(&self) -> &VClock {
         &self.horizon
     }
@@ -204,6 +232,7 @@ impl Replica {
         self.clock.covers(metadata)
     }
 
+    /// Reads `key` for a client that has seen `metadata`; `NotYet` if this replica lacks some of it.
     pub fn read(&self, key: &str, metadata: &VClock) -> Result<ReadOutcome, NotYet> {
         if !self.satisfies(metadata) {
             return Err(NotYet);

@@ -41,17 +41,24 @@ pub type JsonText = Arc<str>;
 /// The position of a version in the total order that decides overwrites.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Stamp {
+    /// Lamport time of the write.
     pub lamport: u64,
+    /// The life that took it (breaks Lamport ties).
     pub origin: Origin,
+    /// Its sequence number there (unique per origin).
     pub seq: u64,
 }
 
 /// One write of one key: a value, or a tombstone when `value` is `None`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Version {
+    /// The key.
     pub key: Key,
+    /// The value's JSON text; `None` for a tombstone (a delete).
     pub value: Option<JsonText>,
+    /// The write's identity.
     pub dot: Dot,
+    /// Its Lamport time: above that of every dependency.
     pub lamport: u64,
     /// Everything the writing client had observed, plus this write's own dot.
     /// Readers inherit it, which is what makes returned metadata minimal.
@@ -59,6 +66,7 @@ pub struct Version {
 }
 
 impl Version {
+    /// Its position in the total order of writes.
     pub fn stamp(&self) -> Stamp {
         Stamp {
             lamport: self.lamport,
@@ -67,6 +75,7 @@ impl Version {
         }
     }
 
+    /// Whether this version is a delete.
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
     }
@@ -134,6 +143,7 @@ pub mod packed {
         }
     }
 
+    /// Writes a batch as an origin table and tuples.
     pub fn serialize<S: Serializer>(
         versions: &[Version],
         serializer: S,
@@ -216,6 +226,7 @@ pub mod packed {
         versions: Vec<PackedVersion>,
     }
 
+    /// Reads a batch written by [`serialize`], refusing bad origin indices and oversized dependency lists.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Vec<Version>, D::Error> {
@@ -254,7 +265,11 @@ pub mod packed {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Applied {
     /// It beat the current version (or there was none) and is now current.
-    Replaced { previous_was_live: bool },
+    /// The version replaced the key's current one (`previous_was_live`: that one held a value).
+    Replaced {
+        /// The replaced version held a value (it was not a tombstone).
+        previous_was_live: bool,
+    },
     /// The current version is equal or greater; nothing changed.
     Ignored,
 }
@@ -270,10 +285,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The current version of `key`, tombstones included.
     pub fn get(&self, key: &str) -> Option<&Version> {
         self.versions.get(key)
     }
@@ -283,6 +300,7 @@ impl Store {
         self.live
     }
 
+    /// Keys holding a tombstone.
     pub fn tombstone_len(&self) -> usize {
         self.versions.len() - self.live
     }
