@@ -1,0 +1,216 @@
+//! Unit tests of [`super`]; kept beside it so that the module itself stays short.
+
+use super::*;
+
+#[test]
+fn default_file_matches_code_defaults() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hearsay.toml"))
+        .unwrap();
+    let from_file: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+    let expected = Config {
+        socket_address: from_file.socket_address.clone(),
+        ..Config::default()
+    };
+    assert_eq!(from_file, expected);
+}
+
+#[test]
+fn every_key_is_listed() {
+    let dict: Dict = Figment::from(Serialized::defaults(Config::default()))
+        .extract()
+        .unwrap();
+    let mut listed: Vec<&str> = KEYS.to_vec();
+    listed.sort();
+    let mut present: Vec<&str> = dict.keys().map(String::as_str).collect();
+    present.push("listen");
+    present.push("cluster_key");
+    present.sort();
+    present.dedup();
+    assert_eq!(listed, present);
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's test jail fixes the signature
+fn flags_override_and_errors_name_the_setting_and_source() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+        jail.set_env("VIEW", "127.0.0.1:9000, 127.0.0.1:9001");
+        jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "250");
+        jail.set_env("HEARSAY_SOMETHING_ELSE", "ignored");
+        let loaded = load(&Overrides {
+            file: None,
+            pairs: vec![("causal-wait-ms".into(), "42".into())],
+        })
+        .unwrap();
+        assert_eq!(loaded.config.view, vec!["127.0.0.1:9000", "127.0.0.1:9001"]);
+        assert_eq!(loaded.config.gossip_interval_ms, 250);
+        assert_eq!(loaded.config.causal_wait_ms, 42);
+        let explained = loaded.explain();
+        let gossip = explained
+            .iter()
+            .find(|(k, _, _)| k == "gossip_interval_ms")
+            .unwrap();
+        assert_eq!(gossip.2, "environment variable HEARSAY_GOSSIP_INTERVAL_MS");
+        let view = explained.iter().find(|(k, _, _)| k == "view").unwrap();
+        assert_eq!(view.2, "environment variable VIEW");
+
+        jail.set_env("HEARSAY_DEAD_AFTER_MS", "soon");
+        let error = load(&Overrides::default()).err().unwrap().to_string();
+        assert!(error.contains("dead_after_ms"), "{error}");
+
+        jail.set_env("HEARSAY_DEAD_AFTER_MS", "100");
+        let error = load(&Overrides::default()).err().unwrap().to_string();
+        assert!(
+            error.contains("dead_after_ms") && error.contains("HEARSAY_DEAD_AFTER_MS"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn every_number_has_a_range_that_admits_its_default() {
+    let defaults = Config::default();
+    let numbers = defaults.numbers();
+    let checked: Vec<&str> = numbers.iter().map(|(key, _)| *key).collect();
+    let ranged: Vec<&str> = RANGES.iter().map(|(key, _, _)| *key).collect();
+    assert_eq!(checked, ranged);
+    for key in KEYS {
+        let numeric = key.ends_with("_ms")
+            || key.ends_with("_bytes")
+            || key.ends_with("_connections")
+            || key.ends_with("_threads");
+        assert_eq!(numeric, checked.contains(key), "{key}");
+    }
+    for ((key, value), (_, min, max)) in numbers.iter().zip(RANGES) {
+        assert!((*min..=*max).contains(value), "default of {key}");
+    }
+}
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn out_of_range_numbers_stop_loading_naming_setting_value_source_and_range() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+        jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", u64::MAX.to_string());
+        let error = load(&Overrides::default()).err().unwrap().to_string();
+        for part in [
+            "gossip_interval_ms",
+            "18446744073709551615",
+            "environment variable HEARSAY_GOSSIP_INTERVAL_MS",
+            "1..=3600000 ms",
+        ] {
+            assert!(error.contains(part), "{part} missing in: {error}");
+        }
+
+        // Both ends of a range are allowed; one past either end is not.
+        jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "3600000");
+        assert_eq!(
+            load(&Overrides::default())
+                .unwrap()
+                .config
+                .gossip_interval_ms,
+            3_600_000
+        );
+        jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "1");
+        assert!(load(&Overrides::default()).is_ok());
+        jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "0");
+        let error = load(&Overrides::default()).err().unwrap().to_string();
+        assert!(error.contains("0 is out of range"), "{error}");
+        jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "3600001");
+        assert!(load(&Overrides::default()).is_err());
+        jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "100");
+
+        // Waits that may be skipped start at 0; grace periods reach a day.
+        let flags = |pairs: &[(&str, &str)]| Overrides {
+            file: None,
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let loaded = load(&flags(&[
+            ("causal_wait_ms", "0"),
+            ("dead_member_grace_ms", "86400000"),
+        ]))
+        .unwrap();
+        assert_eq!(loaded.config.dead_member_grace_ms, 86_400_000);
+
+        let error = load(&flags(&[("max_body_bytes", "1073741824")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("max_body_bytes")
+                && error.contains("command-line flag")
+                && error.contains("1..=67108864"),
+            "{error}"
+        );
+
+        jail.create_file("grace.toml", "dead_member_grace_ms = 86400001\n")?;
+        let error = load(&Overrides {
+            file: Some("grace.toml".into()),
+            pairs: vec![],
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            error.contains("dead_member_grace_ms")
+                && error.contains("grace.toml")
+                && error.contains("0..=86400000 ms"),
+            "{error}"
+        );
+
+        let error = load(&flags(&[("max_open_connections", "0")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("max_open_connections"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn cores_are_shared_among_the_replicas_of_this_host() {
+    let view: Vec<String> = ["127.0.0.1:8082", "127.0.0.1:8083", "127.0.0.1:8084"]
+        .map(String::from)
+        .to_vec();
+    let local = Config::for_address("127.0.0.1:8082", &view);
+    assert_eq!(local.effective_worker_threads(2), 1);
+    assert_eq!(local.effective_worker_threads(8), 2);
+    assert_eq!(local.effective_worker_threads(12), 4);
+    // The view need not name this replica; it still counts itself.
+    let joining = Config::for_address("127.0.0.1:8085", &view);
+    assert_eq!(joining.effective_worker_threads(8), 2);
+    let containers: Vec<String> = ["10.10.0.2:8090", "10.10.0.3:8090"]
+        .map(String::from)
+        .to_vec();
+    let alone = Config::for_address("10.10.0.2:8090", &containers);
+    assert_eq!(alone.effective_worker_threads(2), 2);
+    let explicit = Config {
+        worker_threads: 3,
+        ..local
+    };
+    assert_eq!(explicit.effective_worker_threads(2), 3);
+}
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn unknown_keys_in_a_file_are_rejected() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "bad.toml",
+            "socket_address = \"127.0.0.1:1\"\ngossip_intervall_ms = 5\n",
+        )?;
+        let error = load(&Overrides {
+            file: Some("bad.toml".into()),
+            pairs: vec![],
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("gossip_intervall_ms"), "{error}");
+        Ok(())
+    });
+}

@@ -1,0 +1,224 @@
+//! Unit tests of [`super`]; kept beside it so that the module itself stays short.
+
+use super::*;
+use crate::core::clock::Origin;
+
+const T: Timing = Timing {
+    suspect_after_ms: 700,
+    dead_after_ms: 1500,
+    dead_member_grace_ms: 10_000,
+};
+
+fn table() -> Membership {
+    let view = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    Membership::new("a", &view, T, 0)
+}
+
+#[test]
+fn silence_makes_suspect_then_dead_and_contact_refutes() {
+    let mut m = table();
+    m.heard_from("b", 1, 0);
+    m.heard_from("c", 1, 0);
+    assert!(m.tick(600).is_empty());
+    let changes = m.tick(700);
+    assert_eq!(changes.len(), 2);
+    assert!(changes.iter().all(|c| c.to == Liveness::Suspect));
+    assert_eq!(m.view(), vec!["a", "b", "c"], "suspects stay in the view");
+    assert_eq!(
+        m.heard_from("b", 1, 800),
+        Heard::Refreshed { revived: true }
+    );
+    m.tick(1500);
+    assert_eq!(m.view(), vec!["a", "b"]);
+    assert_eq!(m.member("c").unwrap().liveness, Liveness::Dead);
+    assert_eq!(m.absent_peers(), vec!["c"]);
+    assert_eq!(
+        m.heard_from("c", 1, 5000),
+        Heard::Refreshed { revived: true }
+    );
+    assert_eq!(m.view(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn dead_never_flips_back_by_arithmetic_alone() {
+    let mut m = table();
+    m.tick(2000);
+    assert_eq!(m.view(), vec!["a"]);
+    assert!(m.tick(2001).is_empty());
+    assert_eq!(m.view(), vec!["a"]);
+}
+
+#[test]
+fn old_incarnations_are_ignored_and_restarts_reset_known_clock() {
+    let mut m = table();
+    assert_eq!(m.heard_from("b", 5, 0), Heard::NewIncarnation);
+    m.record_clock("b", 5, &VClock::from_pairs([(Origin::new("b", 5), 3)]));
+    assert_eq!(m.heard_from("b", 4, 10), Heard::Stale);
+    assert_eq!(m.heard_from("b", 6, 10), Heard::NewIncarnation);
+    assert!(m.member("b").unwrap().known_clock.is_empty());
+}
+
+#[test]
+fn left_is_final_for_that_incarnation_only() {
+    let mut m = table();
+    m.heard_from("b", 1, 0);
+    assert!(m.mark_left("b", 1).is_some());
+    assert_eq!(m.view(), vec!["a", "c"]);
+    m.heard_from("b", 1, 100);
+    assert_eq!(
+        m.view(),
+        vec!["a", "c"],
+        "a draining replica does not come back"
+    );
+    m.heard_from("b", 2, 200);
+    assert_eq!(m.view(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn operator_changes_spread_and_removal_is_not_undone_by_gossip() {
+    let mut a = table();
+    let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+    assert_eq!(a.remove("c"), ViewChange::Deleted);
+    assert_eq!(a.remove("c"), ViewChange::Absent);
+    b.merge_admissions(&a.admissions(), 0);
+    assert_eq!(b.view(), vec!["a", "b"]);
+    // c keeps talking: still not in the view.
+    b.heard_from("c", 1, 10);
+    assert_eq!(b.view(), vec!["a", "b"]);
+    // Stale records from someone who missed the removal do not undo it.
+    let stale = Membership::new("a", &["a".into(), "b".into(), "c".into()], T, 0);
+    b.merge_admissions(&stale.admissions(), 20);
+    assert_eq!(b.view(), vec!["a", "b"]);
+    // c announces itself again: back everywhere.
+    assert_eq!(b.admit("c", 30), ViewChange::Added);
+    assert_eq!(b.admit("c", 30), ViewChange::AlreadyPresent);
+    a.merge_admissions(&b.admissions(), 30);
+    assert_eq!(a.view(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn a_replica_added_to_a_running_cluster_is_admitted_both_ways() {
+    // x runs alone; a (in a cluster with b) adds it.
+    let mut a = table();
+    let mut x = Membership::new("x", &["x".into()], T, 0);
+    assert_eq!(a.admit("x", 0), ViewChange::Added);
+    // x hears a's heartbeat: a vouches for itself, b comes with the table.
+    x.heard_from("a", 1, 0);
+    x.merge_admissions(&a.admissions(), 0);
+    assert_eq!(x.view(), vec!["a", "b", "c", "x"]);
+    // a hears x, which it had never heard from before: x's records do
+    // not remove anyone, even though x had a placeholder for a.
+    a.heard_from("x", 1, 0);
+    let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+    b.merge_admissions(&a.admissions(), 0);
+    b.merge_admissions(&x.admissions(), 0);
+    assert_eq!(b.view(), vec!["a", "b", "c", "x"]);
+    assert!(x.admissions().iter().all(|r| r.admitted));
+}
+
+#[test]
+fn an_admission_record_from_the_far_future_is_refused() {
+    let mut a = table();
+    let poisoned = Admission {
+        address: "c".into(),
+        admitted: false,
+        version: u64::MAX,
+    };
+    assert_eq!(a.merge_admissions(&[poisoned], 0).refused, 1);
+    assert_eq!(a.view(), vec!["a", "b", "c"], "the record decided nothing");
+    assert_eq!(a.admit("d", 0), ViewChange::Added);
+    assert_eq!(a.view(), vec!["a", "b", "c", "d"]);
+    assert_eq!(a.remove("d"), ViewChange::Deleted);
+    assert_eq!(a.view(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn an_exhausted_decision_counter_refuses_new_decisions() {
+    let mut a = table();
+    a.admission_clock = u64::MAX;
+    assert_eq!(a.admit("d", 0), ViewChange::CounterExhausted);
+    assert_eq!(a.remove("b"), ViewChange::CounterExhausted);
+    assert_eq!(a.view(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn frontier_waits_for_dead_members_within_grace() {
+    let mut m = table();
+    let o = Origin::new("a", 1);
+    m.heard_from("b", 1, 0);
+    m.heard_from("c", 1, 0);
+    m.record_clock("b", 1, &VClock::from_pairs([(o.clone(), 5)]));
+    m.record_clock("c", 1, &VClock::from_pairs([(o.clone(), 2)]));
+    let mine = VClock::from_pairs([(o.clone(), 9)]);
+    assert_eq!(m.stability_frontier(&mine, 0).get(&o), 2);
+    m.tick(2000);
+    assert_eq!(
+        m.stability_frontier(&mine, 2000).get(&o),
+        2,
+        "dead c still counts"
+    );
+    m.tick(40_000);
+    assert_eq!(
+        m.stability_frontier(&mine, 40_000).get(&o),
+        9,
+        "both gone past grace"
+    );
+}
+
+#[test]
+fn a_replica_learns_its_own_removal_and_then_lists_only_itself() {
+    let mut a = table();
+    let mut c = Membership::new("c", &["a".into(), "b".into(), "c".into()], T, 0);
+    assert_eq!(a.remove("c"), ViewChange::Deleted);
+    assert!(!c.removed());
+    let merged = c.merge_admissions(&a.admissions(), 0);
+    assert!(merged
+        .changed
+        .iter()
+        .any(|r| r.address == "c" && !r.admitted));
+    assert!(c.removed());
+    assert_eq!(c.view(), vec!["c"]);
+    assert_eq!(
+        c.live_peers().len(),
+        2,
+        "it keeps exchanging with its peers"
+    );
+    // Added back anywhere: it learns that too.
+    let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+    b.merge_admissions(&a.admissions(), 0);
+    assert_eq!(b.admit("c", 0), ViewChange::Added);
+    c.merge_admissions(&b.admissions(), 0);
+    assert!(!c.removed());
+    assert_eq!(c.view(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn every_class_of_member_has_a_rule_in_the_stability_frontier() {
+    let o = Origin::new("a", 1);
+    let view: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut m = Membership::new("a", &view, T, 0);
+    let mine = VClock::from_pairs([(o.clone(), 9)]);
+    // e is admitted but never heard from: it holds nothing.
+    for (peer, seen) in [("b", 7), ("c", 5), ("d", 3)] {
+        m.heard_from(peer, 1, 0);
+        m.record_clock(peer, 1, &VClock::from_pairs([(o.clone(), seen)]));
+    }
+    assert_eq!(m.stability_frontier(&mine, 0).get(&o), 3);
+    // d removed by an operator but still running: still counted.
+    m.remove("d");
+    m.heard_from("d", 1, 100);
+    assert_eq!(m.stability_frontier(&mine, 100).get(&o), 3);
+    // d left (handed off and said goodbye): no longer counted.
+    m.mark_left("d", 1);
+    assert_eq!(m.stability_frontier(&mine, 100).get(&o), 5);
+    // c dead, within the grace period and then past it.
+    m.heard_from("b", 1, 5_000);
+    m.tick(5_000);
+    assert_eq!(m.member("c").unwrap().liveness, Liveness::Dead);
+    assert_eq!(m.stability_frontier(&mine, 5_000).get(&o), 5);
+    m.heard_from("b", 1, 20_000);
+    assert_eq!(m.stability_frontier(&mine, 20_000).get(&o), 7);
+}
