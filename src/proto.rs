@@ -14,8 +14,14 @@ pub struct Hello {
     pub address: String,
     /// The sender's life.
     pub incarnation: u64,
+    /// A random number the sending process chose at start (tells apart two
+    /// processes that chose the same incarnation).
+    pub process: u64,
     /// The sender's clock.
     pub clock: VClock,
+    /// The identity of the sender's cluster (see
+    /// [`crate::core::Replica::meet_cluster`]).
+    pub cluster: u64,
     /// The sender's admission decisions (and its own standing).
     pub admissions: Vec<Admission>,
 }

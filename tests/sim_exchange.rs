@@ -8,7 +8,7 @@ mod sim;
 
 use std::time::Duration;
 
-use hearsay::core::{ReadOutcome, VClock, WriteOutcome};
+use hearsay::core::{ReadOutcome, VClock, ViewChange, WriteOutcome};
 use sim::{address, run_seeded, seeds, Cluster, Ledger};
 
 fn ms(n: u64) -> Duration {
@@ -239,4 +239,73 @@ fn a_removed_replica_that_keeps_running_cannot_undo_a_delete() {
             Ok("the delete held".into())
         });
     }
+}
+
+/// The reviewer's tenth finding: an address added where nothing listens
+/// held back tombstone collection cluster-wide for the whole grace period.
+/// A member never heard from holds nothing, so it does not.
+#[test]
+fn an_added_address_where_nothing_listens_does_not_hold_back_collection() {
+    run_seeded(360, |seed| async move {
+        let cluster = Cluster::start(3, seed).await;
+        let a = address(0);
+        let ghost = address(9);
+        cluster.node(&a).view_add(&ghost).await;
+        let written = put(&cluster, &a, "k", "1").await?;
+        match cluster.node(&a).write("k", None, &written).await {
+            Ok(WriteOutcome::Deleted { .. }) => {}
+            other => return Err(format!("delete: {other:?}")),
+        }
+        let took = cluster
+            .wait_for(ms(10_000), ms(50), |c| {
+                c.live()
+                    .iter()
+                    .all(|addr| c.node(addr).inspect(|r| r.store().tombstone_len() == 0))
+            })
+            .await
+            .ok_or("a tombstone was still held 10 s after the delete")?;
+        Ok(format!("collected everywhere after {took:?}"))
+    });
+}
+
+/// The reviewer's ninth finding: `PUT /view` of a replica that serves
+/// another cluster's data merged the two clusters. It is refused; adding a
+/// replica that holds nothing yet still works.
+#[test]
+fn two_clusters_are_never_merged_by_an_operator() {
+    run_seeded(370, |seed| async move {
+        let (a, b, c) = (address(0), address(1), address(2));
+        let mut cluster = Cluster::start(2, seed).await;
+        put(&cluster, &a, "mine", "1").await?;
+        // c runs alone (its VIEW names only itself) and takes a write.
+        cluster
+            .restart_with(&c, std::slice::from_ref(&c), cluster.next_incarnation())
+            .await;
+        put(&cluster, &c, "theirs", "2").await?;
+        if cluster.node(&a).view_add(&c).await != ViewChange::OtherCluster {
+            return Err("a replica holding another cluster's data was added".into());
+        }
+        sim::sleep_ms(1000).await;
+        for addr in [&a, &b] {
+            if cluster.contents(addr).contains_key("theirs") {
+                return Err(format!("{addr} took the other cluster's data"));
+            }
+        }
+        if cluster.contents(&c).contains_key("mine") {
+            return Err("the other cluster took our data".into());
+        }
+        // A replica that holds nothing joins as before.
+        let d = address(3);
+        cluster
+            .restart_with(&d, std::slice::from_ref(&d), cluster.next_incarnation())
+            .await;
+        if cluster.node(&a).view_add(&d).await != ViewChange::Added {
+            return Err("an empty replica was not added".into());
+        }
+        cluster
+            .wait_for(ms(3000), ms(10), |cl| cl.contents(&d).contains_key("mine"))
+            .await
+            .ok_or("the added replica did not receive the data")?;
+        Ok("clusters kept apart".into())
+    });
 }

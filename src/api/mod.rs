@@ -39,6 +39,8 @@ pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
 pub const ERR_CAUSAL: &str = "Causal dependencies not satisfied; try again later";
 pub const ERR_NO_KEY: &str = "Key does not exist";
 pub const ERR_NO_REPLICA: &str = "View has no such replica";
+/// `PUT /view` of a replica that holds another cluster's data.
+pub const ERR_OTHER_CLUSTER: &str = "That replica belongs to another cluster and holds its data; clusters are not merged (start it empty to add it)";
 /// A write at a replica an operator removed from the view.
 pub const ERR_REMOVED: &str =
     "This replica was removed from the view: send writes to a replica in the view, or add it back with PUT /view";
@@ -489,11 +491,14 @@ fn view_counter_exhausted() -> ApiError {
     ))]
 async fn put_view(State(state): State<AppState>, body: Body) -> ApiResult {
     let address = view_target(&state, body).await?;
-    Ok(match state.node.view_add(&address) {
+    Ok(match state.node.view_add(&address).await {
         ViewChange::Added => {
             (StatusCode::CREATED, Json(json!({"result": "added"}))).into_response()
         }
         ViewChange::CounterExhausted => return Err(view_counter_exhausted()),
+        ViewChange::OtherCluster => {
+            return Err(ApiError::new(StatusCode::CONFLICT, ERR_OTHER_CLUSTER))
+        }
         _ => (StatusCode::OK, Json(json!({"result": "already present"}))).into_response(),
     })
 }

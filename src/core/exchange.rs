@@ -175,6 +175,12 @@ pub enum Refusal {
     /// so it must take a snapshot before the receiver takes its data.
     #[error("the sender is below the receiver's horizon and must take a snapshot")]
     SenderBelowHorizon,
+    /// The sender holds data of another cluster than the receiver.
+    #[error("the receiver belongs to another cluster ({cluster:016x}) and holds data")]
+    OtherCluster {
+        /// The receiver's cluster identity.
+        cluster: u64,
+    },
 }
 
 /// Why an exchange was abandoned.
@@ -549,9 +555,21 @@ impl Replica {
 
     /// Records contact from `life`; refuses a life older than one known.
     pub fn hear(&mut self, life: &Life, now_ms: u64) -> Result<Heard, Refusal> {
+        self.hear_process(life, None, now_ms)
+    }
+
+    /// Records contact from `life` as run by the process `process` (a
+    /// digest names it); refuses a life older than one known, or the same
+    /// incarnation run by another process.
+    pub fn hear_process(
+        &mut self,
+        life: &Life,
+        process: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Heard, Refusal> {
         match self
             .members
-            .heard_from(&life.address, life.incarnation, now_ms)
+            .heard_from_process(&life.address, life.incarnation, process, now_ms)
         {
             Heard::Stale => Err(Refusal::StaleSender {
                 known: self

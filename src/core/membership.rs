@@ -114,6 +114,10 @@ pub struct Member {
     pub address: String,
     /// `None` until we have heard from it.
     pub incarnation: Option<u64>,
+    /// A random number the process behind that life chose at start, if it
+    /// said: two processes that chose the same incarnation (a wall clock
+    /// that stood still) are told apart by it.
+    pub process: Option<u64>,
     /// Its liveness as judged here.
     pub liveness: Liveness,
     /// When it was last heard from (this replica's milliseconds).
@@ -170,6 +174,8 @@ pub enum ViewChange {
     Deleted,
     /// The address is not in the view.
     Absent,
+    /// The replica at the address holds another cluster's data: not added.
+    OtherCluster,
     /// The decision counter is at its maximum: no new decision can be
     /// versioned above the existing ones, so none is taken.
     CounterExhausted,
@@ -243,8 +249,13 @@ impl Membership {
         self.members.values()
     }
 
+    /// Admitted, heard from in some life, and alive or suspect. An admitted
+    /// address that never answered is not in the view (it is only probed):
+    /// nothing is known to run there.
     fn in_view(member: &Member) -> bool {
-        member.admission.admitted && matches!(member.liveness, Liveness::Alive | Liveness::Suspect)
+        member.admission.admitted
+            && member.incarnation.is_some()
+            && matches!(member.liveness, Liveness::Alive | Liveness::Suspect)
     }
 
     /// Whether an operator removed this replica from the cluster (and it has
@@ -294,8 +305,39 @@ impl Membership {
             .collect()
     }
 
+    /// Every admitted peer, in the view or not: whom a starting replica
+    /// announces itself to.
+    pub fn admitted_peers(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.admission.admitted && m.address != self.me)
+            .map(|m| m.address.clone())
+            .collect()
+    }
+
+    /// Whether `address` is a member that has never answered (in any life).
+    pub fn never_heard(&self, address: &str) -> bool {
+        self.members
+            .get(address)
+            .is_some_and(|m| m.incarnation.is_none())
+    }
+
     /// Records contact from `address` in its life `incarnation`.
     pub fn heard_from(&mut self, address: &str, incarnation: u64, now_ms: u64) -> Heard {
+        self.heard_from_process(address, incarnation, None, now_ms)
+    }
+
+    /// Records contact from `address` in its life `incarnation`, from the
+    /// process that names itself `process` (digests do; exchanges do not).
+    /// Another process claiming a life already known is stale: only a larger
+    /// incarnation opens a new life.
+    pub fn heard_from_process(
+        &mut self,
+        address: &str,
+        incarnation: u64,
+        process: Option<u64>,
+        now_ms: u64,
+    ) -> Heard {
         if address == self.me {
             return Heard::Stale;
         }
@@ -309,9 +351,12 @@ impl Membership {
                 now_ms,
             )
         });
+        let other_process = matches!((member.process, process), (Some(a), Some(b)) if a != b);
         match member.incarnation {
             Some(known) if incarnation < known => Heard::Stale,
+            Some(known) if incarnation == known && other_process => Heard::Stale,
             Some(known) if incarnation == known => {
+                member.process = member.process.or(process);
                 member.last_heard_ms = member.last_heard_ms.max(now_ms);
                 let revived = matches!(member.liveness, Liveness::Dead | Liveness::Suspect);
                 if member.liveness != Liveness::Left {
@@ -323,6 +368,7 @@ impl Membership {
             }
             _ => {
                 member.incarnation = Some(incarnation);
+                member.process = process;
                 member.known_clock = VClock::new();
                 member.liveness = Liveness::Alive;
                 member.last_heard_ms = now_ms;
@@ -400,10 +446,14 @@ impl Membership {
 
     /// An operator (or a starting replica announcing itself) adds `address`.
     pub fn admit(&mut self, address: &str, now_ms: u64) -> ViewChange {
+        // Present: in the view, or admitted and still awaited (never heard
+        // from). A dead member that was heard from is admitted afresh.
         let present = if address == self.me {
             !self.removed()
         } else {
-            self.members.get(address).is_some_and(Self::in_view)
+            self.members.get(address).is_some_and(|m| {
+                Self::in_view(m) || (m.admission.admitted && m.incarnation.is_none())
+            })
         };
         if present {
             return ViewChange::AlreadyPresent;
@@ -416,8 +466,14 @@ impl Membership {
     }
 
     /// An operator removes `address` from the cluster.
+    /// Any admitted member can be removed — alive, dead, or never heard from —
+    /// and is then no longer probed.
     pub fn remove(&mut self, address: &str) -> ViewChange {
-        let present = address == self.me || self.members.get(address).is_some_and(Self::in_view);
+        let present = address == self.me
+            || self
+                .members
+                .get(address)
+                .is_some_and(|m| m.admission.admitted);
         if !present {
             return ViewChange::Absent;
         }
@@ -567,6 +623,7 @@ impl Member {
         Member {
             address: admission.address.clone(),
             incarnation: None,
+            process: None,
             liveness: Liveness::Alive,
             last_heard_ms: now_ms,
             admission,

@@ -49,7 +49,7 @@
 use std::collections::HashSet;
 
 use super::clock::{Dot, Origin, VClock};
-use super::exchange::Covers;
+use super::exchange::{Covers, Refusal};
 use super::membership::{Membership, Timing};
 use super::store::{Applied, JsonText, Key, Store, Version};
 
@@ -149,6 +149,9 @@ pub struct Replica {
     /// The stability horizon: the join of every stability frontier this
     /// replica collected tombstones below.
     horizon: VClock,
+    /// The identity of the cluster whose data this replica holds (see
+    /// [`Replica::meet_cluster`]).
+    cluster: u64,
     /// The member table (admissions, liveness, known clocks per life).
     pub members: Membership,
 }
@@ -171,8 +174,47 @@ impl Replica {
             clock: VClock::new(),
             store: Store::new(),
             horizon: VClock::new(),
+            cluster: 0,
             members: Membership::new(address, view, timing, now_ms),
         }
+    }
+
+    /// Sets the cluster identity this replica proposes while it holds no data
+    /// (a random number chosen at start; 0 in tests that do not care).
+    pub fn with_cluster(mut self, cluster: u64) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The identity of the cluster whose data this replica holds.
+    pub fn cluster(&self) -> u64 {
+        self.cluster
+    }
+
+    /// Checks a peer's cluster identity before anything it says is taken in.
+    ///
+    /// Two clusters are never merged by accident: a peer of another cluster
+    /// is refused unless one side holds no data yet (a new or restarted
+    /// replica, as when an operator adds one), in which case the empty side
+    /// adopts the other's identity — the smaller one when both are empty, so
+    /// that two empty replicas agree.
+    pub fn meet_cluster(&mut self, theirs: u64, their_clock: &VClock) -> Result<(), Refusal> {
+        if theirs == self.cluster {
+            return Ok(());
+        }
+        let mine_empty = self.clock.is_empty();
+        let theirs_empty = their_clock.is_empty();
+        if mine_empty && (!theirs_empty || theirs < self.cluster) {
+            self.cluster = theirs;
+            return Ok(());
+        }
+        if theirs_empty {
+            // They hold nothing: they will adopt ours.
+            return Ok(());
+        }
+        Err(Refusal::OtherCluster {
+            cluster: self.cluster,
+        })
     }
 
     /// This replica's address.

@@ -29,7 +29,7 @@ impl Node {
         self.spawn_loops();
         let peers: Vec<String> = {
             let replica = self.replica();
-            let mut peers = replica.members.live_peers();
+            let mut peers = replica.members.admitted_peers();
             let mut rng = lock(&self.rng);
             rand::seq::SliceRandom::shuffle(&mut peers[..], &mut *rng);
             peers

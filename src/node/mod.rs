@@ -33,7 +33,7 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::core::{
@@ -84,6 +84,9 @@ pub struct Node {
     draining: AtomicBool,
     /// What the shell tracks per peer address (in-flight exchanges, timers).
     peers: Mutex<HashMap<String, peers::PeerRecord>>,
+    /// A random number naming this process in its digests, so that a
+    /// successor that picked the same incarnation is told apart.
+    process: u64,
     shutdown: CancellationToken,
 }
 
@@ -110,19 +113,23 @@ impl Node {
             dead_after_ms: config.dead_after_ms,
             dead_member_grace_ms: config.dead_member_grace_ms,
         };
-        let replica = Replica::new(&config.socket_address, incarnation, &config.view, timing, 0);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let replica = Replica::new(&config.socket_address, incarnation, &config.view, timing, 0)
+            .with_cluster(rand::Rng::random(&mut rng));
+        let process = rand::Rng::random(&mut rng);
         let (changes, _) = watch::channel(0);
         Arc::new(Node {
             address: config.socket_address.clone(),
             config: Arc::new(config),
             replica: Mutex::new(replica),
             transport,
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            rng: Mutex::new(rng),
             epoch: Instant::now(),
             changes,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
+            process,
             shutdown: CancellationToken::new(),
         })
     }
@@ -185,7 +192,9 @@ impl Node {
         Hello {
             address: self.address.clone(),
             incarnation: replica.incarnation(),
+            process: self.process,
             clock: replica.clock().clone(),
+            cluster: replica.cluster(),
             admissions: replica.members.admissions(),
         }
     }
@@ -195,6 +204,11 @@ impl Node {
     /// messages again (the wall clock that chose our incarnation stepped back
     /// or stood still, or an earlier life is still remembered).
     fn outlive(self: &Arc<Self>, known: u64) {
+        if self.shutdown.is_cancelled() {
+            // A halted or departed process must not start a life that would
+            // compete with its successor's (a late answer can still arrive).
+            return;
+        }
         let renewed = {
             let mut replica = self.replica();
             if replica.incarnation() > known {
@@ -229,6 +243,12 @@ impl Node {
             // Our next pull from that peer is answered `snapshot_required`
             // and brings us up to its horizon; nothing to do now.
             Refusal::SenderBelowHorizon => {}
+            Refusal::OtherCluster { cluster } => {
+                debug!(
+                    cluster = format!("{cluster:016x}"),
+                    "a peer belongs to another cluster"
+                );
+            }
         }
     }
 
@@ -314,7 +334,30 @@ impl Node {
         self.replica().members.view()
     }
 
-    pub fn view_add(self: &Arc<Self>, address: &str) -> ViewChange {
+    /// An operator adds `address`. A replica that answers is asked first:
+    /// one that holds another cluster's data is refused
+    /// ([`ViewChange::OtherCluster`]) rather than merged; one that does not
+    /// answer is admitted and probed until it does.
+    pub async fn view_add(self: &Arc<Self>, address: &str) -> ViewChange {
+        if address != self.address {
+            let request = Request::Heartbeat(self.hello());
+            let answer = self
+                .transport
+                .call(address, request, self.heartbeat_timeout())
+                .await;
+            match answer {
+                Ok(Response::Refused(Refusal::OtherCluster { .. })) => {
+                    return ViewChange::OtherCluster
+                }
+                Ok(Response::Hello(hello)) if hello.address == address => {
+                    let compatible = self.replica().meet_cluster(hello.cluster, &hello.clock);
+                    if compatible.is_err() {
+                        return ViewChange::OtherCluster;
+                    }
+                }
+                _ => {}
+            }
+        }
         let now = self.now_ms();
         let change = self.replica().members.admit(address, now);
         if change == ViewChange::Added {
@@ -396,17 +439,11 @@ impl Node {
     }
 
     /// A starting replica announces itself. A join always opens a new life:
-    /// one whose incarnation is not above every life of that address known
-    /// here is refused, and the joiner goes above it and asks again.
+    /// one whose incarnation is below a known life of that address, or equal
+    /// to it but run by another process, is refused, and the joiner goes
+    /// above it and asks again. (The same process may have been heard from
+    /// already: its probes and answers can arrive before its join.)
     fn handle_join(self: &Arc<Self>, hello: &Hello) -> Response {
-        let known = self
-            .replica()
-            .members
-            .member(&hello.address)
-            .and_then(|m| m.incarnation);
-        if let Some(known) = known.filter(|&known| hello.incarnation <= known) {
-            return Response::Refused(Refusal::StaleSender { known });
-        }
         let now = self.now_ms();
         let change = self.replica().members.admit(&hello.address, now);
         if change == ViewChange::Added {

@@ -24,9 +24,17 @@ pub(super) struct PeerRecord {
     pub(super) pull: Arc<tokio::sync::Mutex<()>>,
     pub(super) heartbeat_in_flight: bool,
     pub(super) last_probe_ms: Option<u64>,
+    /// Probes sent to an address that has never answered, since it was
+    /// added: each one doubles the wait before the next (up to
+    /// [`MAX_PROBE_BACKOFF`] doublings), so a junk address costs little.
+    pub(super) unanswered_probes: u32,
     /// When the last pull from this peer completed.
     pub(super) last_pull_ms: Option<u64>,
 }
+
+/// The most doublings of `probe_interval` between probes of an address that
+/// has never answered (250 ms × 2⁶ = 16 s with the defaults).
+const MAX_PROBE_BACKOFF: u32 = 6;
 
 /// Clears a peer's heartbeat-in-flight mark when the heartbeat ends, however
 /// it ends.
@@ -61,7 +69,7 @@ impl Drop for HeartbeatInFlight<'_> {
 impl Node {
     /// Heartbeats time out sooner than other requests so that one lost
     /// message does not hide a live peer for long.
-    fn heartbeat_timeout(&self) -> Duration {
+    pub(super) fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(
             self.config
                 .rpc_timeout_ms
@@ -80,7 +88,8 @@ impl Node {
         };
         let (behind, heard, admissions) = {
             let mut replica = self.replica();
-            let heard = replica.hear(&life, now)?;
+            replica.meet_cluster(hello.cluster, &hello.clock)?;
+            let heard = replica.hear_process(&life, Some(hello.process), now)?;
             let merged = replica.members.merge_admissions(&hello.admissions, now);
             if merged.refused > 0 {
                 metrics::counter!(names::PEER_DATA_REFUSED, "what" => "admission")
@@ -136,6 +145,9 @@ impl Node {
     }
 
     async fn heartbeat(self: &Arc<Self>, peer: String) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
         let Some(_claim) = HeartbeatInFlight::claim(self, &peer) else {
             return;
         };
@@ -177,9 +189,15 @@ impl Node {
     /// longer members.
     pub fn heartbeat_tick(self: &Arc<Self>) {
         let now = self.now_ms();
-        let (changes, live, absent, known) = {
+        let (changes, live, absent, known, never_heard) = {
             let mut replica = self.replica();
             let changes = replica.members.tick(now);
+            let never_heard: std::collections::HashSet<String> = replica
+                .members
+                .absent_peers()
+                .into_iter()
+                .filter(|peer| replica.members.never_heard(peer))
+                .collect();
             let known: std::collections::HashSet<String> = replica
                 .members
                 .members()
@@ -190,6 +208,7 @@ impl Node {
                 replica.members.live_peers(),
                 replica.members.absent_peers(),
                 known,
+                never_heard,
             )
         };
         for change in &changes {
@@ -200,11 +219,18 @@ impl Node {
             let mut peers = lock(&self.peers);
             for peer in absent {
                 let record = peers.entry(peer.clone()).or_default();
+                let backoff = if never_heard.contains(&peer) {
+                    record.unanswered_probes.min(MAX_PROBE_BACKOFF)
+                } else {
+                    0
+                };
+                let interval = self.config.probe_interval_ms << backoff;
                 let last = record.last_probe_ms.unwrap_or(0);
-                if record.last_probe_ms.is_none()
-                    || now.saturating_sub(last) >= self.config.probe_interval_ms
-                {
+                if record.last_probe_ms.is_none() || now.saturating_sub(last) >= interval {
                     record.last_probe_ms = Some(now);
+                    if never_heard.contains(&peer) {
+                        record.unanswered_probes = record.unanswered_probes.saturating_add(1);
+                    }
                     targets.push(peer);
                 }
             }

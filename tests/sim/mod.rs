@@ -59,6 +59,9 @@ pub struct Cluster {
     pub config: Config,
     seed: u64,
     next_incarnation: u64,
+    /// Processes started so far: each gets its own seed, as each real
+    /// process draws its own randomness (even with the same incarnation).
+    spawned: u64,
 }
 
 impl Cluster {
@@ -78,6 +81,7 @@ impl Cluster {
             config,
             seed,
             next_incarnation: 1,
+            spawned: 0,
         };
         let mut starting = Vec::new();
         for addr in &addresses {
@@ -104,7 +108,8 @@ impl Cluster {
         config.socket_address = addr.to_string();
         config.view = view.to_vec();
         self.next_incarnation = self.next_incarnation.max(incarnation) + 1;
-        let node_seed = self.seed.wrapping_mul(1_000_003).wrapping_add(incarnation);
+        self.spawned += 1;
+        let node_seed = self.seed.wrapping_mul(1_000_003).wrapping_add(self.spawned);
         let node = Node::new(config, self.net.endpoint(addr), incarnation, node_seed);
         let weak = Arc::downgrade(&node);
         self.net.register(

@@ -9,9 +9,24 @@ const T: Timing = Timing {
     dead_member_grace_ms: 10_000,
 };
 
+/// `a`'s table of a, b and c, having heard from b and c (only members heard
+/// from are in a view).
 fn table() -> Membership {
     let view = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-    Membership::new("a", &view, T, 0)
+    let mut m = Membership::new("a", &view, T, 0);
+    m.heard_from("b", 1, 0);
+    m.heard_from("c", 1, 0);
+    m
+}
+
+/// A table of `me` among a, b and c, having heard from the other two.
+fn table_of(me: &str) -> Membership {
+    let view = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    let mut m = Membership::new(me, &view, T, 0);
+    for peer in ["a", "b", "c"] {
+        m.heard_from(peer, 1, 0);
+    }
+    m
 }
 
 #[test]
@@ -77,7 +92,7 @@ fn left_is_final_for_that_incarnation_only() {
 #[test]
 fn operator_changes_spread_and_removal_is_not_undone_by_gossip() {
     let mut a = table();
-    let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+    let mut b = table_of("b");
     assert_eq!(a.remove("c"), ViewChange::Deleted);
     assert_eq!(a.remove("c"), ViewChange::Absent);
     b.merge_admissions(&a.admissions(), 0);
@@ -105,13 +120,19 @@ fn a_replica_added_to_a_running_cluster_is_admitted_both_ways() {
     // x hears a's heartbeat: a vouches for itself, b comes with the table.
     x.heard_from("a", 1, 0);
     x.merge_admissions(&a.admissions(), 0);
+    assert_eq!(x.view(), vec!["a", "x"], "only members it has heard from");
+    x.heard_from("b", 1, 0);
+    x.heard_from("c", 1, 0);
     assert_eq!(x.view(), vec!["a", "b", "c", "x"]);
     // a hears x, which it had never heard from before: x's records do
     // not remove anyone, even though x had a placeholder for a.
     a.heard_from("x", 1, 0);
-    let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+    let mut b = table_of("b");
     b.merge_admissions(&a.admissions(), 0);
     b.merge_admissions(&x.admissions(), 0);
+    for peer in ["a", "c", "x"] {
+        b.heard_from(peer, 1, 0);
+    }
     assert_eq!(b.view(), vec!["a", "b", "c", "x"]);
     assert!(x.admissions().iter().all(|r| r.admitted));
 }
@@ -127,9 +148,14 @@ fn an_admission_record_from_the_far_future_is_refused() {
     assert_eq!(a.merge_admissions(&[poisoned], 0).refused, 1);
     assert_eq!(a.view(), vec!["a", "b", "c"], "the record decided nothing");
     assert_eq!(a.admit("d", 0), ViewChange::Added);
+    a.heard_from("d", 1, 0);
     assert_eq!(a.view(), vec!["a", "b", "c", "d"]);
     assert_eq!(a.remove("d"), ViewChange::Deleted);
     assert_eq!(a.view(), vec!["a", "b", "c"]);
+    // Any admitted member can be removed, whether or not it ever answered.
+    assert_eq!(a.admit("e", 0), ViewChange::Added);
+    assert_eq!(a.remove("e"), ViewChange::Deleted);
+    assert!(a.absent_peers().is_empty(), "no longer probed");
 }
 
 #[test]
@@ -168,7 +194,7 @@ fn frontier_waits_for_dead_members_within_grace() {
 #[test]
 fn a_replica_learns_its_own_removal_and_then_lists_only_itself() {
     let mut a = table();
-    let mut c = Membership::new("c", &["a".into(), "b".into(), "c".into()], T, 0);
+    let mut c = table_of("c");
     assert_eq!(a.remove("c"), ViewChange::Deleted);
     assert!(!c.removed());
     let merged = c.merge_admissions(&a.admissions(), 0);
@@ -184,7 +210,7 @@ fn a_replica_learns_its_own_removal_and_then_lists_only_itself() {
         "it keeps exchanging with its peers"
     );
     // Added back anywhere: it learns that too.
-    let mut b = Membership::new("b", &["a".into(), "b".into(), "c".into()], T, 0);
+    let mut b = table_of("b");
     b.merge_admissions(&a.admissions(), 0);
     assert_eq!(b.admit("c", 0), ViewChange::Added);
     c.merge_admissions(&b.admissions(), 0);
