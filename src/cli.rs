@@ -181,7 +181,10 @@ fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
         .worker_threads(threads)
         .enable_all()
         .build()?
-        .block_on(crate::server::serve(loaded.config))?;
+        .block_on(crate::server::serve(
+            loaded.config,
+            crate::server::termination_signal(),
+        ))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

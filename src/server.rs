@@ -1,5 +1,9 @@
-//! Serving one replica over HTTP until SIGTERM/SIGINT, then leaving gracefully.
+//! Serving one replica over HTTP until told to stop, then leaving gracefully.
+//!
+//! What "told to stop" means is the caller's: the binary passes
+//! [`termination_signal`] (SIGTERM/SIGINT), tests pass any future.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +27,9 @@ pub fn new_incarnation() -> u64 {
         .max(1)
 }
 
-/// Binds, serves, joins the cluster; on a signal drains, hands off and exits.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Binds, serves and joins the cluster; once `shutdown` resolves, drains,
+/// hands off, leaves the cluster and returns.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Install the metrics recorder before anything counts, or early counts
     // (start-up, the first requests) would go to the no-op recorder.
     crate::telemetry::prometheus();
@@ -54,8 +59,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let node = node.clone();
         tokio::spawn(async move { node.start().await })
     };
-    termination_signal().await;
-    info!("signal received: draining, handing off, leaving");
+    shutdown.await;
+    info!("shutting down: draining, handing off, leaving");
     starter.abort();
     node.leave().await;
     // Stop accepting, close idle connections, and give requests in flight a

@@ -504,6 +504,49 @@ async fn the_openapi_document_matches_the_routes() {
     }
 }
 
+/// `server::serve` runs until the future it is given resolves, whatever
+/// that future is, and then still leaves the cluster gracefully: its peer
+/// sees it `left` (not `dead`), and it stops answering.
+#[tokio::test]
+async fn serve_runs_until_its_shutdown_future_resolves_then_leaves() {
+    let cluster = Cluster::builder(2).defer(1).start().await;
+    let (peer, own) = (cluster.addr(0).to_string(), cluster.addr(1).to_string());
+    let config = hearsay::config::Config::for_address(&own, &cluster.addrs());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(hearsay::server::serve(config, async {
+        let _ = stopped.await;
+    }));
+    let state_at_peer = || async {
+        let member = cluster.http.member(&peer, &own).await?;
+        member["state"].as_str().map(str::to_string)
+    };
+    wait_until(
+        support::READY_WITHIN,
+        "the peer sees the in-process replica alive",
+        || async { state_at_peer().await.as_deref() == Some("alive") },
+    )
+    .await;
+
+    stop.send(()).unwrap();
+    let finished = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("serve returned once its shutdown future resolved");
+    finished.unwrap().expect("serve returned Ok");
+    wait_until(support::READY_WITHIN, "the peer sees it left", || async {
+        state_at_peer().await.as_deref() == Some("left")
+    })
+    .await;
+    let after = cluster
+        .http
+        .try_send("GET", &own, "/health", Body::None)
+        .await;
+    assert!(
+        after.is_err(),
+        "still answering after shutdown: {:?}",
+        after.map(|reply| reply.status)
+    );
+}
+
 #[tokio::test]
 async fn the_cluster_subcommand_runs_replicas_until_interrupted() {
     // Two consecutive free ports (the subcommand takes a base port).

@@ -208,7 +208,7 @@ where
                 let deadline = this.deadline.as_pin_mut().expect("armed just above");
                 match deadline.poll(cx) {
                     Poll::Ready(()) => {
-                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Request timed out")
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, super::ERR_TIMED_OUT)
                             .into_response()
                     }
                     Poll::Pending => return Poll::Pending,

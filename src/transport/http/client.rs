@@ -1,16 +1,14 @@
-//! The production transport: `POST http://<peer>/internal/<kind>` with a
-//! MessagePack body, answered with a MessagePack body.
+//! The client half of the internal protocol: [`HttpTransport`] sends one
+//! request to a peer's `/internal/<kind>` and reads its bounded answer.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{Transport, TransportError};
+use super::{CLUSTER_KEY_HEADER, MSGPACK};
 use crate::proto::{self, Request, Response};
-
-/// Header carrying the shared cluster key, when one is configured.
-pub const CLUSTER_KEY_HEADER: &str = "x-hearsay-cluster-key";
+use crate::transport::{Transport, TransportError};
 
 pub struct HttpTransport {
     client: reqwest::Client,
@@ -51,7 +49,7 @@ impl Transport for HttpTransport {
             .client
             .post(url)
             .timeout(timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/msgpack");
+            .header(reqwest::header::CONTENT_TYPE, MSGPACK);
         if let Some(key) = &self.cluster_key {
             builder = builder.header(CLUSTER_KEY_HEADER, key);
         }
