@@ -305,6 +305,16 @@ impl Membership {
             .collect()
     }
 
+    /// Peers in the view whose current life reported a clock covering
+    /// `clock`: where a replica behind a client's metadata can catch up.
+    pub fn live_peers_covering(&self, clock: &VClock) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| Self::in_view(m) && m.address != self.me && m.known_clock.covers(clock))
+            .map(|m| m.address.clone())
+            .collect()
+    }
+
     /// Every admitted peer, in the view or not: whom a starting replica
     /// announces itself to.
     pub fn admitted_peers(&self) -> Vec<String> {

@@ -78,19 +78,9 @@ impl Node {
     pub(super) fn pull_for(self: &Arc<Self>, metadata: &VClock) {
         let candidates: Vec<String> = {
             let replica = self.replica();
-            let peers = replica.members.live_peers();
-            let covering: Vec<String> = peers
-                .iter()
-                .filter(|p| {
-                    replica
-                        .members
-                        .known_clock(p)
-                        .is_some_and(|(_, clock)| clock.covers(metadata))
-                })
-                .cloned()
-                .collect();
+            let covering = replica.members.live_peers_covering(metadata);
             if covering.is_empty() {
-                peers
+                replica.members.live_peers()
             } else {
                 covering
             }
