@@ -626,3 +626,187 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::{ComparisonSummary, RunPair};
+    use crate::load::{OpStats, WorkloadSettings};
+
+    fn stats(base: f64) -> OpStats {
+        OpStats {
+            count: 1000,
+            throughput: base * 100.0,
+            mean_ms: base,
+            p50_ms: base * 0.9,
+            p90_ms: base * 1.5,
+            p99_ms: base * 3.0,
+            p999_ms: base * 7.0,
+            max_ms: base * 20.0,
+        }
+    }
+
+    fn run(system: &str, throughput: f64, foreign: Option<f64>) -> LoadResult {
+        LoadResult {
+            system: system.into(),
+            ops: 2000,
+            throughput,
+            get: stats(0.4),
+            put: OpStats {
+                count: 0,
+                ..stats(0.8)
+            },
+            server_cpu_us_per_op: Some(throughput / 1000.0),
+            foreign_cpu_pct: foreign,
+            ..Default::default()
+        }
+    }
+
+    fn spread(values: &[f64]) -> Option<Spread> {
+        Spread::of(values)
+    }
+
+    /// A report with every section present, odd values and absent values
+    /// mixed, so the summary exercises each formatting branch.
+    fn fixture() -> Report {
+        let load = Comparison {
+            name: "read-heavy 90/10".into(),
+            settings: Some(WorkloadSettings {
+                sessions: 64,
+                read_ratio: 0.9,
+                keys: 1000,
+                dist: crate::load::KeyDist::Uniform,
+                zipf_s: 0.99,
+                value_size: 64,
+                duration_s: 10.0,
+                ops: None,
+                warmup_s: 1.0,
+                seed: 1,
+                preload: true,
+            }),
+            runs: vec![
+                RunPair {
+                    ceiling: Some(run("ceiling", 51234.5, Some(3.2))),
+                    hearsay: Some(run("hearsay", 20111.1, Some(12.7))),
+                },
+                RunPair {
+                    ceiling: None,
+                    hearsay: Some(run("hearsay", 19876.0, None)),
+                },
+            ],
+            summary: ComparisonSummary {
+                hearsay_throughput: spread(&[20111.1, 19876.0]),
+                ceiling_throughput: spread(&[51234.5]),
+                throughput_ratio: spread(&[0.392, 0.401]),
+                get_throughput_ratio: spread(&[0.41]),
+                put_throughput_ratio: None,
+                get_p99_ratio: spread(&[1.7, 2.25]),
+                put_p99_ratio: None,
+                hearsay_unavailable_503: 3,
+                hearsay_errors: 1,
+                max_foreign_cpu_pct: Some(12.7),
+                server_cpu_per_op_ratio: spread(&[2.5]),
+                quiet_pairs: 1,
+                quiet_throughput_ratio: spread(&[0.392]),
+                quiet_hearsay_throughput: spread(&[20111.1]),
+                quiet_p99_ratio: None,
+            },
+        };
+        let mut no_settings = load.clone();
+        no_settings.name = "empty".into();
+        no_settings.settings = None;
+        no_settings.runs.clear();
+        no_settings.summary = ComparisonSummary::default();
+        let convergence = |replicas, phase: &str, meets_goal| ConvergenceResult {
+            replicas,
+            phase: phase.into(),
+            samples: 200,
+            converged: 199,
+            p50_ms: 101.234,
+            p99_ms: 402.5,
+            max_ms: 950.0,
+            gossip_interval_ms: 100.0,
+            gossip_interval_source: "hearsay config".into(),
+            p50_rounds: 1.01,
+            p99_rounds: 4.025,
+            goal_rounds: 4,
+            meets_goal,
+            background_ops_per_s: None,
+            samples_ms: vec![],
+        };
+        Report {
+            meta: Meta {
+                date: "2024-01-02T03:04:05Z".into(),
+                host: "bench-host".into(),
+                cpu: "Some CPU @ 2.0GHz".into(),
+                cores: 2,
+                memory_gib: 7.8,
+                kernel: "6.1.0".into(),
+                commit: "abc1234-dirty".into(),
+                command: vec!["hearsay-bench".into(), "suite".into()],
+            },
+            load: vec![load, no_settings],
+            convergence: vec![
+                convergence(3, "idle", true),
+                convergence(5, "loaded", false),
+            ],
+            gossip_cost: vec![GossipCostResult {
+                keys: 10_000,
+                phase: "idle".into(),
+                replicas: 3,
+                window_s: 5.0,
+                rounds_per_s_per_replica: 9.876,
+                bytes_per_round: 1234.56,
+                messages_per_round: 2.0,
+                bytes_per_s_per_replica: 12_192.3,
+                heartbeat_bytes_per_s_per_replica: 345.6,
+                background_ops_per_s: None,
+                per_replica: vec![],
+            }],
+            failover: Some(FailoverResult {
+                replicas: 3,
+                kill_detected_ms: Some(1502.4),
+                restart_in_views_ms: Some(320.0),
+                restart_ready_ms: None,
+                restart_caught_up_ms: Some(410.6),
+                stall_ms: 1000.0,
+                stall_removed: true,
+                stall_back_in_views_ms: Some(250.2),
+            }),
+            state_transfer: Some(StateTransferResult {
+                replicas: 3,
+                keys: 100_000,
+                value_size: 64,
+                preload_s: 12.5,
+                preload_ops_per_s: 8000.4,
+                rss_bytes_per_key: Some(210.7),
+                new_replica_rss_bytes_per_key: None,
+                ready_ms: Some(2200.0),
+                serves_last_key_ms: None,
+            }),
+            skipped: vec!["failover: needs a local cluster".into()],
+        }
+    }
+
+    /// The summary of a fixed report is exactly the recorded text: its
+    /// layout is read by people comparing runs, so a refactor must not move
+    /// a character.
+    #[test]
+    fn summary_md_of_a_fixed_report_is_unchanged() {
+        let expected = include_str!("testdata/summary.md");
+        assert_eq!(fixture().summary_md(), expected);
+    }
+
+    #[test]
+    fn summary_md_of_an_empty_report_has_only_the_header() {
+        let report = Report {
+            meta: fixture().meta,
+            ..Default::default()
+        };
+        assert_eq!(
+            report.summary_md(),
+            "# hearsay bench report\n\n\
+             date 2024-01-02T03:04:05Z · host bench-host · Some CPU @ 2.0GHz (2 cores, 7.8 GiB) · kernel 6.1.0 · commit abc1234-dirty\n\n"
+        );
+    }
+}
