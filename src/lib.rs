@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod connections;
 pub mod core;
+pub mod launcher;
 pub mod node;
 pub mod proto;
 pub mod server;
