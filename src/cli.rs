@@ -3,13 +3,13 @@
 //! effective configuration, and a client (`get`, `put`, `delete`, `view`).
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{self, ClientArgs, Operation, ViewCommand};
 use crate::config::{self, Overrides};
+use crate::launcher;
 use crate::telemetry;
 
 #[derive(Parser, Debug)]
@@ -220,45 +220,42 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
+/// How long `hearsay cluster` waits for all its replicas to become ready.
+const CLUSTER_READY_WITHIN: Duration = Duration::from_secs(10);
+
 async fn cluster(args: ClusterArgs) -> anyhow::Result<std::process::ExitCode> {
     anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
     let exe = std::env::current_exe()?;
-    let addresses: Vec<String> = (0..args.replicas)
-        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
-        .collect();
-    let view = addresses.join(",");
+    let addresses = launcher::consecutive_addresses(args.base_port, args.replicas)?;
+    let view = launcher::view_of(&addresses);
     let mut children = Vec::new();
     for address in &addresses {
-        let mut command = tokio::process::Command::new(&exe);
-        command
-            .env("SOCKET_ADDRESS", address)
-            .env("VIEW", &view)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        for item in &args.set {
-            command.arg("--set").arg(item);
-        }
+        // Replica output goes to this terminal, and the user's HEARSAY_*
+        // variables apply to every replica.
+        let command = launcher::ReplicaCommand::new(&exe, address, view.as_str())
+            .settings(args.set.iter().cloned())
+            .build()?;
+        let mut command = tokio::process::Command::from(command);
+        command.kill_on_drop(true);
         children.push(command.spawn()?);
     }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for address in &addresses {
-        loop {
-            let ok = client
-                .get(format!("http://{address}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break;
+    let deadline = tokio::time::Instant::now() + CLUSTER_READY_WITHIN;
+    for (address, child) in addresses.iter().zip(&mut children) {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let exited = || child.try_wait().ok().flatten();
+        match launcher::wait_ready(&client, address, within, Duration::from_millis(50), exited)
+            .await
+        {
+            Ok(_) => {}
+            Err(launcher::NotReady::Exited(status)) => {
+                anyhow::bail!("{address} exited with {status} before it was ready")
             }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "{address} did not become ready in 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(launcher::NotReady::TimedOut) => {
+                anyhow::bail!("{address} did not become ready in 10 s")
+            }
         }
     }
     let first = &addresses[0];

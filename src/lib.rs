@@ -20,6 +20,7 @@ pub mod config;
 pub mod connections;
 #[warn(missing_docs)]
 pub mod core;
+pub mod launcher;
 pub mod node;
 #[warn(missing_docs)]
 pub mod proto;

@@ -547,6 +547,19 @@ async fn serve_runs_until_its_shutdown_future_resolves_then_leaves() {
     );
 }
 
+/// Ports past 65535 are a usage error, said as such (the binary's exit code
+/// 2 for errors), not an arithmetic overflow: nothing is started.
+#[tokio::test]
+async fn the_cluster_subcommand_refuses_ports_past_the_last_one() {
+    let output = hearsay(&["cluster", "-n", "3", "--base-port", "65534"], &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("65535") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn the_cluster_subcommand_runs_replicas_until_interrupted() {
     // Two consecutive free ports (the subcommand takes a base port).

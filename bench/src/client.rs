@@ -12,7 +12,7 @@
 //! layering (measured: the pooled client spent about 60 % of the machine to
 //! drive the ceiling).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -169,4 +169,29 @@ impl Session {
             Err(_) => Outcome::Error("bad json".into()),
         }
     }
+}
+
+/// Poll every replica (with null metadata) until `key` holds `value`; bounded.
+pub async fn wait_visible(
+    addrs: &[String],
+    key: &str,
+    value: &serde_json::Value,
+    timeout: Duration,
+) -> bool {
+    let started = Instant::now();
+    for addr in addrs {
+        loop {
+            if let Outcome::Ok(Some(v)) = Session::new(addr).get(key).await {
+                if &v == value {
+                    break;
+                }
+            }
+            if started.elapsed() > timeout {
+                eprintln!("warning: {key} not visible on {addr} within {timeout:?}");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    true
 }

@@ -341,6 +341,12 @@ pub fn probe_client() -> reqwest::Client {
         .expect("building an HTTP client with static settings cannot fail")
 }
 
+/// Whether the replica at `addr` answers `GET /ready` with 200 (false also
+/// when the endpoint is missing or the replica does not answer).
+pub async fn is_ready(http: &reqwest::Client, addr: &str) -> bool {
+    matches!(http.get(format!("http://{addr}/ready")).send().await, Ok(r) if r.status().is_success())
+}
+
 /// `GET /view` of one replica, or `None` if it does not answer.
 pub async fn get_view(http: &reqwest::Client, addr: &str) -> Option<Vec<String>> {
     #[derive(serde::Deserialize)]

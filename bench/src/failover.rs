@@ -15,9 +15,10 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Outcome, Session};
-use crate::cluster::{get_view, probe_client, wait_views, ClusterArgs, LocalCluster};
+use crate::cluster::{get_view, is_ready, probe_client, wait_views, ClusterArgs, LocalCluster};
+use crate::fmt::{fmt_ms, millis as ms};
 use crate::load::random_value;
-use crate::report::fmt_ms;
+use crate::wait::poll_until;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct FailoverArgs {
@@ -45,10 +46,6 @@ pub struct FailoverResult {
     pub stall_removed: bool,
     /// SIGCONT → listed in every view again (0 when never removed).
     pub stall_back_in_views_ms: Option<f64>,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 pub async fn run(
@@ -105,9 +102,7 @@ pub async fn run(
     let ready = poll_until(args.timeout, || {
         let probe = probe.clone();
         let addr = victim_addr.clone();
-        async move {
-            matches!(probe.get(format!("http://{addr}/ready")).send().await, Ok(r) if r.status().is_success())
-        }
+        async move { is_ready(&probe, &addr).await }
     });
     let caught_up = poll_until(args.timeout, || {
         let (addr, value) = (victim_addr.clone(), value.clone());
@@ -172,22 +167,4 @@ async fn any_view_lacks(probe: &reqwest::Client, observers: &[String], addr: &st
         }
     }
     false
-}
-
-/// Poll `check` every 10 ms until it holds; the elapsed time, or None on timeout.
-pub async fn poll_until<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return Some(started.elapsed());
-        }
-        if started.elapsed() > timeout {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Outcome, Session};
+use crate::client::wait_visible;
 use crate::cluster::{probe_client, ClusterArgs, LocalCluster};
 use crate::load::{preload, Background, Workload};
 use crate::metrics::{self, Scrape};
@@ -140,31 +140,6 @@ pub async fn run(
         }
     }
     Ok(out)
-}
-
-/// Poll every replica (with null metadata) until `key` holds `value`; bounded.
-pub async fn wait_visible(
-    addrs: &[String],
-    key: &str,
-    value: &serde_json::Value,
-    timeout: Duration,
-) -> bool {
-    let started = Instant::now();
-    for addr in addrs {
-        loop {
-            if let Outcome::Ok(Some(v)) = Session::new(addr).get(key).await {
-                if &v == value {
-                    break;
-                }
-            }
-            if started.elapsed() > timeout {
-                eprintln!("warning: {key} not visible on {addr} within {timeout:?}");
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    true
 }
 
 async fn scrape_all(addrs: &[String]) -> Result<Vec<Scrape>> {

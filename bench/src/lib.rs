@@ -4,7 +4,15 @@
 //! run, because the machines this runs on are shared and noisy: only ratios
 //! measured together mean anything.
 //!
-//! Module map:
+//! The bench is a black-box client of the public HTTP API (`docs/API.md`)
+//! and `GET /metrics`: it does not link the server's crate, only runs its
+//! binary as child processes, so it measures exactly what a client gets and
+//! can measure any store that speaks the same API.
+//!
+//! Module map. No module imports itself back through others: result types
+//! flow one way, into [`report`], and helpers several modes share live in
+//! modules that import no other bench module ([`fmt`], [`wait`], [`client`],
+//! [`cluster`]).
 //! - [`cluster`]: local child processes (hearsay replicas or the ceiling), readiness, signals, teardown.
 //! - [`client`]: one client session speaking hearsay's JSON API (`docs/API.md`) and carrying its causal metadata.
 //! - [`ceiling`]: the minimal in-memory axum server that bounds what any store could do here.
@@ -14,6 +22,7 @@
 //! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
 //! - [`noise`]: how much CPU other processes took during a run (shared machines).
 //! - [`report`], [`plot`]: JSON/CSV/Markdown output and SVG plots.
+//! - [`fmt`], [`wait`]: formatting of durations and bounded polling, shared by the modes.
 //! - [`suite`]: the standard set, run against a local 3-replica cluster.
 
 pub mod ceiling;
@@ -22,6 +31,7 @@ pub mod cluster;
 pub mod compare;
 pub mod convergence;
 pub mod failover;
+pub mod fmt;
 pub mod gossip_cost;
 pub mod load;
 pub mod metrics;
@@ -30,3 +40,4 @@ pub mod plot;
 pub mod report;
 pub mod state_transfer;
 pub mod suite;
+pub mod wait;

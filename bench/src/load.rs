@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::client::{Outcome, Session};
+use crate::noise::CpuSample;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -297,6 +298,92 @@ impl SessionStats {
         }
         &mut self.timeline[i]
     }
+
+    /// Counts one measured operation answered `second` seconds into the window.
+    fn record(&mut self, outcome: &Outcome, is_get: bool, latency_us: u64, second: u64) {
+        match outcome {
+            Outcome::Ok(_) | Outcome::NotFound => {
+                let h = if is_get { &mut self.get } else { &mut self.put };
+                h.saturating_record(latency_us.max(1));
+                if *outcome == Outcome::NotFound {
+                    self.not_found += 1;
+                }
+                let b = self.bucket(second);
+                if is_get {
+                    b.get += 1;
+                } else {
+                    b.put += 1;
+                }
+            }
+            Outcome::Unavailable => {
+                self.unavailable += 1;
+                self.bucket(second).unavailable_503 += 1;
+            }
+            Outcome::Error(kind) => {
+                *self.errors.entry(kind.clone()).or_default() += 1;
+                self.bucket(second).errors += 1;
+            }
+        }
+    }
+
+    /// Adds another session's counts to these.
+    fn absorb(&mut self, other: SessionStats) -> Result<()> {
+        self.get.add(&other.get)?;
+        self.put.add(&other.put)?;
+        self.not_found += other.not_found;
+        self.unavailable += other.unavailable;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        for p in other.timeline {
+            let b = self.bucket(p.second);
+            b.get += p.get;
+            b.put += p.put;
+            b.unavailable_503 += p.unavailable_503;
+            b.errors += p.errors;
+        }
+        Ok(())
+    }
+
+    /// The figures of a run whose sessions all ended now: rates over the
+    /// measured window, CPU shares from the samples at its two ends.
+    fn into_result(
+        self,
+        system: &str,
+        targets: &[String],
+        window: Window,
+        cpu: Option<(CpuSample, CpuSample)>,
+    ) -> LoadResult {
+        // An early stop or an --ops cap ends the window before the deadline.
+        let end = Instant::now().min(window.deadline);
+        let elapsed_s = end
+            .saturating_duration_since(window.measure_from)
+            .as_secs_f64()
+            .max(1e-9);
+        let ops = self.get.len() + self.put.len();
+        let errors = self.errors.values().sum();
+        LoadResult {
+            system: system.to_string(),
+            targets: targets.to_vec(),
+            elapsed_s,
+            ops,
+            throughput: ops as f64 / elapsed_s,
+            get: op_stats(&self.get, elapsed_s),
+            put: op_stats(&self.put, elapsed_s),
+            not_found: self.not_found,
+            unavailable_503: self.unavailable,
+            errors,
+            error_kinds: self.errors,
+            foreign_cpu_pct: cpu.map(|(a, b)| a.foreign_pct(&b)),
+            server_cpu_us_per_op: cpu
+                .map(|(a, b)| a.children_cpu_s(&b) * 1e6 / ops.max(1) as f64)
+                .filter(|v| *v > 0.0),
+            client_cpu_us_per_op: cpu.map(|(a, b)| a.self_cpu_s(&b) * 1e6 / ops.max(1) as f64),
+            timeline: self.timeline,
+            hist_get: Some(self.get),
+            hist_put: Some(self.put),
+        }
+    }
 }
 
 /// Write every key once (values of the workload's size), spreading the keys
@@ -363,11 +450,11 @@ pub async fn wait_quiet(max_pct: f64, timeout: Duration) {
     let started = Instant::now();
     let mut said = false;
     while started.elapsed() < timeout {
-        let Some(a) = crate::noise::CpuSample::now() else {
+        let Some(a) = CpuSample::now() else {
             return;
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let Some(b) = crate::noise::CpuSample::now() else {
+        let Some(b) = CpuSample::now() else {
             return;
         };
         let pct = a.foreign_pct(&b);
@@ -403,6 +490,10 @@ fn make_progress(show: bool, len: u64, what: &str) -> ProgressBar {
 /// Run the workload against `targets` and measure it. `stop` ends the run
 /// early (used when the load is only background for another measurement).
 /// `show_progress`: a bar on a terminal, one plain line per second otherwise.
+///
+/// Phases: prepare (quiet machine, preload), run every session until the
+/// deadline (with a progress reporter beside them), merge what the sessions
+/// counted, and turn it into figures over the measured window.
 pub async fn run(
     system: &str,
     targets: &[String],
@@ -410,6 +501,40 @@ pub async fn run(
     stop: Arc<AtomicBool>,
     show_progress: bool,
 ) -> Result<LoadResult> {
+    prepare(targets, w, show_progress).await?;
+    let live = Arc::new(Live::default());
+    let window = Window::starting_now(w);
+    let cpu_at_measure = tokio::spawn(async move {
+        tokio::time::sleep_until(window.measure_from.into()).await;
+        CpuSample::now()
+    });
+    let sessions = spawn_sessions(targets, w, window, &live, &stop)?;
+    let reporter = tokio::spawn(report_progress(
+        system.to_string(),
+        live.clone(),
+        window.start,
+        w.warmup,
+        w.duration,
+        show_progress,
+        stop.clone(),
+    ));
+    let mut merged = SessionStats::new();
+    for session in sessions {
+        merged.absorb(session.await?)?;
+    }
+    let cpu_end = CpuSample::now();
+    reporter.abort();
+    let _ = reporter.await;
+    let cpu = match (cpu_at_measure.await.ok().flatten(), cpu_end) {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    };
+    Ok(merged.into_result(system, targets, window, cpu))
+}
+
+/// Before any session starts: check the workload, wait for a quiet machine
+/// if asked, and write every key once unless told not to.
+async fn prepare(targets: &[String], w: &Workload, show_progress: bool) -> Result<()> {
     w.validate()?;
     if targets.is_empty() {
         bail!("no targets to load");
@@ -428,169 +553,137 @@ pub async fn run(
         )
         .await?;
     }
-    let live = Arc::new(Live::default());
-    let claimed = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let measure_from = start + w.warmup;
-    let cpu_at_measure = tokio::spawn(async move {
-        tokio::time::sleep_until(measure_from.into()).await;
-        crate::noise::CpuSample::now()
-    });
-    let deadline = measure_from + w.duration;
+    Ok(())
+}
 
+/// The timeline of one run: warm-up from `start`, then the measured window
+/// from `measure_from` to `deadline`.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    measure_from: Instant,
+    deadline: Instant,
+}
+
+impl Window {
+    fn starting_now(w: &Workload) -> Self {
+        let start = Instant::now();
+        let measure_from = start + w.warmup;
+        Window {
+            start,
+            measure_from,
+            deadline: measure_from + w.duration,
+        }
+    }
+}
+
+/// One task per session, spread over the targets round-robin, each with its
+/// own seed derived from the workload's.
+fn spawn_sessions(
+    targets: &[String],
+    w: &Workload,
+    window: Window,
+    live: &Arc<Live>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<tokio::task::JoinHandle<SessionStats>>> {
+    // Shared by all sessions so that --ops caps the run, not each session.
+    let claimed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(w.sessions);
     for i in 0..w.sessions {
-        let mut session = Session::with_timeout(&targets[i % targets.len()], w.request_timeout);
-        let chooser = KeyChooser::new(w)?;
-        let (live, claimed, stop) = (live.clone(), claimed.clone(), stop.clone());
-        let (read_ratio, value_size, ops_cap) = (w.read_ratio, w.value_size, w.ops);
-        let seed = w
-            .seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(i as u64);
-        tasks.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            // A small pool of values: generating one per request would cost
-            // the load generator CPU that the server under test needs.
-            let values: Vec<Value> = (0..8).map(|_| random_value(&mut rng, value_size)).collect();
-            let mut stats = SessionStats::new();
-            loop {
-                let now = Instant::now();
-                if now >= deadline || stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let measuring = now >= measure_from;
-                if measuring {
-                    if let Some(cap) = ops_cap {
-                        if claimed.fetch_add(1, Ordering::Relaxed) >= cap {
-                            break;
-                        }
+        let driver = SessionDriver {
+            session: Session::with_timeout(&targets[i % targets.len()], w.request_timeout),
+            chooser: KeyChooser::new(w)?,
+            live: live.clone(),
+            claimed: claimed.clone(),
+            stop: stop.clone(),
+            read_ratio: w.read_ratio,
+            value_size: w.value_size,
+            ops_cap: w.ops,
+            seed: w
+                .seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64),
+            window,
+        };
+        tasks.push(tokio::spawn(driver.run()));
+    }
+    Ok(tasks)
+}
+
+/// Everything one closed-loop session needs.
+struct SessionDriver {
+    session: Session,
+    chooser: KeyChooser,
+    live: Arc<Live>,
+    claimed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    read_ratio: f64,
+    value_size: usize,
+    ops_cap: Option<u64>,
+    seed: u64,
+    window: Window,
+}
+
+impl SessionDriver {
+    /// One request outstanding at a time until the deadline, a stop, or the
+    /// --ops cap; returns what it counted in the measured window.
+    async fn run(mut self) -> SessionStats {
+        let Window {
+            measure_from,
+            deadline,
+            ..
+        } = self.window;
+        let mut rng = SmallRng::seed_from_u64(self.seed);
+        // A small pool of values: generating one per request would cost
+        // the load generator CPU that the server under test needs.
+        let values: Vec<Value> = (0..8)
+            .map(|_| random_value(&mut rng, self.value_size))
+            .collect();
+        let mut stats = SessionStats::new();
+        loop {
+            let now = Instant::now();
+            if now >= deadline || self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let measuring = now >= measure_from;
+            if measuring {
+                if let Some(cap) = self.ops_cap {
+                    if self.claimed.fetch_add(1, Ordering::Relaxed) >= cap {
+                        break;
                     }
-                }
-                let key = key_name(chooser.pick(&mut rng));
-                let is_get = rng.random_bool(read_ratio);
-                let sent = Instant::now();
-                let outcome = if is_get {
-                    session.get(&key).await
-                } else {
-                    let v = &values[rng.random_range(0..values.len())];
-                    session.put(&key, v).await
-                };
-                let done = Instant::now();
-                let latency_us = (done - sent).as_micros() as u64;
-                let ok = matches!(outcome, Outcome::Ok(_) | Outcome::NotFound);
-                if ok {
-                    live.ops.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    live.failures.fetch_add(1, Ordering::Relaxed);
-                }
-                // Only operations sent after warm-up and answered before the
-                // deadline are measured, so the figures cover exactly the
-                // measured window.
-                if measuring && done <= deadline {
-                    let second = (done - measure_from).as_secs();
-                    match &outcome {
-                        Outcome::Ok(_) | Outcome::NotFound => {
-                            let h = if is_get {
-                                &mut stats.get
-                            } else {
-                                &mut stats.put
-                            };
-                            h.saturating_record(latency_us.max(1));
-                            if outcome == Outcome::NotFound {
-                                stats.not_found += 1;
-                            }
-                            let b = stats.bucket(second);
-                            if is_get {
-                                b.get += 1;
-                            } else {
-                                b.put += 1;
-                            }
-                        }
-                        Outcome::Unavailable => {
-                            stats.unavailable += 1;
-                            stats.bucket(second).unavailable_503 += 1;
-                        }
-                        Outcome::Error(kind) => {
-                            *stats.errors.entry(kind.clone()).or_default() += 1;
-                            stats.bucket(second).errors += 1;
-                        }
-                    }
-                }
-                if let Outcome::Error(_) = outcome {
-                    // Back off so a dead target does not turn the session
-                    // into a busy loop that starves everything else.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
-            stats
-        }));
-    }
-
-    let reporter = tokio::spawn(report_progress(
-        system.to_string(),
-        live.clone(),
-        start,
-        w.warmup,
-        w.duration,
-        show_progress,
-        stop.clone(),
-    ));
-    let mut merged = SessionStats::new();
-    for t in tasks {
-        let s = t.await?;
-        merged.get.add(&s.get)?;
-        merged.put.add(&s.put)?;
-        merged.not_found += s.not_found;
-        merged.unavailable += s.unavailable;
-        for (k, v) in s.errors {
-            *merged.errors.entry(k).or_default() += v;
+            let key = key_name(self.chooser.pick(&mut rng));
+            let is_get = rng.random_bool(self.read_ratio);
+            let sent = Instant::now();
+            let outcome = if is_get {
+                self.session.get(&key).await
+            } else {
+                let v = &values[rng.random_range(0..values.len())];
+                self.session.put(&key, v).await
+            };
+            let done = Instant::now();
+            if matches!(outcome, Outcome::Ok(_) | Outcome::NotFound) {
+                self.live.ops.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.live.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            // Only operations sent after warm-up and answered before the
+            // deadline are measured, so the figures cover exactly the
+            // measured window.
+            if measuring && done <= deadline {
+                let latency_us = (done - sent).as_micros() as u64;
+                let second = (done - measure_from).as_secs();
+                stats.record(&outcome, is_get, latency_us, second);
+            }
+            if let Outcome::Error(_) = outcome {
+                // Back off so a dead target does not turn the session
+                // into a busy loop that starves everything else.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
-        for p in s.timeline {
-            let b = merged.bucket(p.second);
-            b.get += p.get;
-            b.put += p.put;
-            b.unavailable_503 += p.unavailable_503;
-            b.errors += p.errors;
-        }
+        stats
     }
-    let cpu_end = crate::noise::CpuSample::now();
-    reporter.abort();
-    let _ = reporter.await;
-
-    // An early stop or an --ops cap ends the window before the deadline.
-    let end = Instant::now().min(deadline);
-    let elapsed_s = end
-        .saturating_duration_since(measure_from)
-        .as_secs_f64()
-        .max(1e-9);
-    let ops = merged.get.len() + merged.put.len();
-    let errors = merged.errors.values().sum();
-    let cpu = match (cpu_at_measure.await.ok().flatten(), cpu_end) {
-        (Some(a), Some(b)) => Some((a, b)),
-        _ => None,
-    };
-    Ok(LoadResult {
-        system: system.to_string(),
-        targets: targets.to_vec(),
-        elapsed_s,
-        ops,
-        throughput: ops as f64 / elapsed_s,
-        get: op_stats(&merged.get, elapsed_s),
-        put: op_stats(&merged.put, elapsed_s),
-        not_found: merged.not_found,
-        unavailable_503: merged.unavailable,
-        errors,
-        error_kinds: merged.errors,
-        foreign_cpu_pct: cpu.map(|(a, b)| a.foreign_pct(&b)),
-        server_cpu_us_per_op: cpu
-            .map(|(a, b)| a.children_cpu_s(&b) * 1e6 / ops.max(1) as f64)
-            .filter(|v| *v > 0.0),
-        client_cpu_us_per_op: cpu.map(|(a, b)| a.self_cpu_s(&b) * 1e6 / ops.max(1) as f64),
-        timeline: merged.timeline,
-        hist_get: Some(merged.get),
-        hist_put: Some(merged.put),
-    })
 }
 
 async fn report_progress(

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Outcome, Session};
-use crate::cluster::{probe_client, ClusterArgs, LocalCluster};
-use crate::failover::poll_until;
-use crate::gossip_cost::wait_visible;
+use crate::client::{wait_visible, Outcome, Session};
+use crate::cluster::{is_ready, probe_client, ClusterArgs, LocalCluster};
+use crate::fmt::{fmt_ms, millis as ms};
 use crate::load::preload;
-use crate::report::fmt_ms;
+use crate::wait::poll_until;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct StateTransferArgs {
@@ -81,16 +80,13 @@ pub async fn run(
     let probe = probe_client();
     let ready = poll_until(args.timeout, || {
         let (probe, addr) = (probe.clone(), new_addr.clone());
-        async move {
-            matches!(probe.get(format!("http://{addr}/ready")).send().await, Ok(r) if r.status().is_success())
-        }
+        async move { is_ready(&probe, &addr).await }
     });
     let serves = poll_until(args.timeout, || {
         let (addr, key, value) = (new_addr.clone(), last_key.clone(), last_value.clone());
         async move { matches!(Session::new(&addr).get(&key).await, Outcome::Ok(Some(v)) if v == value) }
     });
     let (ready, serves) = tokio::join!(ready, serves);
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let result = StateTransferResult {
         replicas: n,
         keys: args.keys,

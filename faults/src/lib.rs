@@ -1,5 +1,10 @@
 //! Fault-injection harness for hearsay.
 //!
+//! A black-box client of the public HTTP API (`docs/API.md`) and of Docker:
+//! it does not link the server's crate, so it sees only what any client of
+//! the store sees (statuses, bodies, causal metadata) and can judge any
+//! implementation of the same contract.
+//!
 //! The pieces, each in its own module:
 //!
 //! * [`history`] — the record of what client sessions did and saw;

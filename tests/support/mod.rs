@@ -1,8 +1,9 @@
 //! Harness for the end-to-end tests: real `hearsay` processes on 127.0.0.1.
 //!
 //! * [`Cluster`] starts N replicas of the binary cargo built for this test
-//!   (`CARGO_BIN_EXE_hearsay`) with `SOCKET_ADDRESS` and `VIEW`, one log file
-//!   per replica in a temporary directory, and waits for `GET /ready`. It can
+//!   (`CARGO_BIN_EXE_hearsay`) through `hearsay::launcher` (the same code
+//!   `hearsay cluster` uses): `SOCKET_ADDRESS`, `VIEW`, one log file per
+//!   replica in a temporary directory, then waiting for `GET /ready`. It can
 //!   stop, resume, kill, terminate and restart single replicas. Dropping it
 //!   SIGKILLs every child still alive; when the test is failing it also prints
 //!   the tail of every log and keeps the directory.
@@ -29,11 +30,11 @@ use std::fs::OpenOptions;
 use std::future::Future;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+use hearsay::launcher::{self, NotReady, ReplicaCommand};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
@@ -764,74 +765,53 @@ impl Cluster {
             replica.lives, replica.address
         )
         .expect("writing a log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hearsay"));
-        // Only what this test asks for: no HEARSAY_* from the developer's shell.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HEARSAY_") {
-                command.env_remove(key);
-            }
+        // Only what this test asks for: no HEARSAY_* from the developer's
+        // shell. If the test process dies without running the drop guard
+        // (e.g. a test-runner timeout), the replica dies with it; that fires
+        // when the *spawning thread* ends, so spawn from the test's own
+        // thread (the default current-thread `#[tokio::test]`).
+        let mut command = ReplicaCommand::new(
+            env!("CARGO_BIN_EXE_hearsay"),
+            &replica.address,
+            &replica.view,
+        )
+        .scrub_inherited_settings()
+        .die_with_parent()
+        .env("RUST_LOG", "info")
+        .log_to(&replica.log)
+        .settings(settings.iter().map(|(key, value)| format!("{key}={value}")));
+        for (key, value) in env {
+            command = command.env(key, value);
         }
-        command
-            .env("SOCKET_ADDRESS", &replica.address)
-            .env("VIEW", &replica.view)
-            .env("RUST_LOG", "info")
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning a file handle"))
-            .stderr(log);
-        for (key, value) in settings {
-            command.arg("--set").arg(format!("{key}={value}"));
+        if let Some(limit) = descriptor_limit {
+            command = command.descriptor_limit(limit);
         }
-        // SAFETY: prctl only sets a flag of the new process; nothing else runs
-        // between fork and exec. If the test process dies without running the
-        // drop guard (e.g. a test-runner timeout), the replica dies with it.
-        // The signal fires when the *spawning thread* ends: spawn from the
-        // test's own thread (the default current-thread `#[tokio::test]`).
-        unsafe {
-            command.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // setrlimit only changes limits of the new process.
-                if let Some(limit) = descriptor_limit {
-                    let limit = libc::rlimit {
-                        rlim_cur: limit as libc::rlim_t,
-                        rlim_max: limit as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        let mut command = command.build().expect("opening a log file");
         replica.child = Some(command.spawn().expect("spawning hearsay"));
     }
 
     async fn try_wait_ready(&mut self, index: usize) -> Result<(), StartError> {
-        let started = Instant::now();
-        loop {
-            let addr = self.addr(index).to_string();
-            if let Ok(reply) = self.http.try_send("GET", &addr, "/ready", Body::None).await {
-                if reply.status == 200 {
-                    return Ok(());
-                }
-            }
-            if let Some(status) = self.replicas[index].exited() {
+        let addr = self.addr(index).to_string();
+        let http = self.http.client.clone();
+        let replica = &mut self.replicas[index];
+        let outcome =
+            launcher::wait_ready(&http, &addr, READY_WITHIN, POLL, || replica.exited()).await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(NotReady::Exited(status)) => {
                 self.replicas[index].child = None;
                 let log = self.log_tail(index, 40);
                 let why = format!("{addr} exited with {status} before it was ready:\n{log}");
-                return Err(if log.contains("cannot listen") {
+                Err(if log.contains("cannot listen") {
                     StartError::PortTaken(why)
                 } else {
                     StartError::Failed(why)
-                });
+                })
             }
-            if started.elapsed() > READY_WITHIN {
-                return Err(StartError::Failed(format!(
-                    "{addr} not ready after {READY_WITHIN:?}:\n{}",
-                    self.log_tail(index, 40)
-                )));
-            }
-            tokio::time::sleep(POLL).await;
+            Err(NotReady::TimedOut) => Err(StartError::Failed(format!(
+                "{addr} not ready after {READY_WITHIN:?}:\n{}",
+                self.log_tail(index, 40)
+            ))),
         }
     }
 
