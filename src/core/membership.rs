@@ -606,11 +606,11 @@ impl Membership {
     /// | dead for at most the grace period, admitted or not | yes, with its last clock |
     /// | dead for longer than the grace period | no: it must take a snapshot if it returns |
     /// | left (said goodbye after handing off its writes) | no |
-    /// | never heard from | no: it holds nothing we collected against, and a peer below our horizon must take a snapshot before we take its data |
+    /// | never heard from | yes, with an empty clock, until the grace period after it was admitted: it may run cut off from us and hold writes concurrent with a delete (the model check found that schedule) |
     pub fn stability_frontier(&self, mine: &VClock, now_ms: u64) -> VClock {
         let mut frontier = mine.clone();
         for member in self.members.values() {
-            if member.address == self.me || member.incarnation.is_none() {
+            if member.address == self.me {
                 continue;
             }
             let gone = match member.liveness {
