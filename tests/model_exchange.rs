@@ -1112,9 +1112,19 @@ fn reflection(w: &World) -> Result<(), String> {
             if !r.clock().covers_dot(&write.dot) {
                 continue;
             }
+            // Held, or beaten by a tombstone the replica collected (below
+            // its horizon): I1's "or held such a tombstone and collected it".
             let reflected = match r.store().get(&write.key) {
                 Some(held) => held.stamp() >= write.stamp(),
-                None => r.horizon().covers_dot(&write.dot),
+                None => {
+                    r.horizon().covers_dot(&write.dot)
+                        || w.ledger.iter().any(|t| {
+                            t.key == write.key
+                                && t.is_tombstone()
+                                && t.stamp() >= write.stamp()
+                                && r.horizon().covers_dot(&t.dot)
+                        })
+                }
             };
             if !reflected {
                 return Err(format!("{} claims {:?} without it", r.life(), write.dot));

@@ -212,9 +212,19 @@ impl Cluster {
                     if !r.clock().covers_dot(dot) {
                         continue;
                     }
+                    // Held, or beaten by a tombstone it collected (below its
+                    // horizon): I1's "or held such a tombstone and collected it".
+                    let collected = || {
+                        ledger.writes.iter().any(|(t_dot, (t_key, t_stamp))| {
+                            t_key == key
+                                && ledger.tombstones.contains(t_dot)
+                                && t_stamp >= stamp
+                                && r.horizon().covers_dot(t_dot)
+                        })
+                    };
                     match r.store().get(key) {
                         Some(held) if held.stamp() >= *stamp => {}
-                        None if r.horizon().covers_dot(dot) => {}
+                        None if r.horizon().covers_dot(dot) || collected() => {}
                         held => {
                             return Err(format!(
                                 "{addr}: clock {:?} covers {dot:?} ({key}) but holds {:?}",
@@ -273,6 +283,8 @@ impl Cluster {
 #[derive(Default)]
 pub struct Ledger {
     pub writes: BTreeMap<hearsay::core::Dot, (String, hearsay::core::Stamp)>,
+    /// The dots of the writes that are deletes.
+    pub tombstones: std::collections::BTreeSet<hearsay::core::Dot>,
 }
 
 impl Ledger {
@@ -281,6 +293,9 @@ impl Ledger {
         for node in cluster.nodes.values() {
             node.inspect(|r| {
                 for v in r.store().versions() {
+                    if v.is_tombstone() {
+                        self.tombstones.insert(v.dot.clone());
+                    }
                     self.writes
                         .entry(v.dot.clone())
                         .or_insert_with(|| (v.key.to_string(), v.stamp()));
