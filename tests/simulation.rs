@@ -455,6 +455,18 @@ fn tiny_messages_force_chunked_transfers() {
     }
 }
 
+/// A long run on three keys with tombstones collected every 100 ms: deletes
+/// and their collection interleave with partitions, drops and duplicates,
+/// and no delete is undone, no write lost, no read stale.
+#[test]
+fn long_delete_heavy_runs_with_eager_collection_stay_causal() {
+    for seed in seeds(520, 3) {
+        run_seeded(seed, |seed| {
+            scenario_with(seed, 3, 6, 400, 3, |config| config.gc_interval_ms = 100)
+        });
+    }
+}
+
 /// The same seed produces the same run: what makes a failing seed useful.
 #[test]
 fn a_seed_replays_identically() {
