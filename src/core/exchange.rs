@@ -266,11 +266,6 @@ impl Pull {
         }
     }
 
-    /// The address this pull is sent to.
-    pub fn peer(&self) -> &str {
-        &self.peer
-    }
-
     /// Versions the peer sent that were refused (malformed, or beyond the
     /// counter bounds) since the last call.
     pub fn take_refused(&mut self) -> usize {
@@ -314,14 +309,8 @@ impl Pull {
         if self.chunks > MAX_CHUNKS_PER_TRANSFER {
             return Err(ExchangeError::TooManyChunks);
         }
-        let members = &mut replica.members;
-        if members.heard_from(&chunk.from.address, chunk.from.incarnation, now_ms) == Heard::Stale {
-            return Err(ExchangeError::WrongLife {
-                expected: chunk.from.clone(),
-                got: chunk.from,
-            });
-        }
-        members.record_clock(
+        replica.hear(&chunk.from, now_ms)?;
+        replica.members.record_clock(
             &chunk.from.address,
             chunk.from.incarnation,
             &chunk.covers.clock,
