@@ -522,8 +522,18 @@ async fn serve_runs_until_its_shutdown_future_resolves_then_leaves() {
     };
     wait_until(
         support::READY_WITHIN,
-        "the peer sees the in-process replica alive",
-        || async { state_at_peer().await.as_deref() == Some("alive") },
+        "the two replicas have heard from each other",
+        || async {
+            // A member listed in a VIEW is reported alive before it is
+            // heard from: wait for its incarnation, and for the peer in its
+            // own view (it says goodbye to the peers in its view).
+            let heard = cluster
+                .http
+                .member(&peer, &own)
+                .await
+                .is_some_and(|m| m["state"] == "alive" && m["incarnation"].is_u64());
+            heard && cluster.http.view(&own).await.contains(&peer)
+        },
     )
     .await;
 
