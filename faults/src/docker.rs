@@ -12,6 +12,13 @@
 //! Clients on the host reach replicas only through `127.0.0.1:PORT`; the
 //! 10.x addresses are used only inside the Docker network and for the
 //! iptables rules that cut replicas off from each other.
+//!
+//! Every cluster runs with a fresh random cluster key, and a
+//! [`Capture`](crate::wire::Capture) reads every frame on the network's
+//! bridge from just after the network exists until the cluster is checked
+//! or dropped (see [`crate::wire`]). The key reaches `docker run` through
+//! the environment of the `docker` process, never its arguments, so no
+//! command line or error message shows it.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -19,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 
 use crate::client::{self, Endpoint};
+use crate::wire::{self, Capture, ClusterKey, Tally};
 
 /// Docker image the suite runs.
 pub const DEFAULT_IMAGE: &str = "hearsay:latest";
@@ -29,6 +37,9 @@ pub const DEFAULT_IMAGE: &str = "hearsay:latest";
 pub struct ClusterSpec {
     pub image: String,
     pub network: String,
+    /// Name of the network's Linux bridge (at most 15 characters), where
+    /// the wire capture listens.
+    pub bridge: String,
     /// First three octets; replicas get `.2`, `.3`, `.4`, the gateway `.1`.
     pub subnet_prefix: String,
     pub container_prefix: String,
@@ -43,6 +54,7 @@ impl Default for ClusterSpec {
         ClusterSpec {
             image: std::env::var("HEARSAY_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned()),
             network: "hearsay-faults".to_owned(),
+            bridge: "br-hs-faults".to_owned(),
             subnet_prefix: "10.88.0".to_owned(),
             container_prefix: "hearsay-faults-".to_owned(),
             names: ["alice", "bob", "carol"].map(String::from).to_vec(),
@@ -80,9 +92,20 @@ pub struct CmdError {
 /// Runs a command, returning its stdout; a non-zero exit is an error
 /// carrying stderr.
 pub async fn run(program: &str, args: &[&str]) -> Result<String, CmdError> {
+    run_with_env(program, args, &[]).await
+}
+
+/// Like [`run`], with extra environment variables for the program. They
+/// are not part of the command shown in errors (secrets go here).
+pub async fn run_with_env(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, CmdError> {
     let command = format!("{program} {}", args.join(" "));
     let out = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -145,6 +168,14 @@ pub async fn preflight(image: &str) {
             panic!("`{tool}` is missing on the host; run `scripts/ensure-docker`.");
         }
     }
+    if let Err(e) = wire::probe() {
+        panic!(
+            "The wire capture cannot open a raw packet socket ({e}).\n\
+             The fault suite must run as root (or with CAP_NET_RAW): every scenario \
+             captures the cluster's bridge to prove the cluster key never crosses it, \
+             and it fails rather than skip that proof."
+        );
+    }
     warn_if_image_stale(image).await;
 }
 
@@ -202,6 +233,10 @@ pub struct Cluster {
     keep: bool,
     /// Fault-injection tool for packet loss, found on first use.
     loss_with_tc: Option<bool>,
+    /// This cluster's key (`HEARSAY_CLUSTER_KEY` of every replica).
+    pub key: ClusterKey,
+    /// The wire capture, until [`Cluster::finish_capture`] takes it.
+    capture: Option<Capture>,
 }
 
 impl Cluster {
@@ -217,6 +252,11 @@ impl Cluster {
             );
         }
         run_sync("docker", &["network", "rm", &spec.network]);
+        assert!(
+            spec.bridge.len() <= 15,
+            "bridge name {:?} is longer than Linux allows (15)",
+            spec.bridge
+        );
         spec.first_host_port = free_port_block(spec.first_host_port, spec.names.len());
         let nodes: Vec<Node> = spec
             .names
@@ -233,19 +273,42 @@ impl Cluster {
                 }
             })
             .collect();
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             keep: std::env::var("HEARSAY_FAULT_KEEP").is_ok_and(|v| v == "1"),
             spec,
             nodes,
             loss_with_tc: None,
+            key: ClusterKey::random(),
+            capture: None,
         };
+        eprintln!("cluster key: {}", cluster.key);
         let subnet = format!("--subnet={}.0/24", cluster.spec.subnet_prefix);
+        let bridge = format!("com.docker.network.bridge.name={}", cluster.spec.bridge);
         run(
             "docker",
-            &["network", "create", &subnet, &cluster.spec.network],
+            &[
+                "network",
+                "create",
+                &subnet,
+                "-o",
+                &bridge,
+                &cluster.spec.network,
+            ],
         )
         .await
         .expect("creating the Docker network");
+        let replica_ips = cluster
+            .nodes
+            .iter()
+            .map(|n| n.ip.parse().expect("replica addresses are IPv4"))
+            .collect();
+        match Capture::start(&cluster.spec.bridge, &cluster.key, replica_ips) {
+            Ok(capture) => cluster.capture = Some(capture),
+            Err(e) => panic!(
+                "cannot capture the bridge {} of network {}: {e}",
+                cluster.spec.bridge, cluster.spec.network
+            ),
+        }
         let view = cluster
             .nodes
             .iter()
@@ -268,6 +331,9 @@ impl Cluster {
                 &format!("SOCKET_ADDRESS={}", node.socket_address()),
                 "-e",
                 &format!("VIEW={view}"),
+                // Without a value: Docker takes it from its own environment.
+                "-e",
+                "HEARSAY_CLUSTER_KEY",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -278,7 +344,13 @@ impl Cluster {
             }
             args.push(cluster.spec.image.clone());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run("docker", &args).await.expect("starting a replica");
+            run_with_env(
+                "docker",
+                &args,
+                &[("HEARSAY_CLUSTER_KEY", cluster.key.expose())],
+            )
+            .await
+            .expect("starting a replica");
         }
         if let Err(e) = cluster.wait_full_views(Duration::from_secs(30)).await {
             cluster.dump_logs(40).await;
@@ -292,6 +364,11 @@ impl Cluster {
             run_sync("docker", &["rm", "-f", &node.container]);
         }
         run_sync("docker", &["network", "rm", &self.spec.network]);
+    }
+
+    /// Stops the wire capture and returns what it saw (`None` once taken).
+    pub fn finish_capture(&mut self) -> Option<Tally> {
+        self.capture.take().map(Capture::finish)
     }
 
     pub fn node(&self, name: &str) -> &Node {
@@ -562,6 +639,24 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A cluster whose scenario never judged its capture (it ended some
+        // other way) is judged here, without the history: any workload
+        // value between replicas counts as the positive control.
+        let verdict = self
+            .finish_capture()
+            .map(|tally| tally.verdict("(cluster dropped before its check)", |_| true));
+        self.remove_containers();
+        if let Some(Err(e)) = verdict {
+            if !std::thread::panicking() {
+                panic!("{e}");
+            }
+            eprintln!("{e}");
+        }
+    }
+}
+
+impl Cluster {
+    fn remove_containers(&mut self) {
         if self.keep {
             eprintln!(
                 "HEARSAY_FAULT_KEEP=1: leaving containers {} and network {}",

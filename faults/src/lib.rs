@@ -17,7 +17,9 @@
 //!   container's network namespace);
 //! * [`nemesis`] — faults, healing, and seeded schedules of them;
 //! * [`scenario`] — one run: cluster, clients, schedule, convergence,
-//!   verdict and summary line.
+//!   verdict and summary line;
+//! * [`wire`] — the cluster's random key and a capture of every frame on
+//!   its bridge, proving the key never crosses the wire.
 //!
 //! The scenarios themselves live in `faults/tests/`, one test per fault
 //! type plus a seeded random schedule; see `docs/FAULTS.md`.
@@ -28,3 +30,4 @@ pub mod docker;
 pub mod history;
 pub mod nemesis;
 pub mod scenario;
+pub mod wire;

@@ -3,7 +3,9 @@
 //! This module owns the run loop: start a fresh cluster, run client sessions
 //! against it while the nemesis plays a [`Schedule`], heal everything, stop
 //! the clients, poll until every replica agrees on every key (with a
-//! deadline), then run the checker on the history and the converged state.
+//! deadline), then run the checker on the history and the converged state
+//! and judge the cluster's wire capture (the key never on the wire, and a
+//! value the clients wrote seen between two replicas).
 //! It prints one summary line per scenario (also appended to
 //! `target/hearsay-faults/summary.log`) and, on failure, keeps the history as
 //! JSON next to it and prints the replicas' last log lines.
@@ -25,7 +27,7 @@ use serde_json::{json, Value};
 use crate::checker::{count_by_kind, Checker};
 use crate::client::{self, Endpoint, Session};
 use crate::docker::{Cluster, ClusterSpec};
-use crate::history::{History, Outcome, Recorder};
+use crate::history::{History, OpKind, Outcome, Recorder};
 use crate::nemesis::{Nemesis, Schedule};
 
 /// Environment variable that fixes the seed (to replay a failing run).
@@ -101,6 +103,8 @@ pub struct Report {
     /// reason they did not.
     pub converge: Result<Duration, String>,
     pub nemesis_errors: Vec<String>,
+    /// The wire capture's counts, or why it failed (see [`crate::wire`]).
+    pub wire: Result<String, String>,
 }
 
 impl Report {
@@ -109,13 +113,14 @@ impl Report {
             && self.lost.is_empty()
             && self.converge.is_ok()
             && self.nemesis_errors.is_empty()
+            && self.wire.is_ok()
     }
 
     /// The one summary line.
     pub fn summary(&self) -> String {
         format!(
             "hearsay-faults scenario={} seed={} duration={:.1}s faults={} ops ok={} fail={} \
-             (503={}) unknown={} violations={} lost={} lost_to_kill={} converge={}",
+             (503={}) unknown={} violations={} lost={} lost_to_kill={} converge={} wire={}",
             self.name,
             self.seed,
             self.duration.as_secs_f64(),
@@ -130,6 +135,10 @@ impl Report {
             match &self.converge {
                 Ok(d) => format!("{:.2}s", d.as_secs_f64()),
                 Err(_) => "NEVER".to_owned(),
+            },
+            match &self.wire {
+                Ok(counts) => counts.clone(),
+                Err(_) => "FAILED".to_owned(),
             }
         )
     }
@@ -160,6 +169,9 @@ pub async fn run_and_assert(config: Config) -> Report {
         }
         for l in report.lost.iter().take(20) {
             msg.push_str(&format!("  lost: {l}\n"));
+        }
+        if let Err(e) = &report.wire {
+            msg.push_str(&format!("  {e}\n"));
         }
         msg.push_str(&format!(
             "replay with {SEED_ENV}={} (history kept in {})",
@@ -262,6 +274,7 @@ pub async fn run(config: Config) -> Report {
         }
         Err(_) => (Vec::new(), 0),
     };
+    let wire = judge_capture(&mut cluster, &config.name, &history);
     let (ok, fail, unknown) = history.outcome_counts();
     let fail_503 = history
         .ops
@@ -286,6 +299,7 @@ pub async fn run(config: Config) -> Report {
         lost_to_kill,
         converge,
         nemesis_errors,
+        wire,
     };
     eprintln!(
         "checked {} operations in {:.2}s",
@@ -312,6 +326,31 @@ pub async fn run(config: Config) -> Report {
         config.name
     );
     report
+}
+
+/// Stops the cluster's wire capture and judges it; the positive control
+/// must be a value one of this scenario's clients wrote.
+fn judge_capture(
+    cluster: &mut Cluster,
+    scenario: &str,
+    history: &History,
+) -> Result<String, String> {
+    let Some(tally) = cluster.finish_capture() else {
+        return Err(format!(
+            "scenario {scenario}: the wire capture was not running"
+        ));
+    };
+    let written: std::collections::HashSet<&str> = history
+        .ops
+        .iter()
+        .filter_map(|op| match &op.kind {
+            OpKind::Put { value, .. } => value.as_str(),
+            _ => None,
+        })
+        .collect();
+    tally
+        .verdict(scenario, |v| written.contains(v))
+        .map(|()| tally.line())
 }
 
 fn key_name(i: usize) -> String {

@@ -218,4 +218,9 @@ async fn checker_catches_clients_that_drop_metadata() {
          the checker or the fault is not working\n{}",
         report.summary()
     );
+    // The stale reads are the point here; the cluster key must still stay
+    // off the wire.
+    if let Err(e) = &report.wire {
+        panic!("{e}");
+    }
 }
