@@ -24,6 +24,8 @@ fn every_key_is_listed() {
     let mut present: Vec<&str> = dict.keys().map(String::as_str).collect();
     present.push("listen");
     present.push("cluster_key");
+    present.push("keyring_file");
+    present.push("internal_auth");
     present.sort();
     present.dedup();
     assert_eq!(listed, present);
@@ -79,7 +81,8 @@ fn every_number_has_a_range_that_admits_its_default() {
         let numeric = key.ends_with("_ms")
             || key.ends_with("_bytes")
             || key.ends_with("_connections")
-            || key.ends_with("_threads");
+            || key.ends_with("_threads")
+            || *key == "protocol_version";
         assert_eq!(numeric, checked.contains(key), "{key}");
     }
     for ((key, value), (_, min, max)) in numbers.iter().zip(RANGES) {
