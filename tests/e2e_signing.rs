@@ -461,8 +461,8 @@ async fn a_stranger_receives_only_probes() {
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let received = received.lock().unwrap();
-    for message in received.iter() {
+    let received = std::mem::take(&mut *received.lock().unwrap());
+    for message in &received {
         let first = message.head.lines().next().unwrap_or("");
         assert_eq!(first, "POST /internal/probe HTTP/1.1", "{message:?}");
         assert!(message.body.is_empty(), "{message:?}");
