@@ -106,7 +106,14 @@ impl Outgoing<'_> {
             .body(body)
             .send()
             .await
-            .map_err(|e| classify(to, e))?;
+            .map_err(|e| {
+                // Whatever answers at this address next must prove itself
+                // again: the process that held it may be gone.
+                if e.is_connect() {
+                    self.plane.distrust(to);
+                }
+                classify(to, e)
+            })?;
         let limit = self.limit;
         // Sized once from the announced length (never beyond the limit),
         // rather than doubling its way up to a megabyte-sized chunk.
