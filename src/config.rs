@@ -293,7 +293,8 @@ impl Loaded {
 }
 
 fn render_value(key: &str, value: &figment::value::Value) -> String {
-    if key == "cluster_key" || key == "cluster_keys" {
+    let empty = matches!(value, figment::value::Value::Array(_, items) if items.is_empty());
+    if (key == "cluster_key" || key == "cluster_keys") && !empty {
         return "(set, hidden)".to_string();
     }
     match value {
