@@ -89,9 +89,7 @@ impl Outgoing<'_> {
             reqwest::header::CONTENT_TYPE,
             reqwest::header::HeaderValue::from_static(MSGPACK),
         );
-        if version >= PROTOCOL_SIGNED {
-            headers.insert(PROTOCOL_HEADER, version.into());
-        }
+        headers.insert(PROTOCOL_HEADER, version.into());
         let mut nonce = None;
         if let Some(keyring) = self.keyring {
             let (signed, sent) = signing::signed_request_headers(keyring, &path, version, &body);

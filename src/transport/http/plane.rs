@@ -187,10 +187,10 @@ impl Plane {
         .increment(1);
     }
 
-    /// Checks a signature (of a request when `nonce` is `None`, else of the
-    /// answer to the request with that nonce) against the keyring. For
-    /// requests, also refuses replays. `parts` is given the signature's
-    /// fields and returns whether the MAC verifies under the key.
+    /// Checks a parsed signature against the keyring: the key id must be
+    /// installed, the timestamp inside the window, and `verify` (given the
+    /// key; it recomputes the MAC over the message) must pass. A request's
+    /// (`is_request`) nonce is then recorded, refusing replays.
     pub fn check(
         &self,
         keyring: &Keyring,

@@ -46,13 +46,29 @@ pub async fn internal(
     body: Body,
 ) -> Response {
     let speaks = plane.speaks();
-    let versions = plane::list(&speaks);
     let mut response = match answer(&node, &plane, &kind, &uri, &headers, &method, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
-    if let Ok(value) = HeaderValue::from_str(&versions.replace(' ', "")) {
-        response.headers_mut().insert(PROTOCOLS_HEADER, value);
+    // Every answer names its version (refusals before the version was
+    // accepted: the highest this replica speaks) and the versions spoken.
+    let out = response.headers_mut();
+    if !out.contains_key(PROTOCOL_HEADER) {
+        let asked = plane::version_of(&headers).unwrap_or(0);
+        let named = if speaks.contains(&asked) {
+            asked
+        } else {
+            *speaks.last().expect("a replica speaks some version")
+        };
+        out.insert(PROTOCOL_HEADER, named.into());
+    }
+    let versions = speaks
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if let Ok(value) = HeaderValue::from_str(&versions) {
+        out.insert(PROTOCOLS_HEADER, value);
     }
     response
 }
