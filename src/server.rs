@@ -45,7 +45,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         config.max_internal_body_bytes(),
     ));
     let node = Node::new(config, transport, incarnation, rand::random());
-    let reloader = tokio::spawn(reload_keyring_on_sighup(plane.clone()));
+    let reloader = reload_keyring_on_sighup(plane.clone());
     let limits = connections::Limits::of(node.config());
     warn_if_descriptors_are_short(limits.max_open);
     let stop_accepting = CancellationToken::new();
@@ -66,7 +66,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     shutdown.await;
     info!("shutting down: draining, handing off, leaving");
     starter.abort();
-    reloader.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     node.leave().await;
     // Stop accepting, close idle connections, and give requests in flight a
     // moment to be answered: every connection slot back means all are done.
@@ -105,18 +107,24 @@ fn warn_if_descriptors_are_short(max_open: usize) {
 
 /// Reads the keyring file again on every SIGHUP, for key rotation without a
 /// restart. A refused file leaves the keys in force (see [`Plane::reload`]).
-async fn reload_keyring_on_sighup(plane: Arc<Plane>) {
+///
+/// The handler is installed before this returns, not when the task first
+/// runs: until it is, SIGHUP's default action would end the process, and a
+/// replica may already answer `/ready` by then.
+fn reload_keyring_on_sighup(plane: Arc<Plane>) -> Option<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => hangup,
         Err(error) => {
             warn!(%error, "cannot install a SIGHUP handler: keyring reloads need a restart");
-            return;
+            return None;
         }
     };
-    while hangup.recv().await.is_some() {
-        let _ = plane.reload();
-    }
+    Some(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let _ = plane.reload();
+        }
+    }))
 }
 
 /// Resolves on SIGTERM (docker stop) or SIGINT (Ctrl-C).

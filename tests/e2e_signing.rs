@@ -262,6 +262,9 @@ async fn a_key_rotates_through_sighup_without_a_failed_request() {
             || keyrings_are(&cluster, ids, ids),
         )
         .await;
+        let primary = &keyring(&cluster.http, cluster.addr(0)).await["keys"][0];
+        assert_eq!(primary["id"], json!(ids[0]), "{primary}");
+        assert_eq!(primary["primary"], json!(true), "{primary}");
         if step == 1 {
             // An invalid file is refused whole: keys unchanged, counted.
             write(&files[0], &format!("{KEY2}\nshort\n"));
