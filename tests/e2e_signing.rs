@@ -392,8 +392,13 @@ struct Received {
 }
 
 /// Accepts connections on `listener` until `stop`, reading each request and
-/// answering it `200` with an empty, unsigned body.
-fn eavesdrop(listener: TcpListener, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Received>>> {
+/// answering it `200` with an empty body, alternately unsigned and with
+/// `replayed` (the signature headers of another, genuine answer).
+fn eavesdrop(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    replayed: String,
+) -> Arc<Mutex<Vec<Received>>> {
     let received = Arc::new(Mutex::new(Vec::new()));
     let log = received.clone();
     listener.set_nonblocking(true).unwrap();
@@ -440,23 +445,50 @@ fn eavesdrop(listener: TcpListener, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Rece
                 }
             }
             let body = bytes[head_end..].to_vec();
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            log.lock().unwrap().push(Received { head, body });
+            let mut log = log.lock().unwrap();
+            let signature = if log.len() % 2 == 1 {
+                replayed.as_str()
+            } else {
+                ""
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n{signature}\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes());
+            log.push(Received { head, body });
         }
     });
     received
 }
 
 /// A stranger added to a keyed replica's view gets signed, empty probes and
-/// nothing else — even when it answers them 200 (unsigned).
+/// nothing else — even when it answers them 200, unsigned or with a genuine
+/// answer to another probe replayed (an answer is bound to its request).
 #[tokio::test]
 async fn a_stranger_receives_only_probes() {
     let cluster = Cluster::builder(1).set("cluster_key", KEY1).start().await;
+    // A genuine signed answer, to a probe of our own.
+    let ring = Keyring::new(&[KEY1]).unwrap();
+    let (headers, _) = signed_request_headers(&ring, "/internal/probe", 2, &[]);
+    let genuine = reqwest::Client::new()
+        .post(format!("http://{}/internal/probe", cluster.addr(0)))
+        .headers(headers)
+        .header("x-hearsay-protocol", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(genuine.status(), 200);
+    let replayed: String = genuine
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-hearsay-"))
+        .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap()))
+        .collect();
+    assert!(replayed.contains("x-hearsay-signature"), "{replayed}");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let stranger = listener.local_addr().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));
-    let received = eavesdrop(listener, stop.clone());
+    let received = eavesdrop(listener, stop.clone(), replayed);
     cluster
         .http
         .change_view("PUT", cluster.addr(0), &stranger)
@@ -492,6 +524,14 @@ async fn a_stranger_receives_only_probes() {
     let member = &answer["members"].as_array().unwrap()[0];
     assert_eq!(member["address"], json!(stranger));
     assert_eq!(member["trusted"], json!(false));
+    let id1 = key_id(KEY1.as_bytes());
+    for (key_id, reason) in [("unknown", "unsigned"), (id1.as_str(), "bad_signature")] {
+        let name = format!(
+            "hearsay_internal_auth_failures_total{{direction=\"answer\",key_id=\"{key_id}\",reason=\"{reason}\"}}"
+        );
+        let count = cluster.http.metric(cluster.addr(0), &name).await;
+        assert!(count.unwrap_or(0.0) >= 1.0, "{name}: {count:?}");
+    }
 }
 
 /// Two replicas at protocol 2 and one at 1 (a release from before
