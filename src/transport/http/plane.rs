@@ -232,7 +232,11 @@ impl Plane {
             .peers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !peers.contains_key(address) && peers.len() >= MAX_PEERS {
+        // The common case, on every call: no allocation for the key.
+        if let Some(record) = peers.get_mut(address) {
+            return f(record);
+        }
+        if peers.len() >= MAX_PEERS {
             if let Some(any) = peers.keys().next().cloned() {
                 peers.remove(&any);
             }
@@ -344,4 +348,99 @@ pub fn list(versions: &[u32]) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyring::key_id;
+
+    const K1: &str = "first-key-of-16-bytes";
+    const K2: &str = "second-key-of-16-bytes";
+
+    fn plane(keyring: Option<Keyring>, mode: InternalAuth, protocol: u32) -> Plane {
+        Plane::new(keyring, None, mode, 30_000, protocol)
+    }
+
+    #[test]
+    fn the_version_used_is_the_highest_both_speak() {
+        let open = plane(None, InternalAuth::Required, 2);
+        assert_eq!(open.speaks(), vec![1, 2]);
+        assert_eq!(open.version_for("a"), 2, "until the peer has said");
+        open.heard_versions("a", vec![1]);
+        assert_eq!(open.version_for("a"), 1);
+        open.heard_versions("a", vec![1, 2, 3]);
+        assert_eq!(open.version_for("a"), 2);
+        let legacy = plane(None, InternalAuth::Required, 1);
+        assert_eq!(legacy.speaks(), vec![1]);
+        legacy.heard_versions("a", vec![1, 2]);
+        assert_eq!(legacy.version_for("a"), 1);
+        // With a key, never the unsigned version 1.
+        let keyed = plane(
+            Some(Keyring::new(&[K1]).unwrap()),
+            InternalAuth::Required,
+            2,
+        );
+        assert_eq!(keyed.speaks(), vec![2]);
+        keyed.heard_versions("a", vec![1]);
+        assert_eq!(keyed.version_for("a"), 2);
+        let transitional = plane(
+            Some(Keyring::new(&[K1]).unwrap()),
+            InternalAuth::Transitional,
+            2,
+        );
+        assert_eq!(transitional.speaks(), vec![1, 2]);
+        assert_eq!(transitional.mode_name(), "transitional");
+    }
+
+    #[test]
+    fn a_reload_installs_a_valid_file_whole_and_refuses_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        std::fs::write(&path, format!("{K1}\n")).unwrap();
+        let plane = Plane::new(
+            Some(Keyring::load(&path).unwrap()),
+            Some(path.clone()),
+            InternalAuth::Required,
+            30_000,
+            2,
+        );
+        let (id1, id2) = (key_id(K1.as_bytes()), key_id(K2.as_bytes()));
+        std::fs::write(&path, format!("{K2}\n{K1}\n")).unwrap();
+        assert_eq!(plane.reload().unwrap(), vec![id2.clone(), id1.clone()]);
+        assert_eq!(plane.keyring().unwrap().primary().id(), id2);
+        for bad in [
+            "# no key left\n".to_string(),
+            format!("{K2}\nshort\n"),
+            format!("{K2}\n{K2}\n"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(plane.reload().is_err());
+            assert_eq!(
+                plane.keyring().unwrap().ids(),
+                vec![id2.clone(), id1.clone()]
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(plane.reload().is_err(), "a missing file changes nothing");
+        assert_eq!(plane.keyring().unwrap().ids(), vec![id2, id1]);
+    }
+
+    #[test]
+    fn trust_follows_verification() {
+        let plane = plane(
+            Some(Keyring::new(&[K1]).unwrap()),
+            InternalAuth::Required,
+            2,
+        );
+        assert!(!plane.trusted("a"));
+        plane.verified("a", vec!["x".into()]);
+        assert!(plane.trusted("a"));
+        let shown = plane.peer_keys(["a".to_string(), "b".to_string()]);
+        assert_eq!(shown[0].announced, Some(vec!["x".to_string()]));
+        assert!(shown[0].trusted);
+        assert_eq!(shown[1].announced, None);
+        plane.distrust("a");
+        assert!(!plane.trusted("a"));
+    }
 }
