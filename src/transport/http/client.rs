@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::time::Instant;
@@ -72,12 +73,7 @@ struct Answer {
 impl Outgoing<'_> {
     /// Sends `body` to `/internal/<kind>` at `version`, signed when this
     /// replica has a key, and reads the (bounded) answer.
-    async fn send(
-        &self,
-        kind: &str,
-        version: u32,
-        body: Vec<u8>,
-    ) -> Result<Answer, TransportError> {
+    async fn send(&self, kind: &str, version: u32, body: Bytes) -> Result<Answer, TransportError> {
         let to = self.to;
         let path = format!("/internal/{kind}");
         let remaining = self.deadline.saturating_duration_since(Instant::now());
@@ -184,7 +180,7 @@ impl Outgoing<'_> {
 
     /// Sends the signed probe and returns once `to` has proved it holds a key.
     async fn probe(&self) -> Result<(), TransportError> {
-        let answer = self.send(PROBE_KIND, PROTOCOL_SIGNED, Vec::new()).await?;
+        let answer = self.send(PROBE_KIND, PROTOCOL_SIGNED, Bytes::new()).await?;
         self.verify(&answer)?;
         if answer.status != 200 || !self.plane.trusted(self.to) {
             return Err(TransportError::Refused(format!(
@@ -210,7 +206,8 @@ impl Transport for HttpTransport {
         let limit = self.max_response_bytes;
         let to = to.to_string();
         async move {
-            let body = body.map_err(|e| TransportError::Codec(e.to_string()))?;
+            // Shared, not copied, should the request go a second time.
+            let body = Bytes::from(body.map_err(|e| TransportError::Codec(e.to_string()))?);
             let keyring = plane.keyring();
             let out = Outgoing {
                 client: &client,
