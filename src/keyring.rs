@@ -101,9 +101,13 @@ impl Keyring {
                     len: secret.len(),
                 });
             }
-            // Bytes below 0x20 and DEL: what a stray newline, tab or
-            // terminal escape would add to a pasted key.
-            if secret.iter().any(|b| b.is_ascii_control()) {
+            // What a stray newline, tab or terminal escape would add to a
+            // pasted key: ASCII controls, and Unicode ones in UTF-8 text.
+            let control = match std::str::from_utf8(secret) {
+                Ok(text) => text.chars().any(char::is_control),
+                Err(_) => secret.iter().any(u8::is_ascii_control),
+            };
+            if control {
                 return Err(KeyringError::Control { position });
             }
             let id = key_id(secret);
@@ -207,6 +211,11 @@ mod tests {
             Keyring::new(&[format!("{A}\t")]).unwrap_err(),
             KeyringError::Control { position: 1 }
         );
+        assert_eq!(
+            Keyring::new(&[format!("{A}\u{9b}")]).unwrap_err(),
+            KeyringError::Control { position: 1 }
+        );
+        assert!(Keyring::new(&[format!("{A}-ключ")]).is_ok());
         let duplicate = Keyring::new(&[A, B, A]).unwrap_err();
         assert!(matches!(
             duplicate,
