@@ -19,6 +19,8 @@ use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::keyring::Keyring;
+
 const SECOND_MS: u64 = 1000;
 const HOUR_MS: u64 = 3600 * SECOND_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -54,6 +56,10 @@ pub const RANGES: &[(&str, u64, u64)] = &[
     ("max_open_connections", 1, 1_048_576),
     ("shutdown_grace_ms", 0, DAY_MS),
     ("worker_threads", 0, MAX_WORKER_THREADS),
+    // Replica clocks must agree within it; a second is the least any NTP
+    // setup gives, ten minutes the most a replay may be considered fresh.
+    ("signature_window_ms", SECOND_MS, 600 * SECOND_MS),
+    ("protocol_version", 1, 2),
 ];
 
 /// Every setting of a replica. Durations are milliseconds, sizes bytes.
@@ -117,13 +123,38 @@ pub struct Config {
     pub max_open_connections: usize,
     /// How long SIGTERM waits for hand-off to peers before exiting.
     pub shutdown_grace_ms: u64,
-    /// Shared secret required on `/internal/*` when set.
+    /// The cluster key: every `/internal/*` request and answer is signed
+    /// with it (HMAC-SHA-256); it never travels. 16..=256 bytes.
     pub cluster_key: Option<String>,
+    /// A keyring instead of one key: the first signs, any verifies
+    /// (comma-separated in env).
+    #[serde(deserialize_with = "address_list")]
+    pub cluster_keys: Vec<String>,
+    /// A keyring file instead: one key per line, `#` comments, the first
+    /// signs; read again on SIGHUP.
+    pub keyring_file: Option<PathBuf>,
+    /// `required` (the default with a key) or `transitional` (also accept
+    /// unsigned requests and answers, for moving a cluster onto a key).
+    pub internal_auth: Option<InternalAuth>,
+    /// How far a signed message's timestamp may be from this replica's
+    /// wall clock, either way.
+    pub signature_window_ms: u64,
+    /// The highest internal protocol version spoken: 2 (signed); 1 only
+    /// while upgrading a cluster from a release that spoke only version 1.
+    pub protocol_version: u32,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// Threads that run this replica's tasks; 0 picks automatically (see
     /// [`Config::effective_worker_threads`]).
     pub worker_threads: usize,
+}
+
+/// Whether unsigned internal messages are refused (with a key set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InternalAuth {
+    Required,
+    Transitional,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +190,11 @@ impl Default for Config {
             max_open_connections: 1024,
             shutdown_grace_ms: 1500,
             cluster_key: None,
+            cluster_keys: Vec::new(),
+            keyring_file: None,
+            internal_auth: None,
+            signature_window_ms: 30_000,
+            protocol_version: 2,
             log_format: LogFormat::Text,
             worker_threads: 0,
         }
@@ -190,6 +226,11 @@ pub const KEYS: &[&str] = &[
     "max_open_connections",
     "shutdown_grace_ms",
     "cluster_key",
+    "cluster_keys",
+    "keyring_file",
+    "internal_auth",
+    "signature_window_ms",
+    "protocol_version",
     "log_format",
     "worker_threads",
 ];
@@ -252,7 +293,8 @@ impl Loaded {
 }
 
 fn render_value(key: &str, value: &figment::value::Value) -> String {
-    if key == "cluster_key" {
+    let empty = matches!(value, figment::value::Value::Array(_, items) if items.is_empty());
+    if (key == "cluster_key" || key == "cluster_keys") && !empty {
         return "(set, hidden)".to_string();
     }
     match value {
@@ -416,8 +458,54 @@ impl Loaded {
         if c.max_value_bytes > c.max_body_bytes {
             return Err(self.fail("max_value_bytes", "must not exceed max_body_bytes"));
         }
-        if c.cluster_key.as_deref() == Some("") {
-            return Err(self.fail("cluster_key", "must not be empty when set"));
+        self.validate_keys()
+    }
+
+    /// At most one key source; its keys valid; the modes consistent.
+    fn validate_keys(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        let sources: Vec<&str> = [
+            ("cluster_key", c.cluster_key.is_some()),
+            ("cluster_keys", !c.cluster_keys.is_empty()),
+            ("keyring_file", c.keyring_file.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(key, _)| *key)
+        .collect();
+        if sources.len() > 1 {
+            return Err(self.fail(
+                sources[1],
+                &format!(
+                    "set only one of cluster_key, cluster_keys, keyring_file (also set: {})",
+                    sources[0]
+                ),
+            ));
+        }
+        let checked = match (&c.cluster_key, &c.keyring_file) {
+            (Some(key), _) => Keyring::new(&[key]).map_err(|e| ("cluster_key", e)),
+            (_, Some(path)) => Keyring::load(path).map_err(|e| ("keyring_file", e)),
+            _ if !c.cluster_keys.is_empty() => {
+                Keyring::new(&c.cluster_keys).map_err(|e| ("cluster_keys", e))
+            }
+            _ => {
+                if c.internal_auth.is_some() {
+                    return Err(self.fail(
+                        "internal_auth",
+                        "needs a key (cluster_key, cluster_keys or keyring_file)",
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        if let Err((key, why)) = checked {
+            return Err(self.fail(key, &why.to_string()));
+        }
+        if c.protocol_version < 2 {
+            return Err(self.fail(
+                "protocol_version",
+                "version 1 cannot be used with a key (it sent the key in clear); upgrade every replica to 2 first",
+            ));
         }
         Ok(())
     }
@@ -425,7 +513,7 @@ impl Loaded {
 
 impl Config {
     /// Every number in the configuration by key, for the range check.
-    fn numbers(&self) -> [(&'static str, u64); 20] {
+    fn numbers(&self) -> [(&'static str, u64); 22] {
         // usize is at most 64 bits on every supported target.
         let size = |n: usize| n as u64;
         [
@@ -449,7 +537,15 @@ impl Config {
             ("max_open_connections", size(self.max_open_connections)),
             ("shutdown_grace_ms", self.shutdown_grace_ms),
             ("worker_threads", size(self.worker_threads)),
+            ("signature_window_ms", self.signature_window_ms),
+            ("protocol_version", u64::from(self.protocol_version)),
         ]
+    }
+
+    /// How internal messages are authenticated: `internal_auth`, or
+    /// `required` when it is unset (it only matters with a key).
+    pub fn effective_internal_auth(&self) -> InternalAuth {
+        self.internal_auth.unwrap_or(InternalAuth::Required)
     }
 
     /// The address to bind.

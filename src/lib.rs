@@ -9,6 +9,7 @@
 //! * [`proto`] — replica-to-replica messages.
 //! * [`api`] — the public HTTP API and operator endpoints.
 //! * [`config`] — layered configuration with provenance.
+//! * [`keyring`] — cluster keys: validation, keyring files, key ids.
 //! * [`server`], [`cli`] — the binary's entry points; [`launcher`] — local
 //!   replicas as child processes (`hearsay cluster`, the e2e harness).
 //!
@@ -26,6 +27,7 @@ pub mod config;
 mod connections;
 #[warn(missing_docs)]
 pub mod core;
+pub mod keyring;
 pub mod launcher;
 pub mod node;
 #[warn(missing_docs)]

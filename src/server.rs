@@ -15,7 +15,7 @@ use crate::api;
 use crate::config::Config;
 use crate::connections;
 use crate::node::Node;
-use crate::transport::http::HttpTransport;
+use crate::transport::http::{HttpTransport, Plane};
 
 /// A fresh incarnation: milliseconds since the Unix epoch, so a restarted
 /// process (same address) always has a greater one than its earlier life.
@@ -39,22 +39,26 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     let incarnation = new_incarnation();
+    let plane = Arc::new(Plane::from_config(&config)?);
     let transport = Arc::new(HttpTransport::new(
-        config.cluster_key.clone(),
+        plane.clone(),
         config.max_internal_body_bytes(),
     ));
     let node = Node::new(config, transport, incarnation, rand::random());
+    let reloader = reload_keyring_on_sighup(plane.clone());
     let limits = connections::Limits::of(node.config());
     warn_if_descriptors_are_short(limits.max_open);
     let stop_accepting = CancellationToken::new();
     let (accepting, slots) = connections::spawn(
         listener,
-        api::app(node.clone()),
+        api::app(node.clone(), plane.clone()),
         limits,
         stop_accepting.clone(),
     );
     let threads = tokio::runtime::Handle::current().metrics().num_workers();
-    info!(address = %node.address(), %bind, incarnation, threads, view = ?node.config().view, "hearsay replica starting");
+    info!(address = %node.address(), %bind, incarnation, threads, view = ?node.config().view,
+        internal_auth = plane.mode_name(), keys = ?plane.keyring().map(|k| k.ids()),
+        protocol = plane.protocol(), "hearsay replica starting");
     let starter = {
         let node = node.clone();
         tokio::spawn(async move { node.start().await })
@@ -62,6 +66,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     shutdown.await;
     info!("shutting down: draining, handing off, leaving");
     starter.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     node.leave().await;
     // Stop accepting, close idle connections, and give requests in flight a
     // moment to be answered: every connection slot back means all are done.
@@ -96,6 +103,28 @@ fn warn_if_descriptors_are_short(max_open: usize) {
             "the descriptor limit (ulimit -n) is below max_open_connections + {OWN_DESCRIPTORS}"
         );
     }
+}
+
+/// Reads the keyring file again on every SIGHUP, for key rotation without a
+/// restart. A refused file leaves the keys in force (see [`Plane::reload`]).
+///
+/// The handler is installed before this returns, not when the task first
+/// runs: until it is, SIGHUP's default action would end the process, and a
+/// replica may already answer `/ready` by then.
+fn reload_keyring_on_sighup(plane: Arc<Plane>) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            warn!(%error, "cannot install a SIGHUP handler: keyring reloads need a restart");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let _ = plane.reload();
+        }
+    }))
 }
 
 /// Resolves on SIGTERM (docker stop) or SIGINT (Ctrl-C).

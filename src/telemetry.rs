@@ -19,6 +19,14 @@ pub mod names {
     pub const INTERNAL_MESSAGES: &str = "hearsay_internal_messages_total";
     pub const INTERNAL_BYTES: &str = "hearsay_internal_bytes_total";
     pub const INTERNAL_REFUSED: &str = "hearsay_internal_refused_total";
+    /// Signed internal messages that failed verification; labels
+    /// `direction` (`request`, `answer`), `key_id` (an installed id, else
+    /// `unknown`) and `reason`.
+    pub const INTERNAL_AUTH_FAILURES: &str = "hearsay_internal_auth_failures_total";
+    /// Unsigned messages accepted in transitional mode; label `direction`.
+    pub const INTERNAL_UNSIGNED: &str = "hearsay_internal_unsigned_accepted_total";
+    /// Keyring reloads (SIGHUP); label `outcome` (`installed`, `refused`).
+    pub const KEYRING_RELOADS: &str = "hearsay_keyring_reloads_total";
     pub const DELTA_VERSIONS_SENT: &str = "hearsay_delta_versions_sent_total";
     pub const DELTA_VERSIONS_RECEIVED: &str = "hearsay_delta_versions_received_total";
     /// Versions and admission records from peers refused as malformed or

@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use hearsay::transport::http::signing::signed_request_headers;
 use serde_json::{json, Value};
 use support::{wait_until, Body, Cluster};
 
@@ -343,8 +344,9 @@ async fn metrics_parse_and_move_with_traffic() {
 
 #[tokio::test]
 async fn the_cluster_key_guards_internal_endpoints() {
+    const KEY: &str = "s3cret-s3cret-s3cret";
     let cluster = Cluster::builder(2)
-        .env("HEARSAY_CLUSTER_KEY", "s3cret")
+        .env("HEARSAY_CLUSTER_KEY", KEY)
         .start()
         .await;
     let http = &cluster.http;
@@ -358,7 +360,7 @@ async fn the_cluster_key_guards_internal_endpoints() {
         .get_patiently(cluster.addr(1), "guarded", Duration::from_secs(5))
         .await
         .expect(200, None);
-    // Anyone else is refused.
+    // Anyone else is refused, the old clear-text header included.
     let refused = http
         .send(
             "POST",
@@ -367,23 +369,40 @@ async fn the_cluster_key_guards_internal_endpoints() {
             Body::typed(vec![0x80], "application/msgpack"),
         )
         .await;
-    refused.expect(401, None);
-    let with_key = reqwest::Client::new()
+    refused.expect(401, Some("Internal message is not signed"));
+    let clear = reqwest::Client::new()
         .post(format!("http://{}/internal/heartbeat", cluster.addr(0)))
-        .header("x-hearsay-cluster-key", "s3cret")
+        .header("x-hearsay-cluster-key", KEY)
         .body(vec![0xc1])
         .send()
         .await
         .unwrap();
     assert_eq!(
-        with_key.status(),
+        clear.status(),
+        401,
+        "the key in clear is no longer accepted"
+    );
+    // Signed with the key, a garbage message is a 400, not a 401.
+    let keyring = hearsay::keyring::Keyring::new(&[KEY]).unwrap();
+    let body = vec![0xc1];
+    let (headers, _) = signed_request_headers(&keyring, "/internal/heartbeat", 2, &body);
+    let signed = reqwest::Client::new()
+        .post(format!("http://{}/internal/heartbeat", cluster.addr(0)))
+        .headers(headers)
+        .header("x-hearsay-protocol", "2")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        signed.status(),
         400,
         "with the key, a garbage message is a 400, not a 401"
     );
     let refusals = http
         .metric(cluster.addr(0), "hearsay_internal_refused_total")
         .await;
-    assert!(refusals.unwrap_or(0.0) >= 1.0);
+    assert!(refusals.unwrap_or(0.0) >= 2.0);
 }
 
 #[tokio::test]

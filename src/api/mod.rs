@@ -37,6 +37,7 @@ use serde::Serialize;
 
 use crate::node::{Node, Unavailable};
 use crate::transport::http::server::internal;
+use crate::transport::http::Plane;
 
 pub use openapi::ApiDoc;
 
@@ -132,6 +133,14 @@ type ApiResult = Result<Response, ApiError>;
 #[derive(Clone)]
 pub struct AppState {
     pub node: Arc<Node>,
+    /// The internal plane's keys and peer records (`/internal`, `/keyring`).
+    pub plane: Arc<Plane>,
+}
+
+impl FromRef<AppState> for Arc<Plane> {
+    fn from_ref(state: &AppState) -> Self {
+        state.plane.clone()
+    }
 }
 
 /// Lets handlers that need only the node (the internal one) take it alone.
@@ -142,18 +151,18 @@ impl FromRef<AppState> for Arc<Node> {
 }
 
 /// The whole HTTP surface of one replica: the routes behind the [`edge`].
-pub fn app(node: Arc<Node>) -> edge::Edge<Router> {
+pub fn app(node: Arc<Node>, plane: Arc<Plane>) -> edge::Edge<Router> {
     let config = node.config();
     let edge = edge::EdgeLayer::new(
         config.max_connections,
         Duration::from_millis(config.request_timeout_ms),
     );
-    tower::Layer::layer(&edge, router(node))
+    tower::Layer::layer(&edge, router(node, plane))
 }
 
 /// The routes, without the edge (admission, time bound, metrics).
-pub fn router(node: Arc<Node>) -> Router {
-    let state = AppState { node };
+pub fn router(node: Arc<Node>, plane: Arc<Plane>) -> Router {
+    let state = AppState { node, plane };
     Router::new()
         .route(
             "/view",
@@ -171,6 +180,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(operator::health))
         .route("/ready", get(operator::ready))
         .route("/metrics", get(operator::metrics_text))
+        .route("/keyring", get(operator::keyring))
         .route("/openapi.json", get(openapi::openapi))
         .route("/internal/{kind}", post(internal))
         .fallback(no_route)

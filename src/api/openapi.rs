@@ -32,7 +32,8 @@ use crate::core::VClock;
         super::operator::get_members,
         super::operator::health,
         super::operator::ready,
-        super::operator::metrics_text
+        super::operator::metrics_text,
+        super::operator::keyring
     )
 )]
 pub struct ApiDoc;

@@ -1,5 +1,5 @@
-//! Operator endpoints: `/members`, `/health`, `/ready`, `/metrics`, and the
-//! answers they serialise.
+//! Operator endpoints: `/members`, `/health`, `/ready`, `/metrics`,
+//! `/keyring`, and the answers they serialise.
 //!
 //! The answer structs list their fields in alphabetical order: that is the
 //! order the earlier `json!` answers had, so the bytes on the wire did not
@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::node::MemberInfo;
 use crate::telemetry::{self, names};
+use crate::transport::http::plane::PeerKeys;
 
 /// One member as an operator sees it.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -75,6 +76,59 @@ pub(super) struct Health<'a> {
 pub(super) struct Ready {
     pub(super) ready: bool,
     pub(super) reason: &'static str,
+}
+
+/// One key this replica holds, by id (never the key).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct KeyId {
+    id: String,
+    /// The key that signs (the first); every key verifies.
+    primary: bool,
+}
+
+/// `GET /keyring`: this replica's key ids and, per member, the ids that
+/// member announced in its last verified message, so that an operator can
+/// see whether a rotation step has reached every member.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct KeyringAnswer {
+    /// `required`, `transitional`, or `off` (no key).
+    internal_auth: &'static str,
+    keys: Vec<KeyId>,
+    /// Every other member this replica knows.
+    members: Vec<PeerKeys>,
+    /// The highest internal protocol version this replica speaks.
+    protocol_version: u32,
+}
+
+#[utoipa::path(get, path = "/keyring", tag = "operator", responses((status = 200, body = KeyringAnswer)))]
+pub(super) async fn keyring(State(state): State<AppState>) -> Response {
+    let plane = &state.plane;
+    let keys = plane
+        .keyring()
+        .map(|ring| {
+            ring.ids()
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| KeyId {
+                    id,
+                    primary: i == 0,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let others = state
+        .node
+        .members()
+        .into_iter()
+        .filter(|m| !m.is_self)
+        .map(|m| m.address);
+    Json(KeyringAnswer {
+        internal_auth: plane.mode_name(),
+        keys,
+        members: plane.peer_keys(others),
+        protocol_version: plane.protocol(),
+    })
+    .into_response()
 }
 
 #[utoipa::path(get, path = "/members", tag = "operator", responses((status = 200, body = Members)))]

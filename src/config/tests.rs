@@ -24,6 +24,8 @@ fn every_key_is_listed() {
     let mut present: Vec<&str> = dict.keys().map(String::as_str).collect();
     present.push("listen");
     present.push("cluster_key");
+    present.push("keyring_file");
+    present.push("internal_auth");
     present.sort();
     present.dedup();
     assert_eq!(listed, present);
@@ -79,7 +81,8 @@ fn every_number_has_a_range_that_admits_its_default() {
         let numeric = key.ends_with("_ms")
             || key.ends_with("_bytes")
             || key.ends_with("_connections")
-            || key.ends_with("_threads");
+            || key.ends_with("_threads")
+            || *key == "protocol_version";
         assert_eq!(numeric, checked.contains(key), "{key}");
     }
     for ((key, value), (_, min, max)) in numbers.iter().zip(RANGES) {
@@ -211,6 +214,72 @@ fn unknown_keys_in_a_file_are_rejected() {
         .unwrap()
         .to_string();
         assert!(error.contains("gossip_intervall_ms"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn keys_are_validated_at_load_and_the_modes_must_fit_them() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+        let flags = |pairs: &[(&str, &str)]| Overrides {
+            file: None,
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let error = |pairs: &[(&str, &str)]| load(&flags(pairs)).err().unwrap().to_string();
+        const KEY: &str = "a-key-of-sixteen-bytes";
+        let loaded = load(&flags(&[("cluster_key", KEY)])).unwrap();
+        assert_eq!(
+            loaded.config.effective_internal_auth(),
+            InternalAuth::Required
+        );
+        let hidden = loaded.explain();
+        assert!(hidden.iter().all(|(_, value, _)| !value.contains(KEY)));
+
+        let short = error(&[("cluster_key", "s3cret")]);
+        assert!(
+            short.contains("cluster_key") && short.contains("16..=256"),
+            "{short}"
+        );
+        assert!(!short.contains("s3cret"), "the key is never shown: {short}");
+        let both = error(&[("cluster_key", KEY), ("cluster_keys", KEY)]);
+        assert!(both.contains("set only one"), "{both}");
+        let duplicate = error(&[("cluster_keys", &format!("{KEY},{KEY}"))]);
+        assert!(duplicate.contains("repeats"), "{duplicate}");
+        let keyless = error(&[("internal_auth", "transitional")]);
+        assert!(keyless.contains("needs a key"), "{keyless}");
+        let legacy = error(&[("cluster_key", KEY), ("protocol_version", "1")]);
+        assert!(
+            legacy.contains("protocol_version") && legacy.contains("in clear"),
+            "{legacy}"
+        );
+        assert!(load(&flags(&[("protocol_version", "1")])).is_ok());
+        let window = error(&[("signature_window_ms", "999")]);
+        assert!(window.contains("1000..=600000"), "{window}");
+
+        jail.create_file(
+            "keyring",
+            &format!("# primary first\n{KEY}\nanother-key-of-16-bytes\n"),
+        )?;
+        let loaded = load(&flags(&[
+            ("keyring_file", "keyring"),
+            ("internal_auth", "transitional"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            loaded.config.effective_internal_auth(),
+            InternalAuth::Transitional
+        );
+        jail.create_file("bad-keyring", "# nothing but comments\n")?;
+        let empty = error(&[("keyring_file", "bad-keyring")]);
+        assert!(
+            empty.contains("keyring_file") && empty.contains("no key"),
+            "{empty}"
+        );
         Ok(())
     });
 }

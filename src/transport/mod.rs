@@ -2,7 +2,7 @@
 //!
 //! [`Transport`] carries one request to one peer and brings back its answer.
 //! Production uses [`http::HttpTransport`] (HTTP + MessagePack on
-//! `/internal/...`); tests use [`memory::SimNetwork`], which serialises every
+//! `/internal/...`, signed when a cluster key is set); tests use [`memory::SimNetwork`], which serialises every
 //! message just the same and can drop, duplicate, delay, reorder and partition
 //! them, driven by a seeded RNG.
 

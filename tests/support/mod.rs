@@ -546,6 +546,8 @@ struct Replica {
     log: PathBuf,
     child: Option<Child>,
     lives: u32,
+    /// Settings for this replica only, after (so overriding) the cluster's.
+    settings: Vec<(String, String)>,
 }
 
 impl Replica {
@@ -643,6 +645,7 @@ impl ClusterBuilder {
                     log: dir.path().join(format!("replica-{i}.log")),
                     child: None,
                     lives: 0,
+                    settings: Vec::new(),
                 })
                 .collect();
             let mut cluster = Cluster {
@@ -741,13 +744,22 @@ impl Cluster {
         &self.replicas[index].log
     }
 
+    /// A setting for replica `index` only, from its next start on (later
+    /// calls override earlier ones and the cluster's settings).
+    pub fn set_for(&mut self, index: usize, key: &str, value: impl Display) {
+        self.replicas[index]
+            .settings
+            .push((key.to_string(), value.to_string()));
+    }
+
     /// Spawns replica `index` (again) with its `VIEW` (by default every
     /// replica's address), its output appended to its log file.
     pub fn spawn(&mut self, index: usize) {
-        let settings = self.settings.clone();
+        let mut settings = self.settings.clone();
         let env = self.env.clone();
         let descriptor_limit = self.descriptor_limit;
         let replica = &mut self.replicas[index];
+        settings.extend(replica.settings.iter().cloned());
         assert!(
             replica.child.is_none(),
             "{} is already running",
