@@ -119,6 +119,9 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Shared secret required on `/internal/*` when set.
     pub cluster_key: Option<String>,
+    /// Operator token: when set, `PUT` and `DELETE /view` need
+    /// `Authorization: Bearer <token>` (at least [`MIN_ADMIN_TOKEN_BYTES`]).
+    pub admin_token: Option<String>,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// Threads that run this replica's tasks; 0 picks automatically (see
@@ -159,11 +162,15 @@ impl Default for Config {
             max_open_connections: 1024,
             shutdown_grace_ms: 1500,
             cluster_key: None,
+            admin_token: None,
             log_format: LogFormat::Text,
             worker_threads: 0,
         }
     }
 }
+
+/// The shortest operator token accepted (`admin_token`).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// The keys of [`Config`], in declaration order.
 pub const KEYS: &[&str] = &[
@@ -190,6 +197,7 @@ pub const KEYS: &[&str] = &[
     "max_open_connections",
     "shutdown_grace_ms",
     "cluster_key",
+    "admin_token",
     "log_format",
     "worker_threads",
 ];
@@ -252,7 +260,7 @@ impl Loaded {
 }
 
 fn render_value(key: &str, value: &figment::value::Value) -> String {
-    if key == "cluster_key" {
+    if key == "cluster_key" || key == "admin_token" {
         return "(set, hidden)".to_string();
     }
     match value {
@@ -330,7 +338,8 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
         }
         ConfigError(text.trim_end().to_string())
     })?;
-    let loaded = Loaded { config, figment };
+    let mut loaded = Loaded { config, figment };
+    loaded.canonicalise_addresses()?;
     loaded.validate()?;
     Ok(loaded)
 }
@@ -369,6 +378,33 @@ impl Loaded {
             .map(|m| describe_source(m, key))
             .unwrap_or_else(|| "built-in default".to_string());
         ConfigError(format!("invalid setting `{key}` from {source}: {why}"))
+    }
+
+    /// Puts `socket_address` and every `view` entry in the one spelling
+    /// replicas use to name each other ([`crate::core::address`]); an
+    /// unusable address (`0.0.0.0`, port 0, multicast, not `IP:PORT`) stops
+    /// start-up naming the setting.
+    fn canonicalise_addresses(&mut self) -> Result<(), ConfigError> {
+        use crate::core::address::canonical;
+        if !self.config.socket_address.is_empty() {
+            match canonical(&self.config.socket_address) {
+                Ok(address) => self.config.socket_address = address,
+                Err(why) => {
+                    let why = format!("expected IP:PORT where replicas reach this one: {why}");
+                    return Err(self.fail("socket_address", &why));
+                }
+            }
+        }
+        let mut view = Vec::with_capacity(self.config.view.len());
+        for entry in &self.config.view {
+            match canonical(entry) {
+                Ok(address) if !view.contains(&address) => view.push(address),
+                Ok(_) => {}
+                Err(why) => return Err(self.fail("view", &format!("`{entry}`: {why}"))),
+            }
+        }
+        self.config.view = view;
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -418,6 +454,13 @@ impl Loaded {
         }
         if c.cluster_key.as_deref() == Some("") {
             return Err(self.fail("cluster_key", "must not be empty when set"));
+        }
+        if c.admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
+        {
+            let why = format!("must be at least {MIN_ADMIN_TOKEN_BYTES} bytes when set");
+            return Err(self.fail("admin_token", &why));
         }
         Ok(())
     }

@@ -96,10 +96,7 @@ async fn a_heartbeat_from_a_life_far_in_the_future_is_refused() {
 
 #[tokio::test]
 async fn a_forged_guarantee_about_the_receivers_own_life_hides_none_of_its_writes() {
-    let cluster = Cluster::builder(2)
-        .set("causal_wait_ms", 100)
-        .start()
-        .await;
+    let cluster = Cluster::builder(2).set("causal_wait_ms", 100).start().await;
     let (a, b) = (cluster.addr(0), cluster.addr(1));
     let a_life = cluster.http.own_incarnation(a).await;
     let b_life = cluster.http.own_incarnation(b).await;
@@ -126,19 +123,23 @@ async fn a_forged_guarantee_about_the_receivers_own_life_hides_none_of_its_write
     // a must never claim those writes, nor pass the claim on to b: a client
     // that says it has seen them is held (503), not served.
     let claimed = json!({ format!("{a}@{a_life}"): 1000 });
-    holds_throughout(Duration::from_millis(1500), Duration::from_millis(100), || {
-        let (http, claimed) = (&cluster.http, claimed.clone());
-        async move {
-            for addr in [a, b] {
-                let body = Body::Json(json!({ "causal-metadata": claimed }));
-                let reply = http.kv("GET", addr, "k", body).await;
-                if reply.status != 503 {
-                    return Err(format!("{addr} claims a's forged writes: {reply:?}"));
+    holds_throughout(
+        Duration::from_millis(1500),
+        Duration::from_millis(100),
+        || {
+            let (http, claimed) = (&cluster.http, claimed.clone());
+            async move {
+                for addr in [a, b] {
+                    let body = Body::Json(json!({ "causal-metadata": claimed }));
+                    let reply = http.kv("GET", addr, "k", body).await;
+                    if reply.status != 503 {
+                        return Err(format!("{addr} claims a's forged writes: {reply:?}"));
+                    }
                 }
+                Ok(())
             }
-            Ok(())
-        }
-    })
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     // And a's next write reaches b.
@@ -193,7 +194,13 @@ async fn junk_pulls_and_heartbeats_leave_the_member_table_small() {
 async fn a_view_change_names_a_usable_address_and_knows_its_own_aliases() {
     let cluster = Cluster::start(2).await;
     let (a, b) = (cluster.addr(0), cluster.addr(1));
-    for junk in ["0.0.0.0:0", "0.0.0.0:8090", "127.0.0.1:0", "[::]:8090", "224.0.0.1:80"] {
+    for junk in [
+        "0.0.0.0:0",
+        "0.0.0.0:8090",
+        "127.0.0.1:0",
+        "[::]:8090",
+        "224.0.0.1:80",
+    ] {
         let reply = cluster.http.change_view("PUT", a, junk).await;
         assert_eq!(reply.status, 400, "PUT /view {junk}: {reply:?}");
     }
@@ -259,9 +266,7 @@ async fn an_operator_removes_a_dead_admitted_member_and_nobody_probes_it() {
         let addr = cluster.addr(i).to_string();
         let dead = dead.clone();
         async move {
-            http.send("GET", &addr, "/members", Body::None)
-                .await
-                .json["members"]
+            http.send("GET", &addr, "/members", Body::None).await.json["members"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -269,13 +274,17 @@ async fn an_operator_removes_a_dead_admitted_member_and_nobody_probes_it() {
                 .all(|m| m["admitted"] == false && m["in_view"] == false)
         }
     };
-    holds_throughout(Duration::from_millis(1000), Duration::from_millis(100), || async {
-        if probes(0).await && probes(1).await {
-            Ok(())
-        } else {
-            Err("the removed member is admitted or in a view again".to_string())
-        }
-    })
+    holds_throughout(
+        Duration::from_millis(1000),
+        Duration::from_millis(100),
+        || async {
+            if probes(0).await && probes(1).await {
+                Ok(())
+            } else {
+                Err("the removed member is admitted or in a view again".to_string())
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -311,7 +320,11 @@ async fn the_operator_token_guards_view_changes_only() {
         assert!(answer.status().is_success(), "{method} with the token");
     }
     assert_eq!(
-        cluster.http.send("GET", a, "/view", Body::None).await.status,
+        cluster
+            .http
+            .send("GET", a, "/view", Body::None)
+            .await
+            .status,
         200
     );
 }

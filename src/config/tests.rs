@@ -24,6 +24,7 @@ fn every_key_is_listed() {
     let mut present: Vec<&str> = dict.keys().map(String::as_str).collect();
     present.push("listen");
     present.push("cluster_key");
+    present.push("admin_token");
     present.sort();
     present.dedup();
     assert_eq!(listed, present);

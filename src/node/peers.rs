@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
-use super::{lock, Node};
+use std::sync::atomic::Ordering;
+
+use super::{lock, Node, MAX_VERIFICATIONS};
 use crate::core::membership::LivenessChange;
 use crate::core::{Heard, Liveness, Refusal};
 use crate::proto::{Hello, Request, Response};
@@ -80,7 +82,14 @@ impl Node {
 
     /// Takes in a peer's digest: liveness, admissions, clock. Refuses a
     /// digest from a life older than one known.
-    pub(super) fn observe(self: &Arc<Self>, hello: &Hello) -> Result<(), Refusal> {
+    ///
+    /// `direct` says this replica reached the sender at its address itself
+    /// (the digest answers our heartbeat or join). A digest that arrives as
+    /// a request from an address that is not a member proves nothing — any
+    /// address can be named — so it is not taken in: this replica calls the
+    /// address back instead (at most [`MAX_VERIFICATIONS`] at once), and the
+    /// answer, if one comes, is taken in as heard directly.
+    pub(super) fn observe(self: &Arc<Self>, hello: &Hello, direct: bool) -> Result<(), Refusal> {
         let now = self.now_ms();
         let life = crate::core::Life {
             address: hello.address.clone(),
@@ -88,8 +97,27 @@ impl Node {
         };
         let (behind, heard, admissions) = {
             let mut replica = self.replica();
-            replica.meet_cluster(hello.cluster, &hello.clock)?;
-            let heard = replica.hear_process(&life, Some(hello.process), now)?;
+            let member = replica.members.member(&hello.address);
+            if member.is_none() && !direct {
+                drop(replica);
+                self.verify(hello.address.clone());
+                return Ok(());
+            }
+            // Evidence for taking the sender's cluster identity: it is an
+            // admitted member here, or we reached it ourselves and it holds
+            // a decision admitting us (an operator added us there, or it
+            // took our join).
+            let vouched = member.is_some_and(|m| m.admission.admitted)
+                || (direct
+                    && hello
+                        .admissions
+                        .iter()
+                        .any(|r| r.address == self.address && r.admitted && r.version > 0));
+            replica.meet_cluster(hello.cluster, &hello.clock, vouched)?;
+            let heard = replica.hear_process(&life, Some(hello.process), direct, now)?;
+            if heard == Heard::Unknown {
+                return Ok(());
+            }
             let merged = replica.members.merge_admissions(&hello.admissions, now);
             if merged.refused > 0 {
                 metrics::counter!(names::PEER_DATA_REFUSED, "what" => "admission")
@@ -157,12 +185,34 @@ impl Node {
             .call(&peer, request, self.heartbeat_timeout())
             .await
         {
-            Ok(Response::Hello(hello)) if hello.address == peer => {
-                let _ = self.observe(&hello);
-            }
-            Ok(Response::Refused(refusal)) => self.refused(&refusal),
-            _ => {}
+            Ok(answer) => match self.screen(answer) {
+                Some(Response::Hello(hello)) if hello.address == peer => {
+                    let _ = self.observe(&hello, true);
+                }
+                Some(Response::Refused(refusal)) => self.refused(&refusal),
+                _ => {}
+            },
+            Err(_) => {}
         }
+    }
+
+    /// Calls back an address that sent a digest without being a member
+    /// (see `observe`), unless [`MAX_VERIFICATIONS`] call-backs are already
+    /// under way.
+    fn verify(self: &Arc<Self>, peer: String) {
+        let claimed = self
+            .verifying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_VERIFICATIONS).then_some(n + 1)
+            });
+        if claimed.is_err() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.heartbeat(peer).await;
+            node.verifying.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     fn spawn_heartbeats(self: &Arc<Self>, peers: Vec<String>) {

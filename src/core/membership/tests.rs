@@ -77,7 +77,7 @@ fn old_incarnations_are_ignored_and_restarts_reset_known_clock() {
 fn left_is_final_for_that_incarnation_only() {
     let mut m = table();
     m.heard_from("b", 1, 0);
-    assert!(m.mark_left("b", 1).is_some());
+    assert!(m.mark_left("b", 1, None).is_some());
     assert_eq!(m.view(), vec!["a", "c"]);
     m.heard_from("b", 1, 100);
     assert_eq!(
@@ -234,7 +234,7 @@ fn every_class_of_member_has_a_rule_in_the_stability_frontier() {
     m.heard_from("d", 1, 100);
     assert_eq!(m.stability_frontier(&mine, 100).get(&o), 3);
     // d left (handed off and said goodbye): no longer counted.
-    m.mark_left("d", 1);
+    m.mark_left("d", 1, None);
     assert_eq!(m.stability_frontier(&mine, 100).get(&o), 5);
     // c dead, within the grace period and then past it.
     m.heard_from("b", 1, 5_000);
