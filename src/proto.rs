@@ -270,6 +270,93 @@ mod tests {
         assert_eq!(decode::<Request>(&bytes).unwrap(), request);
     }
 
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn hello(address: &str, incarnation: u64) -> Hello {
+        Hello {
+            address: address.into(),
+            incarnation,
+            process: 1,
+            clock: VClock::new(),
+            cluster: 0,
+            admissions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn messages_naming_unusable_addresses_or_future_lives_are_invalid() {
+        let far = NOW + crate::core::checks::MAX_INCARNATION_LEAD_MS + 1;
+        assert!(Request::Heartbeat(hello("127.0.0.1:1", NOW))
+            .check(NOW)
+            .is_ok());
+        for bad in [
+            Request::Heartbeat(hello("0.0.0.0:1", 1)),
+            Request::Join(hello("[::ffff:127.0.0.1]:1", 1)),
+            Request::Heartbeat(hello("127.0.0.1:1", far)),
+            Request::Leave {
+                address: "127.0.0.1:1".into(),
+                incarnation: u64::MAX,
+                process: None,
+            },
+        ] {
+            assert!(bad.check(NOW).is_err(), "{bad:?}");
+        }
+        let mut foreign = hello("127.0.0.1:1", 1);
+        foreign.clock = VClock::from_pairs([(Origin::new("127.0.0.1:2", far), 1)]);
+        assert!(Request::Heartbeat(foreign).check(NOW).is_err());
+        let refusal = Response::Refused(Refusal::StaleSender { known: far });
+        assert!(refusal.check(NOW).is_err());
+        let refusal = Response::Refused(Refusal::StaleSender { known: NOW });
+        assert!(refusal.check(NOW).is_ok());
+    }
+
+    #[test]
+    fn a_push_guarantees_no_more_than_the_senders_clock() {
+        let origin = Origin::new("127.0.0.1:2", 1);
+        let push = |own: u64, claimed: u64| {
+            Request::Push(PushRequest {
+                from: Life {
+                    address: "127.0.0.1:2".into(),
+                    incarnation: 1,
+                },
+                to: 1,
+                clock: VClock::from_pairs([(origin.clone(), own)]),
+                entries: Vec::new(),
+                completion: Some(PushCompletion {
+                    covers: Covers {
+                        clock: VClock::from_pairs([(origin.clone(), claimed)]),
+                        lamport: 1,
+                        horizon: VClock::new(),
+                    },
+                    basis: VClock::new(),
+                }),
+            })
+        };
+        assert!(push(3, 3).check(NOW).is_ok());
+        assert!(push(3, 4).check(NOW).is_err());
+    }
+
+    #[test]
+    fn a_leave_from_an_older_build_still_decodes() {
+        #[derive(Serialize)]
+        enum Old {
+            Leave { address: String, incarnation: u64 },
+        }
+        let bytes = rmp_serde::to_vec_named(&Old::Leave {
+            address: "127.0.0.1:1".into(),
+            incarnation: 3,
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<Request>(&bytes).unwrap(),
+            Request::Leave {
+                address: "127.0.0.1:1".into(),
+                incarnation: 3,
+                process: None,
+            }
+        );
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bytes in [&b""[..], b"\xff\xff", b"\x81\xa4Push\xc0", b"\x92\x01"] {
