@@ -382,7 +382,8 @@ impl Membership {
         if address == self.me {
             return Heard::Stale;
         }
-        if !self.members.contains_key(address) && !(may_add && self.has_room()) {
+        let addable = may_add && self.has_room();
+        if !(self.members.contains_key(address) || addable) {
             return Heard::Unknown;
         }
         let member = self.members.entry(address.to_string()).or_insert_with(|| {

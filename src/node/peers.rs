@@ -180,19 +180,16 @@ impl Node {
             return;
         };
         let request = Request::Heartbeat(self.hello());
-        match self
+        let answer = self
             .transport
             .call(&peer, request, self.heartbeat_timeout())
-            .await
-        {
-            Ok(answer) => match self.screen(answer) {
-                Some(Response::Hello(hello)) if hello.address == peer => {
-                    let _ = self.observe(&hello, true);
-                }
-                Some(Response::Refused(refusal)) => self.refused(&refusal),
-                _ => {}
-            },
-            Err(_) => {}
+            .await;
+        match answer.ok().and_then(|answer| self.screen(answer)) {
+            Some(Response::Hello(hello)) if hello.address == peer => {
+                let _ = self.observe(&hello, true);
+            }
+            Some(Response::Refused(refusal)) => self.refused(&refusal),
+            _ => {}
         }
     }
 
