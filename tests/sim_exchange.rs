@@ -433,7 +433,7 @@ fn a_forger_changes_no_view_grows_no_table_and_hides_no_write() {
 
     for seed in seeds(900, 8) {
         run_seeded(seed, |seed| async move {
-            let mut cluster = Cluster::start(3, seed).await;
+            let cluster = Cluster::start(3, seed).await;
             let all = cluster.addresses.clone();
             let forger = cluster.net.endpoint("127.0.9.1:7000");
             let far = std::time::SystemTime::now()
