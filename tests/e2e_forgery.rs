@@ -157,7 +157,7 @@ async fn a_forged_guarantee_about_the_receivers_own_life_hides_none_of_its_write
 }
 
 #[tokio::test]
-async fn junk_pulls_and_heartbeats_leave_the_member_table_small() {
+async fn junk_pulls_heartbeats_and_joins_leave_the_member_table_small() {
     let cluster = Cluster::start(1).await;
     let a = cluster.addr(0);
     for i in 0..100u16 {
@@ -181,6 +181,10 @@ async fn junk_pulls_and_heartbeats_leave_the_member_table_small() {
             version: 0,
         }];
         send(a, &Request::Heartbeat(beat)).await;
+        // A join is an announcement, but naming an address proves nothing:
+        // nothing answers there, so nothing is admitted.
+        let junk = format!("127.0.0.1:{}", 4000 + i);
+        send(a, &Request::Join(hello(&junk, 1))).await;
     }
     let members = cluster.http.members(a).await;
     assert!(

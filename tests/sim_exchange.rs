@@ -484,7 +484,8 @@ fn a_forger_changes_no_view_grows_no_table_and_hides_no_write() {
                     },
                     1 => Request::Heartbeat(hello(&victim, [u64::MAX, far, far][pick])),
                     2 => Request::Heartbeat(hello(&junk, 1)),
-                    3 => Request::Join(hello(&victim, far)),
+                    3 if pick == 0 => Request::Join(hello(&victim, far)),
+                    3 => Request::Join(hello(&junk, 1)),
                     4 => Request::Pull(PullRequest {
                         from: Life {
                             address: junk.clone(),

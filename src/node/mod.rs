@@ -528,19 +528,66 @@ impl Node {
     /// to it but run by another process, is refused, and the joiner goes
     /// above it and asks again. (The same process may have been heard from
     /// already: its probes and answers can arrive before its join.)
+    ///
+    /// A join from an address that is not a member yet proves nothing by
+    /// itself (anyone can name any address): it is answered, and the address
+    /// is admitted once it answers a call-back there as the same process
+    /// (`verify_join`). A starting replica serves its internal endpoint
+    /// before it joins, so a real one does.
     fn handle_join(self: &Arc<Self>, hello: &Hello) -> Response {
+        if self.replica().members.member(&hello.address).is_none() {
+            self.verify_join(hello.address.clone(), hello.process);
+            return Response::Hello(self.hello());
+        }
+        self.admit_joiner(hello, false)
+    }
+
+    /// Admits a joiner (a member already, or verified at its address) and
+    /// takes in its digest; refuses a stale life.
+    fn admit_joiner(self: &Arc<Self>, hello: &Hello, direct: bool) -> Response {
         let now = self.now_ms();
         let change = self.replica().members.admit(&hello.address, now);
         if change == ViewChange::Added {
             info!(member = %hello.address, "view change: replica announced itself");
             metrics::counter!(names::VIEW_CHANGES, "change" => "joined").increment(1);
         }
-        if let Err(refusal) = self.observe(hello, false) {
+        if let Err(refusal) = self.observe(hello, direct) {
             return Response::Refused(refusal);
         }
         if change == ViewChange::Added {
             self.spawn_heartbeats_to_all();
         }
         Response::Hello(self.hello())
+    }
+
+    /// Calls back an address that asked to join without being a member, and
+    /// admits it if the same process answers there (at most
+    /// [`MAX_VERIFICATIONS`] call-backs at once; a join beyond is answered
+    /// but not taken, and the joiner's next contact tries again).
+    fn verify_join(self: &Arc<Self>, address: String, process: u64) {
+        let claimed = self
+            .verifying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_VERIFICATIONS).then_some(n + 1)
+            });
+        if claimed.is_err() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let request = Request::Heartbeat(node.hello());
+            let answer = node
+                .transport
+                .call(&address, request, node.heartbeat_timeout())
+                .await
+                .ok()
+                .and_then(|answer| node.screen(answer));
+            if let Some(Response::Hello(hello)) = answer {
+                if hello.address == address && hello.process == process {
+                    node.admit_joiner(&hello, true);
+                }
+            }
+            node.verifying.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
