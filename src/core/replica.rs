@@ -48,7 +48,7 @@
 
 use std::collections::HashSet;
 
-use super::clock::{Dot, Origin, VClock};
+use super::clock::{Dot, Origin, VClock, MAX_CLOCK_ENTRIES};
 use super::exchange::{Covers, Refusal};
 use super::membership::{Membership, Timing};
 use super::store::{Applied, JsonText, Key, Store, Version};
@@ -200,7 +200,7 @@ impl Replica {
     /// that two empty replicas agree.
     ///
     /// Adopting needs evidence, `vouched`: the sender is admitted here, or
-    /// this replica reached it itself and it holds a decision admitting this
+    /// this replica reached it at its address itself and it admits this
     /// replica (the shell decides; see `Node::observe`). Without it an empty
     /// replica neither adopts nor merges: a forged digest with an empty clock
     /// and a small identity would otherwise move it to a foreign cluster,
@@ -423,9 +423,10 @@ impl Replica {
     ///
     /// What can be checked without per-replica keys: no life of *this*
     /// address beyond what this replica itself made (nobody knows more of
-    /// our writes than we do), and no life of another address newer than
-    /// the one this replica knows there (its writes reach us with its
-    /// heartbeats soon enough). A claim about a known life of another
+    /// our writes than we do), no life of an address that is not a member,
+    /// no life of another address newer than the one this replica knows
+    /// there (its writes reach us with its heartbeats soon enough), and no
+    /// growth of the clock beyond what peers can read. A claim about a known life of another
     /// replica cannot be checked (see ARCHITECTURE.md, "Input from peers").
     fn plausible_covers(&self, covers: &Covers) -> bool {
         self.plausible_lamport(covers.lamport)
@@ -434,20 +435,34 @@ impl Replica {
             && self.knowable_clock(&covers.clock)
     }
 
-    /// Whether every entry of `clock` is about a life this replica knows to
-    /// exist, and about this replica's own lives no more than it made.
+    /// Whether every entry of `clock` is about a life of a member this
+    /// replica knows, no newer than the life it knows there, and about this
+    /// replica's own lives no more than it made; and whether adopting it
+    /// keeps this replica's clock within [`MAX_CLOCK_ENTRIES`] (beyond it,
+    /// peers could not read our clock any more).
+    ///
+    /// Every replica that writes was admitted somewhere, and admission
+    /// records reach every member with the next heartbeat: an address
+    /// missing from the table is a transient race at worst, and at best a
+    /// forgery that would grow every clock it reaches.
     fn knowable_clock(&self, clock: &VClock) -> bool {
-        clock.iter().all(|(origin, seq)| {
+        let mut new_entries = 0;
+        let knowable = clock.iter().all(|(origin, seq)| {
+            if self.clock.get(origin) == 0 {
+                new_entries += 1;
+            }
             let address = origin.address();
-            let incarnation = origin.incarnation();
             if address == self.address {
                 return self.own_entry_knowable(origin, *seq);
             }
-            match self.members.member(address).and_then(|m| m.incarnation) {
-                Some(known) => incarnation <= known,
-                None => true,
+            match self.members.member(address) {
+                Some(member) => member
+                    .incarnation
+                    .is_none_or(|known| origin.incarnation() <= known),
+                None => false,
             }
-        })
+        });
+        knowable && self.clock.len() + new_entries <= MAX_CLOCK_ENTRIES
     }
 
     /// Whether a version from the network stays within the counter bounds

@@ -104,15 +104,15 @@ impl Node {
                 return Ok(());
             }
             // Evidence for taking the sender's cluster identity: it is an
-            // admitted member here, or we reached it ourselves and it holds
-            // a decision admitting us (an operator added us there, or it
-            // took our join).
+            // admitted member here, or we reached it at its address ourselves
+            // and it admits us (an operator added us there, it took our
+            // join, or we are in its `VIEW`).
             let vouched = member.is_some_and(|m| m.admission.admitted)
                 || (direct
                     && hello
                         .admissions
                         .iter()
-                        .any(|r| r.address == self.address && r.admitted && r.version > 0));
+                        .any(|r| r.address == self.address && r.admitted));
             replica.meet_cluster(hello.cluster, &hello.clock, vouched)?;
             let heard = replica.hear_process(&life, Some(hello.process), direct, now)?;
             if heard == Heard::Unknown {

@@ -479,6 +479,7 @@ fn a_guarantee_claiming_our_own_writes_or_an_unknown_newer_life_is_not_adopted()
         covers(Origin::new("r0", 5), 2),
         covers(Origin::new("r0", 6), 1),
         covers(Origin::new("r1", 8), 1),
+        covers(Origin::new("r7", 1), 1),
     ] {
         a.complete_transfer(&forged);
         assert_eq!(a.clock(), &VClock::from_pairs([(Origin::new("r0", 5), 1)]));
@@ -486,6 +487,17 @@ fn a_guarantee_claiming_our_own_writes_or_an_unknown_newer_life_is_not_adopted()
     // What can be known is adopted: our own past, known lives of others.
     a.complete_transfer(&covers(Origin::new("r1", 7), 9));
     a.complete_transfer(&covers(Origin::new("r0", 4), 3));
+    assert_eq!(a.clock().len(), 3);
+    // No guarantee grows the clock beyond what peers can read.
+    let many = Covers {
+        clock: VClock::from_pairs(
+            (1..=crate::core::clock::MAX_CLOCK_ENTRIES as u64).map(|i| (Origin::new("r1", i), 1)),
+        ),
+        lamport: 1,
+        horizon: VClock::new(),
+    };
+    a.members.heard_from("r1", 1 << 20, 0);
+    a.complete_transfer(&many);
     assert_eq!(a.clock().len(), 3);
     // A version "of ours" that we never wrote is refused.
     let mut forged = foreign("y", "r0", 2, 2);
