@@ -549,3 +549,43 @@ fn a_forger_changes_no_view_grows_no_table_and_hides_no_write() {
         });
     }
 }
+
+/// A replica reached under another address (another local IP: the same
+/// process answers there) is the replica itself: adding that address at it
+/// or at a peer admits no new member, and every view stays as it was.
+#[test]
+fn an_operator_adding_another_name_of_a_replica_adds_no_member() {
+    for seed in seeds(950, 4) {
+        run_seeded(seed, |seed| async move {
+            let cluster = Cluster::start(2, seed).await;
+            let (a, b) = (address(0), address(1));
+            let alias = "127.0.2.1:7000".to_string();
+            let node = cluster.node(&a).clone();
+            cluster.net.register(
+                &alias,
+                std::sync::Arc::new(move |request| node.handle(request)),
+            );
+            let at_self = cluster.node(&a).view_add(&alias).await;
+            if at_self != ViewChange::AlreadyPresent {
+                return Err(format!("adding an alias of a at a: {at_self:?}"));
+            }
+            let at_peer = cluster.node(&b).view_add(&alias).await;
+            if at_peer != ViewChange::AlreadyPresent {
+                return Err(format!("adding an alias of a at b: {at_peer:?}"));
+            }
+            for addr in [&a, &b] {
+                let members = cluster.node(addr).members().len();
+                if members != 2 {
+                    return Err(format!("{addr} tracks {members} members"));
+                }
+            }
+            sim::sleep_ms(500).await;
+            for addr in [&a, &b] {
+                if cluster.view_of(addr) != cluster.addresses {
+                    return Err(format!("{addr} lists {:?}", cluster.view_of(addr)));
+                }
+            }
+            Ok("an alias of a replica is that replica".to_string())
+        });
+    }
+}

@@ -381,40 +381,44 @@ impl Node {
     /// ([`ViewChange::OtherCluster`]) rather than merged; one that does not
     /// answer is admitted and probed until it does.
     pub async fn view_add(self: &Arc<Self>, address: &str) -> ViewChange {
-        if address != self.address {
-            let request = Request::Heartbeat(self.hello());
-            let answer = self
-                .transport
-                .call(address, request, self.heartbeat_timeout())
-                .await
-                .ok()
-                .and_then(|answer| self.screen(answer));
-            match answer {
-                // Our own process answered: the address is another name of
-                // this replica (another local IP), not a member.
-                Some(Response::Hello(hello)) if hello.process == self.process => {
-                    return self.view_add_self();
-                }
-                Some(Response::Refused(Refusal::OtherCluster { .. })) => {
-                    return ViewChange::OtherCluster
-                }
-                Some(Response::Hello(hello)) if hello.address == address => {
-                    let compatible = self
-                        .replica()
-                        .meet_cluster(hello.cluster, &hello.clock, true);
-                    if compatible.is_err() {
-                        return ViewChange::OtherCluster;
-                    }
-                }
-                _ => {}
-            }
-        } else {
+        if address == self.address {
             return self.view_add_self();
         }
+        let request = Request::Heartbeat(self.hello());
+        let answer = self
+            .transport
+            .call(address, request, self.heartbeat_timeout())
+            .await
+            .ok()
+            .and_then(|answer| self.screen(answer));
+        // The replica that answers names itself: an address that is another
+        // name of a replica (another local IP) adds that replica, under the
+        // one address it goes by, not a second member that never answers
+        // as itself.
+        let mut target = address.to_string();
+        match answer {
+            // Our own process answered: this replica, under another name.
+            Some(Response::Hello(hello)) if hello.process == self.process => {
+                return self.view_add_self();
+            }
+            Some(Response::Refused(Refusal::OtherCluster { .. })) => {
+                return ViewChange::OtherCluster
+            }
+            Some(Response::Hello(hello)) => {
+                let compatible = self
+                    .replica()
+                    .meet_cluster(hello.cluster, &hello.clock, true);
+                if compatible.is_err() {
+                    return ViewChange::OtherCluster;
+                }
+                target = hello.address;
+            }
+            _ => {}
+        }
         let now = self.now_ms();
-        let change = self.replica().members.admit(address, now);
+        let change = self.replica().members.admit(&target, now);
         if change == ViewChange::Added {
-            info!(member = address, "view change: added by request");
+            info!(member = %target, "view change: added by request");
             metrics::counter!(names::VIEW_CHANGES, "change" => "added").increment(1);
             self.spawn_heartbeats_to_all();
         }
