@@ -589,3 +589,43 @@ fn an_operator_adding_another_name_of_a_replica_adds_no_member() {
         });
     }
 }
+
+/// A forged refusal naming a life of our address far in the future (or the
+/// largest one) must not push this replica's incarnation there: an answer
+/// to our heartbeats from an address an operator added, which claims to
+/// know `u64::MAX` or a life days ahead.
+#[test]
+fn a_forged_refusal_naming_a_future_life_moves_no_incarnation() {
+    use hearsay::core::Refusal;
+    use hearsay::proto::Response;
+
+    for seed in seeds(970, 4) {
+        run_seeded(seed, |seed| async move {
+            let cluster = Cluster::start(2, seed).await;
+            let a = address(0);
+            let far = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                + 2 * 24 * 3600 * 1000;
+            for (i, known) in [u64::MAX, far].into_iter().enumerate() {
+                let liar = format!("127.0.3.{}:7000", i + 1);
+                cluster.net.register(
+                    &liar,
+                    std::sync::Arc::new(move |_| Response::Refused(Refusal::StaleSender { known })),
+                );
+                cluster.node(&a).view_add(&liar).await;
+            }
+            let before = cluster.node(&a).incarnation();
+            sim::sleep_ms(2000).await;
+            let after = cluster.node(&a).incarnation();
+            if after != before {
+                return Err(format!("incarnation moved from {before} to {after}"));
+            }
+            if cluster.view_of(&a) != cluster.addresses {
+                return Err(format!("a lists {:?}", cluster.view_of(&a)));
+            }
+            Ok("forged refusals ignored".to_string())
+        });
+    }
+}
