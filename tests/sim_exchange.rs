@@ -629,3 +629,40 @@ fn a_forged_refusal_naming_a_future_life_moves_no_incarnation() {
         });
     }
 }
+
+/// A forged digest from an address that is not a member, with an empty
+/// clock and the smallest cluster identity (and a made-up decision
+/// admitting the receiver), does not move an empty replica to that cluster.
+#[test]
+fn a_forged_digest_does_not_move_an_empty_replica_to_another_cluster() {
+    use hearsay::core::Admission;
+    use hearsay::proto::{Hello, Request};
+
+    for seed in seeds(980, 4) {
+        run_seeded(seed, |seed| async move {
+            let cluster = Cluster::start(1, seed).await;
+            let a = address(0);
+            let ours = cluster.node(&a).inspect(|r| r.cluster());
+            let forger = cluster.net.endpoint("127.0.9.2:7000");
+            let hello = Hello {
+                address: "127.0.9.2:7000".into(),
+                incarnation: 1,
+                process: 7,
+                clock: VClock::new(),
+                cluster: 0,
+                admissions: vec![Admission {
+                    address: a.clone(),
+                    admitted: true,
+                    version: 9,
+                }],
+            };
+            let _ = forger.call(&a, Request::Heartbeat(hello), ms(100)).await;
+            sim::sleep_ms(500).await;
+            let now = cluster.node(&a).inspect(|r| r.cluster());
+            if now != ours {
+                return Err(format!("cluster moved from {ours:016x} to {now:016x}"));
+            }
+            Ok("cluster identity kept".to_string())
+        });
+    }
+}
