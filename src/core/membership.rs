@@ -30,6 +30,13 @@
 //! run out anyway, new decisions are refused ([`ViewChange::CounterExhausted`])
 //! rather than wrap.
 //!
+//! The table is bounded: at most [`MAX_MEMBERS`] entries. A request from an
+//! address that is not a member adds nothing (anyone can name any address;
+//! only contact this replica made itself, or an admission decision, adds
+//! one), senders no decision ever admitted are forgotten once dead past the
+//! grace period, and when the table is full new addresses are refused while
+//! decisions already taken stay.
+//!
 //! Pure: time is a millisecond count passed in by the caller.
 
 use std::collections::BTreeMap;

@@ -9,7 +9,10 @@
 //! moves bytes and runs timers.
 //!
 //! * `mod.rs` (here) — the node, client operations with causal waits, view
-//!   operations, and the dispatch of requests from peers.
+//!   operations, and the dispatch of requests from peers: every request and
+//!   every answer passes [`crate::proto::Request::check`] /
+//!   [`crate::proto::Response::check`] first, and an address that is not a
+//!   member is taken in only once it answers a call-back there.
 //! * `peers` — per-peer records, heartbeats and the failure-detector tick.
 //! * `exchange` — pulls, pushes and gossip rounds, driving the core's
 //!   [`crate::core::Pull`] and [`crate::core::Push`] state machines.
@@ -522,6 +525,16 @@ impl Node {
         }
     }
 
+    /// Takes one of the [`MAX_VERIFICATIONS`] call-back slots; the caller
+    /// gives it back (`verifying -= 1`) when its call-back ends.
+    fn claim_verification(&self) -> bool {
+        self.verifying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_VERIFICATIONS).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// Whether a digest is this very process's own.
     fn is_me(&self, hello: &Hello) -> bool {
         hello.address == self.address && hello.process == self.process
@@ -569,12 +582,7 @@ impl Node {
     /// [`MAX_VERIFICATIONS`] call-backs at once; a join beyond is answered
     /// but not taken, and the joiner's next contact tries again).
     fn verify_join(self: &Arc<Self>, address: String, process: u64) {
-        let claimed = self
-            .verifying
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_VERIFICATIONS).then_some(n + 1)
-            });
-        if claimed.is_err() {
+        if !self.claim_verification() {
             return;
         }
         let node = self.clone();

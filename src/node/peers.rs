@@ -9,11 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, info};
-
 use std::sync::atomic::Ordering;
 
-use super::{lock, Node, MAX_VERIFICATIONS};
+use tracing::{debug, info};
+
+use super::{lock, Node};
 use crate::core::membership::LivenessChange;
 use crate::core::{Heard, Liveness, Refusal};
 use crate::proto::{Hello, Request, Response};
@@ -87,7 +87,7 @@ impl Node {
     /// (the digest answers our heartbeat or join). A digest that arrives as
     /// a request from an address that is not a member proves nothing — any
     /// address can be named — so it is not taken in: this replica calls the
-    /// address back instead (at most [`MAX_VERIFICATIONS`] at once), and the
+    /// address back instead (at most `MAX_VERIFICATIONS` at once), and the
     /// answer, if one comes, is taken in as heard directly.
     pub(super) fn observe(self: &Arc<Self>, hello: &Hello, direct: bool) -> Result<(), Refusal> {
         let now = self.now_ms();
@@ -194,15 +194,9 @@ impl Node {
     }
 
     /// Calls back an address that sent a digest without being a member
-    /// (see `observe`), unless [`MAX_VERIFICATIONS`] call-backs are already
-    /// under way.
+    /// (see `observe`), unless too many call-backs are already under way.
     fn verify(self: &Arc<Self>, peer: String) {
-        let claimed = self
-            .verifying
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_VERIFICATIONS).then_some(n + 1)
-            });
-        if claimed.is_err() {
+        if !self.claim_verification() {
             return;
         }
         let node = self.clone();
