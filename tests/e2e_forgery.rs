@@ -331,4 +331,28 @@ async fn the_operator_token_guards_view_changes_only() {
             .status,
         200
     );
+
+    // The command-line client sends the token from HEARSAY_ADMIN_TOKEN.
+    let cli = |token: Option<&str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hearsay"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HEARSAY_") {
+                command.env_remove(key);
+            }
+        }
+        if let Some(token) = token {
+            command.env("HEARSAY_ADMIN_TOKEN", token);
+        }
+        command.args(["view", "add", "127.0.0.1:9", "--addr", a, "--no-metadata"]);
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), command.output())
+                .await
+                .expect("the client finished in time")
+                .expect("the client runs")
+                .status
+                .code()
+        }
+    };
+    assert_eq!(cli(None).await, Some(6), "refused without the token");
+    assert_eq!(cli(Some(token)).await, Some(0), "taken with the token");
 }
