@@ -139,6 +139,11 @@ pub async fn run(args: ClientArgs, operation: Operation) -> anyhow::Result<ExitC
             .delete(format!("{base}/view"))
             .json(&json!({ "socket-address": address })),
     };
+    // The operator token, as the replica reads it from the same variable.
+    let request = match std::env::var("HEARSAY_ADMIN_TOKEN") {
+        Ok(token) if !token.is_empty() => request.bearer_auth(token),
+        _ => request,
+    };
     let response = match request.send().await {
         Ok(response) => response,
         Err(error) => {

@@ -142,6 +142,9 @@ pub struct Config {
     /// The highest internal protocol version spoken: 2 (signed); 1 only
     /// while upgrading a cluster from a release that spoke only version 1.
     pub protocol_version: u32,
+    /// Operator token: when set, `PUT` and `DELETE /view` need
+    /// `Authorization: Bearer <token>` (at least [`MIN_ADMIN_TOKEN_BYTES`]).
+    pub admin_token: Option<String>,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// Threads that run this replica's tasks; 0 picks automatically (see
@@ -195,11 +198,15 @@ impl Default for Config {
             internal_auth: None,
             signature_window_ms: 30_000,
             protocol_version: 2,
+            admin_token: None,
             log_format: LogFormat::Text,
             worker_threads: 0,
         }
     }
 }
+
+/// The shortest operator token accepted (`admin_token`).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// The keys of [`Config`], in declaration order.
 pub const KEYS: &[&str] = &[
@@ -231,6 +238,7 @@ pub const KEYS: &[&str] = &[
     "internal_auth",
     "signature_window_ms",
     "protocol_version",
+    "admin_token",
     "log_format",
     "worker_threads",
 ];
@@ -294,7 +302,7 @@ impl Loaded {
 
 fn render_value(key: &str, value: &figment::value::Value) -> String {
     let empty = matches!(value, figment::value::Value::Array(_, items) if items.is_empty());
-    if (key == "cluster_key" || key == "cluster_keys") && !empty {
+    if (key == "cluster_key" || key == "cluster_keys" || key == "admin_token") && !empty {
         return "(set, hidden)".to_string();
     }
     match value {
@@ -372,7 +380,8 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
         }
         ConfigError(text.trim_end().to_string())
     })?;
-    let loaded = Loaded { config, figment };
+    let mut loaded = Loaded { config, figment };
+    loaded.canonicalise_addresses()?;
     loaded.validate()?;
     Ok(loaded)
 }
@@ -411,6 +420,33 @@ impl Loaded {
             .map(|m| describe_source(m, key))
             .unwrap_or_else(|| "built-in default".to_string());
         ConfigError(format!("invalid setting `{key}` from {source}: {why}"))
+    }
+
+    /// Puts `socket_address` and every `view` entry in the one spelling
+    /// replicas use to name each other ([`crate::core::address`]); an
+    /// unusable address (`0.0.0.0`, port 0, multicast, not `IP:PORT`) stops
+    /// start-up naming the setting.
+    fn canonicalise_addresses(&mut self) -> Result<(), ConfigError> {
+        use crate::core::address::canonical;
+        if !self.config.socket_address.is_empty() {
+            match canonical(&self.config.socket_address) {
+                Ok(address) => self.config.socket_address = address,
+                Err(why) => {
+                    let why = format!("expected IP:PORT where replicas reach this one: {why}");
+                    return Err(self.fail("socket_address", &why));
+                }
+            }
+        }
+        let mut view = Vec::with_capacity(self.config.view.len());
+        for entry in &self.config.view {
+            match canonical(entry) {
+                Ok(address) if !view.contains(&address) => view.push(address),
+                Ok(_) => {}
+                Err(why) => return Err(self.fail("view", &format!("`{entry}`: {why}"))),
+            }
+        }
+        self.config.view = view;
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -457,6 +493,13 @@ impl Loaded {
         }
         if c.max_value_bytes > c.max_body_bytes {
             return Err(self.fail("max_value_bytes", "must not exceed max_body_bytes"));
+        }
+        if c.admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_BYTES)
+        {
+            let why = format!("must be at least {MIN_ADMIN_TOKEN_BYTES} bytes when set");
+            return Err(self.fail("admin_token", &why));
         }
         self.validate_keys()
     }

@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Admission, PullChunk, PullRequest, PushRequest, Refusal, VClock, Version};
+use crate::core::checks::{self, Invalid};
+use crate::core::{
+    Admission, Covers, Life, PullChunk, PullRequest, PushRequest, Refusal, VClock, Version,
+};
 
 /// Who is speaking, and what it holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +46,10 @@ pub enum Request {
         address: String,
         /// The life that is leaving.
         incarnation: u64,
+        /// The process running that life (as in its digests); absent from
+        /// replicas built before it was added.
+        #[serde(default)]
+        process: Option<u64>,
     },
 }
 
@@ -71,6 +78,101 @@ pub enum Response {
     /// The receiver would not take the request (a stale sender, or a message
     /// meant for another life of the receiver).
     Refused(Refusal),
+    /// The request failed the checks every message must pass
+    /// ([`crate::core::checks`]): nothing in it was taken in.
+    Invalid {
+        /// What was wrong, for the sender's log.
+        reason: String,
+    },
+}
+
+impl Hello {
+    /// The checks of [`crate::core::checks`] on a digest.
+    pub fn check(&self, now_wall_ms: u64) -> Result<(), Invalid> {
+        checks::life("the sender", &self.address, self.incarnation, now_wall_ms)?;
+        checks::clock("the sender's clock", &self.clock, now_wall_ms)?;
+        checks::admissions(&self.admissions)
+    }
+}
+
+fn check_life(what: &'static str, life: &Life, now_wall_ms: u64) -> Result<(), Invalid> {
+    checks::life(what, &life.address, life.incarnation, now_wall_ms)
+}
+
+/// A guarantee claims no more than the sender's `clock` in the same message
+/// (it is that clock: see [`crate::core::Replica::guarantee`]), and a
+/// horizon never exceeds the clock of the replica holding it.
+fn check_covers(covers: &Covers, clock: &VClock, now_wall_ms: u64) -> Result<(), Invalid> {
+    checks::clock("a guarantee", &covers.clock, now_wall_ms)?;
+    checks::clock("a horizon", &covers.horizon, now_wall_ms)?;
+    if !clock.covers(&covers.clock) {
+        return Err(Invalid::Overclaim(
+            "a guarantee claims more than the sender's own clock",
+        ));
+    }
+    if !covers.clock.covers(&covers.horizon) {
+        return Err(Invalid::Overclaim("a horizon above the sender's clock"));
+    }
+    Ok(())
+}
+
+impl Request {
+    /// The checks of [`crate::core::checks`], and a push's guarantee bounded
+    /// by the sender's clock: a request that fails is refused whole.
+    pub fn check(&self, now_wall_ms: u64) -> Result<(), Invalid> {
+        match self {
+            Request::Heartbeat(hello) | Request::Join(hello) => hello.check(now_wall_ms),
+            Request::Pull(pull) => {
+                check_life("the sender", &pull.from, now_wall_ms)?;
+                checks::clock("the sender's clock", &pull.clock, now_wall_ms)
+            }
+            Request::Push(push) => {
+                check_life("the sender", &push.from, now_wall_ms)?;
+                checks::clock("the sender's clock", &push.clock, now_wall_ms)?;
+                checks::versions(&push.entries, now_wall_ms)?;
+                if let Some(completion) = &push.completion {
+                    check_covers(&completion.covers, &push.clock, now_wall_ms)?;
+                    checks::clock("a basis", &completion.basis, now_wall_ms)?;
+                }
+                Ok(())
+            }
+            Request::Leave {
+                address,
+                incarnation,
+                ..
+            } => checks::life("the leaving life", address, *incarnation, now_wall_ms),
+        }
+    }
+}
+
+impl Response {
+    /// The checks of [`crate::core::checks`] on an answer; a refusal naming
+    /// a life far in the future is invalid too (following it would push
+    /// this replica's incarnation there).
+    pub fn check(&self, now_wall_ms: u64) -> Result<(), Invalid> {
+        match self {
+            Response::Hello(hello) => hello.check(now_wall_ms),
+            Response::Chunk(chunk) => {
+                check_life("the sender", &chunk.from, now_wall_ms)?;
+                checks::versions(&chunk.entries, now_wall_ms)?;
+                check_covers(&chunk.covers, &chunk.covers.clock, now_wall_ms)
+            }
+            Response::Refused(Refusal::StaleSender { known }) => {
+                if checks::plausible_incarnation(*known, now_wall_ms) {
+                    Ok(())
+                } else {
+                    Err(Invalid::FutureLife {
+                        what: "a refusal",
+                        incarnation: *known,
+                    })
+                }
+            }
+            Response::Refused(Refusal::WrongReceiver { life }) => {
+                check_life("a refusal", life, now_wall_ms)
+            }
+            Response::Refused(_) | Response::Ack | Response::Invalid { .. } => Ok(()),
+        }
+    }
 }
 
 /// Encoding errors (a bad message from the network is refused, never trusted).
@@ -166,6 +268,93 @@ mod tests {
         });
         let bytes = encode(&request).unwrap();
         assert_eq!(decode::<Request>(&bytes).unwrap(), request);
+    }
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn hello(address: &str, incarnation: u64) -> Hello {
+        Hello {
+            address: address.into(),
+            incarnation,
+            process: 1,
+            clock: VClock::new(),
+            cluster: 0,
+            admissions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn messages_naming_unusable_addresses_or_future_lives_are_invalid() {
+        let far = NOW + crate::core::checks::MAX_INCARNATION_LEAD_MS + 1;
+        assert!(Request::Heartbeat(hello("127.0.0.1:1", NOW))
+            .check(NOW)
+            .is_ok());
+        for bad in [
+            Request::Heartbeat(hello("0.0.0.0:1", 1)),
+            Request::Join(hello("[::ffff:127.0.0.1]:1", 1)),
+            Request::Heartbeat(hello("127.0.0.1:1", far)),
+            Request::Leave {
+                address: "127.0.0.1:1".into(),
+                incarnation: u64::MAX,
+                process: None,
+            },
+        ] {
+            assert!(bad.check(NOW).is_err(), "{bad:?}");
+        }
+        let mut foreign = hello("127.0.0.1:1", 1);
+        foreign.clock = VClock::from_pairs([(Origin::new("127.0.0.1:2", far), 1)]);
+        assert!(Request::Heartbeat(foreign).check(NOW).is_err());
+        let refusal = Response::Refused(Refusal::StaleSender { known: far });
+        assert!(refusal.check(NOW).is_err());
+        let refusal = Response::Refused(Refusal::StaleSender { known: NOW });
+        assert!(refusal.check(NOW).is_ok());
+    }
+
+    #[test]
+    fn a_push_guarantees_no_more_than_the_senders_clock() {
+        let origin = Origin::new("127.0.0.1:2", 1);
+        let push = |own: u64, claimed: u64| {
+            Request::Push(PushRequest {
+                from: Life {
+                    address: "127.0.0.1:2".into(),
+                    incarnation: 1,
+                },
+                to: 1,
+                clock: VClock::from_pairs([(origin.clone(), own)]),
+                entries: Vec::new(),
+                completion: Some(PushCompletion {
+                    covers: Covers {
+                        clock: VClock::from_pairs([(origin.clone(), claimed)]),
+                        lamport: 1,
+                        horizon: VClock::new(),
+                    },
+                    basis: VClock::new(),
+                }),
+            })
+        };
+        assert!(push(3, 3).check(NOW).is_ok());
+        assert!(push(3, 4).check(NOW).is_err());
+    }
+
+    #[test]
+    fn a_leave_from_an_older_build_still_decodes() {
+        #[derive(Serialize)]
+        enum Old {
+            Leave { address: String, incarnation: u64 },
+        }
+        let bytes = rmp_serde::to_vec_named(&Old::Leave {
+            address: "127.0.0.1:1".into(),
+            incarnation: 3,
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<Request>(&bytes).unwrap(),
+            Request::Leave {
+                address: "127.0.0.1:1".into(),
+                incarnation: 3,
+                process: None,
+            }
+        );
     }
 
     #[test]

@@ -417,3 +417,252 @@ fn operator_removals_and_additions_during_partitions_keep_replicas_sound() {
         });
     }
 }
+
+/// A forger on the network (no cluster key) sends, among the replicas'
+/// real traffic, leaves and heartbeats from lives that do not exist (far in
+/// the future, or not the one known), digests and pulls from junk
+/// addresses, and pushes whose guarantee claims the receiver's own writes
+/// or a life far in the future. No view loses a member, no table grows, and
+/// every write is served everywhere.
+#[test]
+fn a_forger_changes_no_view_grows_no_table_and_hides_no_write() {
+    use hearsay::core::{
+        Admission, Covers, Life, Origin, PullRequest, PushCompletion, PushRequest,
+    };
+    use hearsay::proto::{Hello, Request};
+
+    for seed in seeds(900, 8) {
+        run_seeded(seed, |seed| async move {
+            let cluster = Cluster::start(3, seed).await;
+            let all = cluster.addresses.clone();
+            let forger = cluster.net.endpoint("127.0.9.1:7000");
+            let far = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                + 2 * 24 * 3600 * 1000;
+            let mut ledger = Ledger::default();
+            let mut writes = Vec::new();
+            let mut x = seed;
+            let mut next = move |n: u64| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (x >> 33) % n
+            };
+            for step in 0..200u64 {
+                let target = all[next(3) as usize].clone();
+                let victim = all[next(3) as usize].clone();
+                let (target_life, victim_life) = (
+                    cluster.node(&target).incarnation(),
+                    cluster.node(&victim).incarnation(),
+                );
+                let junk = format!("127.0.8.{}:{}", 1 + next(200), 1 + next(60000));
+                let process = next(u64::MAX);
+                let hello = |address: &str, incarnation| Hello {
+                    address: address.to_string(),
+                    incarnation,
+                    process,
+                    clock: VClock::new(),
+                    cluster: 0,
+                    admissions: vec![Admission {
+                        address: address.to_string(),
+                        admitted: true,
+                        version: 0,
+                    }],
+                };
+                let claim = VClock::from_pairs([
+                    (Origin::new(&target, target_life), 1_000_000),
+                    (Origin::new(&victim, far), 5),
+                ]);
+                let pick = next(3) as usize;
+                let forged = match next(6) {
+                    0 => Request::Leave {
+                        address: victim.clone(),
+                        incarnation: [u64::MAX, far, victim_life + 1][pick],
+                        process: None,
+                    },
+                    1 => Request::Heartbeat(hello(&victim, [u64::MAX, far, far][pick])),
+                    2 => Request::Heartbeat(hello(&junk, 1)),
+                    3 if pick == 0 => Request::Join(hello(&victim, far)),
+                    3 => Request::Join(hello(&junk, 1)),
+                    4 => Request::Pull(PullRequest {
+                        from: Life {
+                            address: junk.clone(),
+                            incarnation: 1,
+                        },
+                        to: None,
+                        clock: VClock::new(),
+                        snapshot: false,
+                        cursor: None,
+                    }),
+                    _ => Request::Push(PushRequest {
+                        from: Life {
+                            address: victim.clone(),
+                            incarnation: victim_life,
+                        },
+                        to: target_life,
+                        clock: claim.clone(),
+                        entries: Vec::new(),
+                        completion: Some(PushCompletion {
+                            covers: Covers {
+                                clock: claim,
+                                lamport: 1,
+                                horizon: VClock::new(),
+                            },
+                            basis: VClock::new(),
+                        }),
+                    }),
+                };
+                let _ = forger.call(&target, forged, ms(100)).await;
+                if step % 20 == 0 {
+                    let at = all[next(3) as usize].clone();
+                    let key = format!("k{step}");
+                    writes.push((
+                        key.clone(),
+                        "1".to_string(),
+                        put(&cluster, &at, &key, "1").await?,
+                    ));
+                }
+                ledger.observe(&cluster);
+                cluster.check_reflection(&ledger)?;
+                cluster.check_invariants()?;
+                for addr in &all {
+                    if cluster.view_of(addr) != all {
+                        return Err(format!(
+                            "step {step}: {addr} lists {:?}",
+                            cluster.view_of(addr)
+                        ));
+                    }
+                    let members = cluster.node(addr).members().len();
+                    if members > all.len() {
+                        return Err(format!("step {step}: {addr} tracks {members} members"));
+                    }
+                }
+                sim::sleep_ms(10).await;
+            }
+            let took =
+                every_write_served_everywhere(&cluster, &mut ledger, &writes, ms(5000)).await?;
+            Ok(format!(
+                "every write served everywhere {took:?} after the forgeries"
+            ))
+        });
+    }
+}
+
+/// A replica reached under another address (another local IP: the same
+/// process answers there) is the replica itself: adding that address at it
+/// or at a peer admits no new member, and every view stays as it was.
+#[test]
+fn an_operator_adding_another_name_of_a_replica_adds_no_member() {
+    for seed in seeds(950, 4) {
+        run_seeded(seed, |seed| async move {
+            let cluster = Cluster::start(2, seed).await;
+            let (a, b) = (address(0), address(1));
+            let alias = "127.0.2.1:7000".to_string();
+            let node = cluster.node(&a).clone();
+            cluster.net.register(
+                &alias,
+                std::sync::Arc::new(move |request| node.handle(request)),
+            );
+            let at_self = cluster.node(&a).view_add(&alias).await;
+            if at_self != ViewChange::AlreadyPresent {
+                return Err(format!("adding an alias of a at a: {at_self:?}"));
+            }
+            let at_peer = cluster.node(&b).view_add(&alias).await;
+            if at_peer != ViewChange::AlreadyPresent {
+                return Err(format!("adding an alias of a at b: {at_peer:?}"));
+            }
+            for addr in [&a, &b] {
+                let members = cluster.node(addr).members().len();
+                if members != 2 {
+                    return Err(format!("{addr} tracks {members} members"));
+                }
+            }
+            sim::sleep_ms(500).await;
+            for addr in [&a, &b] {
+                if cluster.view_of(addr) != cluster.addresses {
+                    return Err(format!("{addr} lists {:?}", cluster.view_of(addr)));
+                }
+            }
+            Ok("an alias of a replica is that replica".to_string())
+        });
+    }
+}
+
+/// A forged refusal naming a life of our address far in the future (or the
+/// largest one) must not push this replica's incarnation there: an answer
+/// to our heartbeats from an address an operator added, which claims to
+/// know `u64::MAX` or a life days ahead.
+#[test]
+fn a_forged_refusal_naming_a_future_life_moves_no_incarnation() {
+    use hearsay::core::Refusal;
+    use hearsay::proto::Response;
+
+    for seed in seeds(970, 4) {
+        run_seeded(seed, |seed| async move {
+            let cluster = Cluster::start(2, seed).await;
+            let a = address(0);
+            let far = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                + 2 * 24 * 3600 * 1000;
+            for (i, known) in [u64::MAX, far].into_iter().enumerate() {
+                let liar = format!("127.0.3.{}:7000", i + 1);
+                cluster.net.register(
+                    &liar,
+                    std::sync::Arc::new(move |_| Response::Refused(Refusal::StaleSender { known })),
+                );
+                cluster.node(&a).view_add(&liar).await;
+            }
+            let before = cluster.node(&a).incarnation();
+            sim::sleep_ms(2000).await;
+            let after = cluster.node(&a).incarnation();
+            if after != before {
+                return Err(format!("incarnation moved from {before} to {after}"));
+            }
+            if cluster.view_of(&a) != cluster.addresses {
+                return Err(format!("a lists {:?}", cluster.view_of(&a)));
+            }
+            Ok("forged refusals ignored".to_string())
+        });
+    }
+}
+
+/// A forged digest from an address that is not a member, with an empty
+/// clock and the smallest cluster identity (and a made-up decision
+/// admitting the receiver), does not move an empty replica to that cluster.
+#[test]
+fn a_forged_digest_does_not_move_an_empty_replica_to_another_cluster() {
+    use hearsay::core::Admission;
+    use hearsay::proto::{Hello, Request};
+
+    for seed in seeds(980, 4) {
+        run_seeded(seed, |seed| async move {
+            let cluster = Cluster::start(1, seed).await;
+            let a = address(0);
+            let ours = cluster.node(&a).inspect(|r| r.cluster());
+            let forger = cluster.net.endpoint("127.0.9.2:7000");
+            let hello = Hello {
+                address: "127.0.9.2:7000".into(),
+                incarnation: 1,
+                process: 7,
+                clock: VClock::new(),
+                cluster: 0,
+                admissions: vec![Admission {
+                    address: a.clone(),
+                    admitted: true,
+                    version: 9,
+                }],
+            };
+            let _ = forger.call(&a, Request::Heartbeat(hello), ms(100)).await;
+            sim::sleep_ms(500).await;
+            let now = cluster.node(&a).inspect(|r| r.cluster());
+            if now != ours {
+                return Err(format!("cluster moved from {ours:016x} to {now:016x}"));
+            }
+            Ok("cluster identity kept".to_string())
+        });
+    }
+}

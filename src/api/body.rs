@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{
     ApiError, ERR_BAD_METADATA, ERR_BAD_SOCKET_ADDRESS, ERR_BODY_INVALID, ERR_BODY_NOT_JSON,
     ERR_BODY_NOT_OBJECT, ERR_BODY_UNREADABLE, ERR_KEY_MISSING, ERR_KEY_NOT_UTF8, ERR_KEY_TOO_LONG,
-    ERR_NO_SOCKET_ADDRESS, MAX_KEY_CHARS,
+    ERR_NO_SOCKET_ADDRESS, ERR_UNUSABLE_SOCKET_ADDRESS, MAX_KEY_CHARS,
 };
 use crate::core::VClock;
 
@@ -173,7 +173,8 @@ pub(super) struct ViewChangeRequest {
     socket_address: String,
 }
 
-/// The `socket-address` of a view request body, checked to be `IP:PORT`.
+/// The `socket-address` of a view request body, checked to be a usable
+/// `IP:PORT` and put in its canonical spelling ([`crate::core::address`]).
 pub(super) fn parse_view_target(bytes: &[u8]) -> Result<String, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|error| ApiError::bad_request(format!("{ERR_BODY_NOT_JSON}: {error}")))?;
@@ -183,10 +184,12 @@ pub(super) fn parse_view_target(bytes: &[u8]) -> Result<String, ApiError> {
     // Absent, or not a string: either way the client did not say which.
     let ViewChangeRequest { socket_address } =
         serde_json::from_value(value).map_err(|_| ApiError::bad_request(ERR_NO_SOCKET_ADDRESS))?;
-    if socket_address.parse::<std::net::SocketAddr>().is_err() {
-        return Err(ApiError::bad_request(ERR_BAD_SOCKET_ADDRESS));
+    use crate::core::address::{canonical, AddressError};
+    match canonical(&socket_address) {
+        Ok(address) => Ok(address),
+        Err(AddressError::NotIpPort) => Err(ApiError::bad_request(ERR_BAD_SOCKET_ADDRESS)),
+        Err(_) => Err(ApiError::bad_request(ERR_UNUSABLE_SOCKET_ADDRESS)),
     }
-    Ok(socket_address)
 }
 
 #[cfg(test)]
@@ -257,5 +260,11 @@ mod tests {
             message(br#"{"socket-address": "replica-1"}"#),
             ERR_BAD_SOCKET_ADDRESS
         );
+        for unusable in ["0.0.0.0:0", "[::]:8090", "127.0.0.1:0", "224.0.0.1:80"] {
+            let body = format!(r#"{{"socket-address": "{unusable}"}}"#);
+            assert_eq!(message(body.as_bytes()), ERR_UNUSABLE_SOCKET_ADDRESS);
+        }
+        let alias = parse_view_target(br#"{"socket-address": "[::ffff:10.0.0.1]:8090"}"#);
+        assert_eq!(alias.unwrap(), "10.0.0.1:8090");
     }
 }

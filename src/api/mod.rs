@@ -63,6 +63,13 @@ pub const ERR_NO_REPLICA: &str = "View has no such replica";
 pub const ERR_OTHER_CLUSTER: &str = "That replica belongs to another cluster and holds its data; clusters are not merged (start it empty to add it)";
 pub const ERR_NO_SOCKET_ADDRESS: &str = "Request body must contain \"socket-address\": \"IP:PORT\"";
 pub const ERR_BAD_SOCKET_ADDRESS: &str = "Field socket-address must be IP:PORT";
+/// `IP:PORT` that no replica can be reached at.
+pub const ERR_UNUSABLE_SOCKET_ADDRESS: &str = "Field socket-address must be a usable IP:PORT: not 0.0.0.0 or ::, not multicast or broadcast, port not 0";
+/// `PUT /view` when the member table holds `MAX_MEMBERS` entries.
+pub const ERR_MEMBER_TABLE_FULL: &str =
+    "Replica cannot track more members: its member table is full";
+/// `PUT`/`DELETE /view` without the configured `admin_token`.
+pub const ERR_OPERATOR_TOKEN: &str = "Missing or wrong operator token";
 pub const ERR_BAD_METADATA: &str =
     "Field causal-metadata is not valid: send null or the causal-metadata from your last response";
 pub const ERR_BODY_NOT_OBJECT: &str = "Request body must be a JSON object";

@@ -175,7 +175,11 @@ mod tests {
     fn the_document_keeps_every_endpoint_and_status() {
         let doc = document();
         let expected = json!({
-            "/view": {"get": [200], "put": [200, 201, 400, 409, 503], "delete": [200, 400, 404, 503]},
+            "/view": {
+                "get": [200],
+                "put": [200, 201, 400, 401, 409, 503],
+                "delete": [200, 400, 401, 404, 503]
+            },
             "/kvs/{key}": {
                 "get": [200, 400, 404, 413, 503],
                 "put": [200, 201, 400, 413, 503],

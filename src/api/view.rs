@@ -2,15 +2,15 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
 use super::body::{parse_view_target, read_body, ViewChangeRequest};
 use super::{
-    ApiError, ApiResult, AppState, ErrorBody, ERR_NO_REPLICA, ERR_OTHER_CLUSTER,
-    ERR_VIEW_COUNTER_EXHAUSTED,
+    ApiError, ApiResult, AppState, ErrorBody, ERR_MEMBER_TABLE_FULL, ERR_NO_REPLICA,
+    ERR_OPERATOR_TOKEN, ERR_OTHER_CLUSTER, ERR_VIEW_COUNTER_EXHAUSTED,
 };
 use crate::core::ViewChange;
 
@@ -41,6 +41,25 @@ pub(super) async fn get_view(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// When `admin_token` is set, a view change must carry
+/// `Authorization: Bearer <token>`. Compared in constant time, so the time
+/// an answer takes says nothing about how much of a guess was right.
+fn check_operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    use subtle::ConstantTimeEq;
+    let Some(token) = state.node.config().admin_token.as_deref() else {
+        return Ok(());
+    };
+    let offered = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if bool::from(offered.ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, ERR_OPERATOR_TOKEN))
+    }
+}
+
 /// The `socket-address` of a view request body.
 async fn view_target(state: &AppState, body: Body) -> Result<String, ApiError> {
     let bytes = read_body(body, state.node.config().max_body_bytes).await?;
@@ -57,14 +76,24 @@ fn view_counter_exhausted() -> ApiError {
         (status = 201, body = ViewResult, description = "added"),
         (status = 200, body = ViewResult, description = "already present"),
         (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody, description = "Missing or wrong operator token (when admin_token is set)"),
         (status = 409, body = ErrorBody, description = "That replica belongs to another cluster and holds its data"),
-        (status = 503, body = ErrorBody, description = "Replica cannot record more view changes: its decision counter is exhausted"),
+        (status = 503, body = ErrorBody, description = "Decision counter exhausted, or member table full"),
     ))]
-pub(super) async fn put_view(State(state): State<AppState>, body: Body) -> ApiResult {
+pub(super) async fn put_view(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    check_operator(&state, &headers)?;
     let address = view_target(&state, body).await?;
     match state.node.view_add(&address).await {
         ViewChange::Added => Ok(view_result(StatusCode::CREATED, "added")),
         ViewChange::CounterExhausted => Err(view_counter_exhausted()),
+        ViewChange::TableFull => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ERR_MEMBER_TABLE_FULL,
+        )),
         ViewChange::OtherCluster => Err(ApiError::new(StatusCode::CONFLICT, ERR_OTHER_CLUSTER)),
         _ => Ok(view_result(StatusCode::OK, "already present")),
     }
@@ -75,9 +104,15 @@ pub(super) async fn put_view(State(state): State<AppState>, body: Body) -> ApiRe
         (status = 200, body = ViewResult, description = "deleted"),
         (status = 404, body = ErrorBody, description = "View has no such replica"),
         (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody, description = "Missing or wrong operator token (when admin_token is set)"),
         (status = 503, body = ErrorBody, description = "Replica cannot record more view changes: its decision counter is exhausted"),
     ))]
-pub(super) async fn delete_view(State(state): State<AppState>, body: Body) -> ApiResult {
+pub(super) async fn delete_view(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    check_operator(&state, &headers)?;
     let address = view_target(&state, body).await?;
     match state.node.view_remove(&address) {
         ViewChange::Deleted => Ok(view_result(StatusCode::OK, "deleted")),

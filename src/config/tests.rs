@@ -26,6 +26,7 @@ fn every_key_is_listed() {
     present.push("cluster_key");
     present.push("keyring_file");
     present.push("internal_auth");
+    present.push("admin_token");
     present.sort();
     present.dedup();
     assert_eq!(listed, present);
@@ -280,6 +281,49 @@ fn keys_are_validated_at_load_and_the_modes_must_fit_them() {
             empty.contains("keyring_file") && empty.contains("no key"),
             "{empty}"
         );
+        Ok(())
+    });
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's test jail fixes the signature
+fn addresses_are_canonical_and_usable_and_the_operator_token_is_long_enough() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SOCKET_ADDRESS", "[::ffff:127.0.0.1]:9000");
+        jail.set_env(
+            "VIEW",
+            "127.0.0.1:9000,[::ffff:127.0.0.1]:9001,127.0.0.1:9001",
+        );
+        let loaded = load(&Overrides::default()).unwrap();
+        assert_eq!(loaded.config.socket_address, "127.0.0.1:9000");
+        assert_eq!(loaded.config.view, vec!["127.0.0.1:9000", "127.0.0.1:9001"]);
+
+        jail.set_env("VIEW", "127.0.0.1:9000,0.0.0.0:0");
+        let error = load(&Overrides::default()).err().unwrap().to_string();
+        assert!(
+            error.contains("`view`") && error.contains("0.0.0.0:0"),
+            "{error}"
+        );
+        jail.set_env("VIEW", "");
+        for unusable in ["0.0.0.0:9000", "127.0.0.1:0", "[::]:9000", "224.0.0.1:9000"] {
+            jail.set_env("SOCKET_ADDRESS", unusable);
+            let error = load(&Overrides::default()).err().unwrap().to_string();
+            assert!(error.contains("`socket_address`"), "{unusable}: {error}");
+        }
+
+        jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+        jail.set_env("HEARSAY_ADMIN_TOKEN", "short");
+        let error = load(&Overrides::default()).err().unwrap().to_string();
+        assert!(error.contains("admin_token"), "{error}");
+        jail.set_env("HEARSAY_ADMIN_TOKEN", "sixteen-bytes-ok");
+        let loaded = load(&Overrides::default()).unwrap();
+        assert_eq!(
+            loaded.config.admin_token.as_deref(),
+            Some("sixteen-bytes-ok")
+        );
+        let shown = loaded.explain();
+        let token = shown.iter().find(|(k, _, _)| k == "admin_token").unwrap();
+        assert_eq!(token.1, "(set, hidden)");
         Ok(())
     });
 }

@@ -116,6 +116,14 @@ impl Origin {
     pub fn address(&self) -> &str {
         self.0.rsplit_once('@').map_or(&self.0, |(a, _)| a)
     }
+
+    /// The incarnation part (0 for a range bound that names no real origin).
+    pub fn incarnation(&self) -> u64 {
+        self.0
+            .rsplit_once('@')
+            .and_then(|(_, i)| i.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl fmt::Debug for Origin {

@@ -477,7 +477,7 @@ impl Replica {
         now_ms: u64,
         max_bytes: usize,
     ) -> Result<PullChunk, Refusal> {
-        self.hear(&request.from, now_ms)?;
+        self.hear_request(&request.from, now_ms)?;
         if request.to.is_some_and(|to| to != self.incarnation()) {
             return Err(Refusal::WrongReceiver { life: self.life() });
         }
@@ -520,7 +520,7 @@ impl Replica {
     /// Takes in a push: applies its versions, and adopts its guarantee only
     /// if it names this life and this replica's clock covers its basis.
     pub fn accept_push(&mut self, push: PushRequest, now_ms: u64) -> Result<PushApplied, Refusal> {
-        self.hear(&push.from, now_ms)?;
+        self.hear_request(&push.from, now_ms)?;
         if push.to != self.incarnation() {
             return Err(Refusal::WrongReceiver { life: self.life() });
         }
@@ -542,24 +542,37 @@ impl Replica {
         })
     }
 
-    /// Records contact from `life`; refuses a life older than one known.
+    /// Records contact from `life`, reached at its address by this replica
+    /// (an answer to our own request); refuses a life older than one known.
     pub fn hear(&mut self, life: &Life, now_ms: u64) -> Result<Heard, Refusal> {
-        self.hear_process(life, None, now_ms)
+        self.hear_process(life, None, true, now_ms)
+    }
+
+    /// Records contact from `life` as the sender of a request: refuses a
+    /// life older than one known, and records nothing about an address that
+    /// is not a member (anyone can name any address in a request).
+    pub fn hear_request(&mut self, life: &Life, now_ms: u64) -> Result<Heard, Refusal> {
+        self.hear_process(life, None, false, now_ms)
     }
 
     /// Records contact from `life` as run by the process `process` (a
     /// digest names it); refuses a life older than one known, or the same
-    /// incarnation run by another process.
+    /// incarnation run by another process. A new address is added only if
+    /// `may_add` (see [`crate::core::Membership::heard_from_process`]).
     pub fn hear_process(
         &mut self,
         life: &Life,
         process: Option<u64>,
+        may_add: bool,
         now_ms: u64,
     ) -> Result<Heard, Refusal> {
-        match self
-            .members
-            .heard_from_process(&life.address, life.incarnation, process, now_ms)
-        {
+        match self.members.heard_from_process(
+            &life.address,
+            life.incarnation,
+            process,
+            may_add,
+            now_ms,
+        ) {
             Heard::Stale => Err(Refusal::StaleSender {
                 known: self
                     .members

@@ -30,6 +30,13 @@
 //! run out anyway, new decisions are refused ([`ViewChange::CounterExhausted`])
 //! rather than wrap.
 //!
+//! The table is bounded: at most [`MAX_MEMBERS`] entries. A request from an
+//! address that is not a member adds nothing (anyone can name any address;
+//! only contact this replica made itself, or an admission decision, adds
+//! one), senders no decision ever admitted are forgotten once dead past the
+//! grace period, and when the table is full new addresses are refused while
+//! decisions already taken stay.
+//!
 //! Pure: time is a millisecond count passed in by the caller.
 
 use std::collections::BTreeMap;
@@ -41,6 +48,13 @@ use super::clock::VClock;
 /// How far beyond this replica's decision counter an admission record's
 /// version from a peer may be; anything further is refused.
 pub const MAX_ADMISSION_LEAP: u64 = 1 << 40;
+
+/// Most members one table holds (this replica included). Entries come from
+/// the network (admission records, senders heard directly), so the table is
+/// capped: when it is full, new addresses are refused — decisions already
+/// taken are never evicted to make room — and an operator adding one more is
+/// answered [`ViewChange::TableFull`].
+pub const MAX_MEMBERS: usize = 1024;
 
 /// Failure-detector timing, in milliseconds.
 #[derive(Clone, Copy, Debug)]
@@ -152,6 +166,9 @@ pub enum Heard {
     },
     /// First contact or a restart.
     NewIncarnation,
+    /// An address not in the table, which this contact may not add (a pull
+    /// or push from a non-member, or a full table): nothing was recorded.
+    Unknown,
 }
 
 #[derive(Debug)]
@@ -179,6 +196,8 @@ pub enum ViewChange {
     /// The decision counter is at its maximum: no new decision can be
     /// versioned above the existing ones, so none is taken.
     CounterExhausted,
+    /// The member table holds [`MAX_MEMBERS`] entries already.
+    TableFull,
 }
 
 /// What [`Membership::merge_admissions`] did with a peer's records.
@@ -202,18 +221,27 @@ impl Membership {
         };
         for address in initial_view {
             if address != me {
-                table.upsert_admitted(address, 0, now_ms);
+                // Beyond the cap, the rest of the start-up view is ignored.
+                let _ = table.upsert_admitted(address, 0, now_ms);
             }
         }
         table
     }
 
-    fn upsert_admitted(&mut self, address: &str, version: u64, now_ms: u64) {
+    /// Whether a new address may be added: the table is not full.
+    fn has_room(&self) -> bool {
+        self.members.len() < MAX_MEMBERS
+    }
+
+    /// Admits `address`; `false` (changing nothing) when it is new and the
+    /// table is full.
+    fn upsert_admitted(&mut self, address: &str, version: u64, now_ms: u64) -> bool {
         let record = Admission {
             address: address.to_string(),
             admitted: true,
             version,
         };
+        let room = self.has_room();
         match self.members.get_mut(address) {
             Some(member) => {
                 member.admission = record;
@@ -222,11 +250,13 @@ impl Membership {
                     member.last_heard_ms = now_ms;
                 }
             }
-            None => {
+            None if room => {
                 self.members
                     .insert(address.to_string(), Member::fresh(record, now_ms));
             }
+            None => return false,
         }
+        true
     }
 
     /// This replica's own address.
@@ -332,24 +362,36 @@ impl Membership {
             .is_some_and(|m| m.incarnation.is_none())
     }
 
-    /// Records contact from `address` in its life `incarnation`.
+    /// Records contact heard directly from `address` in its life
+    /// `incarnation` (adding the address if there is room).
     pub fn heard_from(&mut self, address: &str, incarnation: u64, now_ms: u64) -> Heard {
-        self.heard_from_process(address, incarnation, None, now_ms)
+        self.heard_from_process(address, incarnation, None, true, now_ms)
     }
 
     /// Records contact from `address` in its life `incarnation`, from the
     /// process that names itself `process` (digests do; exchanges do not).
     /// Another process claiming a life already known is stale: only a larger
     /// incarnation opens a new life.
+    ///
+    /// An address not in the table is added only when `may_add` (this
+    /// replica reached it at that address itself, or it announced itself
+    /// with a join) and the table has room; otherwise nothing is recorded
+    /// ([`Heard::Unknown`]). Anyone can *name* an address in a request, so
+    /// a request alone never grows the table.
     pub fn heard_from_process(
         &mut self,
         address: &str,
         incarnation: u64,
         process: Option<u64>,
+        may_add: bool,
         now_ms: u64,
     ) -> Heard {
         if address == self.me {
             return Heard::Stale;
+        }
+        let addable = may_add && self.has_room();
+        if !(self.members.contains_key(address) || addable) {
+            return Heard::Unknown;
         }
         let member = self.members.entry(address.to_string()).or_insert_with(|| {
             Member::fresh(
@@ -404,13 +446,27 @@ impl Membership {
         Some((member.incarnation?, &member.known_clock))
     }
 
-    /// Marks `address` as gone for good in life `incarnation`.
-    pub fn mark_left(&mut self, address: &str, incarnation: u64) -> Option<LivenessChange> {
+    /// Marks `address` as gone for good in life `incarnation`, run by
+    /// `process` if the leave names it.
+    ///
+    /// Only the life currently known of that address can leave, and only as
+    /// the process known to run it: a leave names the sender's own life,
+    /// which the receiver has heard from. A leave for an older, newer or
+    /// never-heard life changes nothing (a forged leave with a huge
+    /// incarnation would otherwise evict the address for good).
+    pub fn mark_left(
+        &mut self,
+        address: &str,
+        incarnation: u64,
+        process: Option<u64>,
+    ) -> Option<LivenessChange> {
         let member = self.members.get_mut(address)?;
-        if member.incarnation.is_some_and(|known| incarnation < known) {
+        if member.incarnation != Some(incarnation) {
             return None;
         }
-        member.incarnation = Some(incarnation);
+        if matches!((member.process, process), (Some(a), Some(b)) if a != b) {
+            return None;
+        }
         let from = member.liveness;
         member.liveness = Liveness::Left;
         (from != Liveness::Left).then(|| LivenessChange {
@@ -451,6 +507,19 @@ impl Membership {
                 member.liveness = to;
             }
         }
+        // A sender no decision ever admitted, dead or gone for longer than
+        // the grace period, no longer counts anywhere (see
+        // `stability_frontier`): forget it, so that senders that come and go
+        // do not fill the table.
+        let grace = self.timing.dead_member_grace_ms;
+        let me = self.me.clone();
+        self.members.retain(|address, m| {
+            let forgotten = *address != me
+                && m.admission.is_placeholder()
+                && matches!(m.liveness, Liveness::Dead | Liveness::Left)
+                && now_ms.saturating_sub(m.last_heard_ms) > grace;
+            !forgotten
+        });
         changes
     }
 

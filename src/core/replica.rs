@@ -48,7 +48,7 @@
 
 use std::collections::HashSet;
 
-use super::clock::{Dot, Origin, VClock};
+use super::clock::{Dot, Origin, VClock, MAX_CLOCK_ENTRIES};
 use super::exchange::{Covers, Refusal};
 use super::membership::{Membership, Timing};
 use super::store::{Applied, JsonText, Key, Store, Version};
@@ -198,15 +198,32 @@ impl Replica {
     /// replica, as when an operator adds one), in which case the empty side
     /// adopts the other's identity — the smaller one when both are empty, so
     /// that two empty replicas agree.
-    pub fn meet_cluster(&mut self, theirs: u64, their_clock: &VClock) -> Result<(), Refusal> {
+    ///
+    /// Adopting needs evidence, `vouched`: the sender is admitted here, or
+    /// this replica reached it at its address itself and it admits this
+    /// replica (the shell decides; see `Node::observe`). Without it an empty
+    /// replica neither adopts nor merges: a forged digest with an empty clock
+    /// and a small identity would otherwise move it to a foreign cluster,
+    /// which its real peers would then refuse once it holds data.
+    pub fn meet_cluster(
+        &mut self,
+        theirs: u64,
+        their_clock: &VClock,
+        vouched: bool,
+    ) -> Result<(), Refusal> {
         if theirs == self.cluster {
             return Ok(());
         }
         let mine_empty = self.clock.is_empty();
         let theirs_empty = their_clock.is_empty();
         if mine_empty && (!theirs_empty || theirs < self.cluster) {
-            self.cluster = theirs;
-            return Ok(());
+            if vouched {
+                self.cluster = theirs;
+                return Ok(());
+            }
+            return Err(Refusal::OtherCluster {
+                cluster: self.cluster,
+            });
         }
         if theirs_empty {
             // They hold nothing: they will adopt ours.
@@ -400,18 +417,75 @@ impl Replica {
             .all(|(origin, seq)| *seq <= self.clock.get(origin).saturating_add(MAX_SEQ_LEAP))
     }
 
-    /// Whether a transfer's guarantee stays within the counter bounds. One
-    /// that does not is not adopted (the versions it claims were refused).
+    /// Whether a transfer's guarantee stays within the counter bounds and
+    /// claims nothing the sender cannot know. One that does not is not
+    /// adopted (the versions it came with are still applied).
+    ///
+    /// What can be checked without per-replica keys: no life of *this*
+    /// address beyond what this replica itself made (nobody knows more of
+    /// our writes than we do), no life of an address that is not a member,
+    /// no life of another address newer than the one this replica knows
+    /// there (its writes reach us with its heartbeats soon enough), and no
+    /// growth of the clock beyond what peers can read. A claim about a known life of another
+    /// replica cannot be checked (see ARCHITECTURE.md, "Input from peers").
     fn plausible_covers(&self, covers: &Covers) -> bool {
         self.plausible_lamport(covers.lamport)
             && self.plausible_clock(&covers.clock)
             && self.plausible_clock(&covers.horizon)
+            && self.knowable_clock(&covers.clock)
+    }
+
+    /// Whether every entry of `clock` is about a life of a member this
+    /// replica knows, no newer than the life it knows there, and about this
+    /// replica's own lives no more than it made; and whether adopting it
+    /// keeps this replica's clock within [`MAX_CLOCK_ENTRIES`] (beyond it,
+    /// peers could not read our clock any more).
+    ///
+    /// Every replica that writes was admitted somewhere, and admission
+    /// records reach every member with the next heartbeat: an address
+    /// missing from the table is a transient race at worst, and at best a
+    /// forgery that would grow every clock it reaches.
+    fn knowable_clock(&self, clock: &VClock) -> bool {
+        let mut new_entries = 0;
+        let knowable = clock.iter().all(|(origin, seq)| {
+            if self.clock.get(origin) == 0 {
+                new_entries += 1;
+            }
+            let address = origin.address();
+            if address == self.address {
+                return self.own_entry_knowable(origin, *seq);
+            }
+            match self.members.member(address) {
+                Some(member) => member
+                    .incarnation
+                    .is_none_or(|known| origin.incarnation() <= known),
+                None => false,
+            }
+        });
+        knowable && self.clock.len() + new_entries <= MAX_CLOCK_ENTRIES
     }
 
     /// Whether a version from the network stays within the counter bounds
     /// (its dot is one of its dependencies, so checking them covers it).
     fn within_bounds(&self, version: &Version) -> bool {
-        self.plausible_lamport(version.lamport) && self.plausible_clock(&version.deps)
+        self.plausible_lamport(version.lamport)
+            && self.plausible_clock(&version.deps)
+            && self.own_lives_knowable(&version.deps)
+    }
+
+    /// Whether `clock` claims of this address's lives no more than this
+    /// replica made: a version "of ours" we never wrote is forged.
+    fn own_lives_knowable(&self, clock: &VClock) -> bool {
+        clock.iter().all(|(origin, seq)| {
+            origin.address() != self.address || self.own_entry_knowable(origin, *seq)
+        })
+    }
+
+    /// Whether `origin` (a life of this address) is one this replica has
+    /// lived and `seq` not beyond its last write there.
+    fn own_entry_knowable(&self, origin: &Origin, seq: u64) -> bool {
+        origin.incarnation() < self.incarnation
+            || (origin.incarnation() == self.incarnation && seq < self.next_seq)
     }
 
     /// A version from the network is usable only if it is internally

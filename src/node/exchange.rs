@@ -30,6 +30,8 @@ pub enum TransferError {
     UnexpectedAnswer(&'static str),
     #[error("another pull from this peer did not finish in time")]
     Busy,
+    #[error("invalid answer")]
+    Invalid,
 }
 
 fn answer_kind(response: &Response) -> &'static str {
@@ -38,6 +40,7 @@ fn answer_kind(response: &Response) -> &'static str {
         Response::Chunk(_) => "chunk",
         Response::Ack => "ack",
         Response::Refused(_) => "refused",
+        Response::Invalid { .. } => "invalid",
     }
 }
 
@@ -137,6 +140,7 @@ impl Node {
                 .transport
                 .call(peer, Request::Pull(request), self.timeout())
                 .await?;
+            let answer = self.screen(answer).ok_or(TransferError::Invalid)?;
             let chunk = match answer {
                 Response::Chunk(chunk) => chunk,
                 Response::Refused(refusal) => {
@@ -179,11 +183,11 @@ impl Node {
                 return Ok(());
             };
             metrics::counter!(names::DELTA_VERSIONS_SENT).increment(request.entries.len() as u64);
-            match self
+            let answer = self
                 .transport
                 .call(peer, Request::Push(request), self.timeout())
-                .await?
-            {
+                .await?;
+            match self.screen(answer).ok_or(TransferError::Invalid)? {
                 Response::Ack => {}
                 Response::Refused(refusal) => {
                     let life = push.to().clone();

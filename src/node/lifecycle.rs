@@ -87,13 +87,13 @@ impl Node {
             live.clear();
             let mut newest_known = None;
             for (peer, answer) in answers {
-                match answer {
-                    Ok(Response::Hello(hello))
-                        if hello.address == peer && self.observe(&hello).is_ok() =>
+                match answer.ok().and_then(|answer| self.screen(answer)) {
+                    Some(Response::Hello(hello))
+                        if hello.address == peer && self.observe(&hello, true).is_ok() =>
                     {
                         live.push(peer);
                     }
-                    Ok(Response::Refused(Refusal::StaleSender { known })) => {
+                    Some(Response::Refused(Refusal::StaleSender { known })) => {
                         newest_known = newest_known.max(Some(known));
                     }
                     _ => {}
@@ -171,6 +171,7 @@ impl Node {
             let request = Request::Leave {
                 address: self.address.clone(),
                 incarnation,
+                process: Some(self.process),
             };
             self.transport.call(peer, request, grace.mul_f32(0.2))
         }));

@@ -9,7 +9,10 @@
 //! moves bytes and runs timers.
 //!
 //! * `mod.rs` (here) — the node, client operations with causal waits, view
-//!   operations, and the dispatch of requests from peers.
+//!   operations, and the dispatch of requests from peers: every request and
+//!   every answer passes [`crate::proto::Request::check`] /
+//!   [`crate::proto::Response::check`] first, and an address that is not a
+//!   member is taken in only once it answers a call-back there.
 //! * `peers` — per-peer records, heartbeats and the failure-detector tick.
 //! * `exchange` — pulls, pushes and gossip rounds, driving the core's
 //!   [`crate::core::Pull`] and [`crate::core::Push`] state machines.
@@ -24,7 +27,7 @@ mod lifecycle;
 mod peers;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::core::checks::{self, Invalid};
 use crate::core::{
     JsonText, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError, WriteOutcome,
 };
@@ -87,7 +91,21 @@ pub struct Node {
     /// A random number naming this process in its digests, so that a
     /// successor that picked the same incarnation is told apart.
     process: u64,
+    /// Call-backs in flight to addresses that sent us a digest without being
+    /// members (see `observe`): bounded by [`MAX_VERIFICATIONS`].
+    verifying: AtomicUsize,
     shutdown: CancellationToken,
+}
+
+/// Most call-backs to unknown senders in flight at once; a flood of digests
+/// naming junk addresses costs at most this many outgoing heartbeats.
+const MAX_VERIFICATIONS: usize = 16;
+
+/// Counts a message from a peer that failed the checks every message must
+/// pass ([`crate::core::checks`]).
+fn count_invalid(invalid: &Invalid) {
+    debug!(%invalid, "invalid message from a peer");
+    metrics::counter!(names::PEER_DATA_REFUSED, "what" => "message").increment(1);
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section leaves the
@@ -130,6 +148,7 @@ impl Node {
             draining: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
             process,
+            verifying: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
         })
     }
@@ -149,6 +168,26 @@ impl Node {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The wall clock in milliseconds since the epoch: incarnations are
+    /// start times, so this bounds the ones a peer may name.
+    fn wall_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Checks an answer from a peer as every message is checked; an invalid
+    /// one is counted and treated as no answer.
+    fn screen(&self, response: Response) -> Option<Response> {
+        match response.check(Self::wall_ms()) {
+            Ok(()) => Some(response),
+            Err(invalid) => {
+                count_invalid(&invalid);
+                None
+            }
+        }
     }
 
     fn replica(&self) -> MutexGuard<'_, Replica> {
@@ -209,6 +248,12 @@ impl Node {
             // compete with its successor's (a late answer can still arrive).
             return;
         }
+        if !checks::plausible_incarnation(known, Self::wall_ms()) {
+            // Real incarnations are start times: following one far in the
+            // future would leave this address no room for later lives.
+            warn!(known, "a peer claims a life far in the future; ignored");
+            return;
+        }
         let renewed = {
             let mut replica = self.replica();
             if replica.incarnation() > known {
@@ -238,7 +283,7 @@ impl Node {
             Refusal::StaleSender { known } => self.outlive(*known),
             Refusal::WrongReceiver { life } => {
                 let now = self.now_ms();
-                let _ = self.replica().hear(life, now);
+                let _ = self.replica().hear_request(life, now);
             }
             // Our next pull from that peer is answered `snapshot_required`
             // and brings us up to its horizon; nothing to do now.
@@ -339,29 +384,57 @@ impl Node {
     /// ([`ViewChange::OtherCluster`]) rather than merged; one that does not
     /// answer is admitted and probed until it does.
     pub async fn view_add(self: &Arc<Self>, address: &str) -> ViewChange {
-        if address != self.address {
-            let request = Request::Heartbeat(self.hello());
-            let answer = self
-                .transport
-                .call(address, request, self.heartbeat_timeout())
-                .await;
-            match answer {
-                Ok(Response::Refused(Refusal::OtherCluster { .. })) => {
-                    return ViewChange::OtherCluster
-                }
-                Ok(Response::Hello(hello)) if hello.address == address => {
-                    let compatible = self.replica().meet_cluster(hello.cluster, &hello.clock);
-                    if compatible.is_err() {
-                        return ViewChange::OtherCluster;
-                    }
-                }
-                _ => {}
+        if address == self.address {
+            return self.view_add_self();
+        }
+        let request = Request::Heartbeat(self.hello());
+        let answer = self
+            .transport
+            .call(address, request, self.heartbeat_timeout())
+            .await
+            .ok()
+            .and_then(|answer| self.screen(answer));
+        // The replica that answers names itself: an address that is another
+        // name of a replica (another local IP) adds that replica, under the
+        // one address it goes by, not a second member that never answers
+        // as itself.
+        let mut target = address.to_string();
+        match answer {
+            // Our own process answered: this replica, under another name.
+            Some(Response::Hello(hello)) if hello.process == self.process => {
+                return self.view_add_self();
             }
+            Some(Response::Refused(Refusal::OtherCluster { .. })) => {
+                return ViewChange::OtherCluster
+            }
+            Some(Response::Hello(hello)) => {
+                let compatible = self
+                    .replica()
+                    .meet_cluster(hello.cluster, &hello.clock, true);
+                if compatible.is_err() {
+                    return ViewChange::OtherCluster;
+                }
+                target = hello.address;
+            }
+            _ => {}
         }
         let now = self.now_ms();
-        let change = self.replica().members.admit(address, now);
+        let change = self.replica().members.admit(&target, now);
         if change == ViewChange::Added {
-            info!(member = address, "view change: added by request");
+            info!(member = %target, "view change: added by request");
+            metrics::counter!(names::VIEW_CHANGES, "change" => "added").increment(1);
+            self.spawn_heartbeats_to_all();
+        }
+        change
+    }
+
+    /// An operator adds this replica (under any of its names): present
+    /// unless it was removed, in which case it is added back.
+    fn view_add_self(self: &Arc<Self>) -> ViewChange {
+        let now = self.now_ms();
+        let change = self.replica().members.admit(&self.address, now);
+        if change == ViewChange::Added {
+            info!("view change: this replica added back by request");
             metrics::counter!(names::VIEW_CHANGES, "change" => "added").increment(1);
             self.spawn_heartbeats_to_all();
         }
@@ -417,8 +490,18 @@ impl Node {
     /// Answers one replica-to-replica request. Synchronous: it only touches
     /// the replica under the lock and may spawn follow-up work.
     pub fn handle(self: &Arc<Self>, request: Request) -> Response {
+        if let Err(invalid) = request.check(Self::wall_ms()) {
+            count_invalid(&invalid);
+            debug!(kind = request.kind(), %invalid, "invalid request from a peer");
+            return Response::Invalid {
+                reason: invalid.to_string(),
+            };
+        }
         match request {
-            Request::Heartbeat(hello) => match self.observe(&hello) {
+            // This process, reached under another of its names (an operator
+            // adding an alias probes it): answer as itself.
+            Request::Heartbeat(hello) if self.is_me(&hello) => Response::Hello(self.hello()),
+            Request::Heartbeat(hello) => match self.observe(&hello, false) {
                 Ok(()) => Response::Hello(self.hello()),
                 Err(refusal) => Response::Refused(refusal),
             },
@@ -428,8 +511,12 @@ impl Node {
             Request::Leave {
                 address,
                 incarnation,
+                process,
             } => {
-                let change = self.replica().members.mark_left(&address, incarnation);
+                let change = self
+                    .replica()
+                    .members
+                    .mark_left(&address, incarnation, process);
                 if let Some(change) = change {
                     peers::log_liveness(&change);
                 }
@@ -438,24 +525,81 @@ impl Node {
         }
     }
 
+    /// Takes one of the [`MAX_VERIFICATIONS`] call-back slots; the caller
+    /// gives it back (`verifying -= 1`) when its call-back ends.
+    fn claim_verification(&self) -> bool {
+        self.verifying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_VERIFICATIONS).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Whether a digest is this very process's own.
+    fn is_me(&self, hello: &Hello) -> bool {
+        hello.address == self.address && hello.process == self.process
+    }
+
     /// A starting replica announces itself. A join always opens a new life:
     /// one whose incarnation is below a known life of that address, or equal
     /// to it but run by another process, is refused, and the joiner goes
     /// above it and asks again. (The same process may have been heard from
     /// already: its probes and answers can arrive before its join.)
+    ///
+    /// A join from an address that is not a member yet proves nothing by
+    /// itself (anyone can name any address): it is answered, and the address
+    /// is admitted once it answers a call-back there as the same process
+    /// (`verify_join`). A starting replica serves its internal endpoint
+    /// before it joins, so a real one does.
     fn handle_join(self: &Arc<Self>, hello: &Hello) -> Response {
+        if self.replica().members.member(&hello.address).is_none() {
+            self.verify_join(hello.address.clone(), hello.process);
+            return Response::Hello(self.hello());
+        }
+        self.admit_joiner(hello, false)
+    }
+
+    /// Admits a joiner (a member already, or verified at its address) and
+    /// takes in its digest; refuses a stale life.
+    fn admit_joiner(self: &Arc<Self>, hello: &Hello, direct: bool) -> Response {
         let now = self.now_ms();
         let change = self.replica().members.admit(&hello.address, now);
         if change == ViewChange::Added {
             info!(member = %hello.address, "view change: replica announced itself");
             metrics::counter!(names::VIEW_CHANGES, "change" => "joined").increment(1);
         }
-        if let Err(refusal) = self.observe(hello) {
+        if let Err(refusal) = self.observe(hello, direct) {
             return Response::Refused(refusal);
         }
         if change == ViewChange::Added {
             self.spawn_heartbeats_to_all();
         }
         Response::Hello(self.hello())
+    }
+
+    /// Calls back an address that asked to join without being a member, and
+    /// admits it if the same process answers there (at most
+    /// [`MAX_VERIFICATIONS`] call-backs at once; a join beyond is answered
+    /// but not taken, and the joiner's next contact tries again).
+    fn verify_join(self: &Arc<Self>, address: String, process: u64) {
+        if !self.claim_verification() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let request = Request::Heartbeat(node.hello());
+            let answer = node
+                .transport
+                .call(&address, request, node.heartbeat_timeout())
+                .await
+                .ok()
+                .and_then(|answer| node.screen(answer));
+            if let Some(Response::Hello(hello)) = answer {
+                if hello.address == address && hello.process == process {
+                    node.admit_joiner(&hello, true);
+                }
+            }
+            node.verifying.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }

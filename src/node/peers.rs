@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use tracing::{debug, info};
 
 use super::{lock, Node};
@@ -80,7 +82,14 @@ impl Node {
 
     /// Takes in a peer's digest: liveness, admissions, clock. Refuses a
     /// digest from a life older than one known.
-    pub(super) fn observe(self: &Arc<Self>, hello: &Hello) -> Result<(), Refusal> {
+    ///
+    /// `direct` says this replica reached the sender at its address itself
+    /// (the digest answers our heartbeat or join). A digest that arrives as
+    /// a request from an address that is not a member proves nothing — any
+    /// address can be named — so it is not taken in: this replica calls the
+    /// address back instead (at most `MAX_VERIFICATIONS` at once), and the
+    /// answer, if one comes, is taken in as heard directly.
+    pub(super) fn observe(self: &Arc<Self>, hello: &Hello, direct: bool) -> Result<(), Refusal> {
         let now = self.now_ms();
         let life = crate::core::Life {
             address: hello.address.clone(),
@@ -88,8 +97,27 @@ impl Node {
         };
         let (behind, heard, admissions) = {
             let mut replica = self.replica();
-            replica.meet_cluster(hello.cluster, &hello.clock)?;
-            let heard = replica.hear_process(&life, Some(hello.process), now)?;
+            let member = replica.members.member(&hello.address);
+            if member.is_none() && !direct {
+                drop(replica);
+                self.verify(hello.address.clone());
+                return Ok(());
+            }
+            // Evidence for taking the sender's cluster identity: it is an
+            // admitted member here, or we reached it at its address ourselves
+            // and it admits us (an operator added us there, it took our
+            // join, or we are in its `VIEW`).
+            let vouched = member.is_some_and(|m| m.admission.admitted)
+                || (direct
+                    && hello
+                        .admissions
+                        .iter()
+                        .any(|r| r.address == self.address && r.admitted));
+            replica.meet_cluster(hello.cluster, &hello.clock, vouched)?;
+            let heard = replica.hear_process(&life, Some(hello.process), direct, now)?;
+            if heard == Heard::Unknown {
+                return Ok(());
+            }
             let merged = replica.members.merge_admissions(&hello.admissions, now);
             if merged.refused > 0 {
                 metrics::counter!(names::PEER_DATA_REFUSED, "what" => "admission")
@@ -152,17 +180,30 @@ impl Node {
             return;
         };
         let request = Request::Heartbeat(self.hello());
-        match self
+        let answer = self
             .transport
             .call(&peer, request, self.heartbeat_timeout())
-            .await
-        {
-            Ok(Response::Hello(hello)) if hello.address == peer => {
-                let _ = self.observe(&hello);
+            .await;
+        match answer.ok().and_then(|answer| self.screen(answer)) {
+            Some(Response::Hello(hello)) if hello.address == peer => {
+                let _ = self.observe(&hello, true);
             }
-            Ok(Response::Refused(refusal)) => self.refused(&refusal),
+            Some(Response::Refused(refusal)) => self.refused(&refusal),
             _ => {}
         }
+    }
+
+    /// Calls back an address that sent a digest without being a member
+    /// (see `observe`), unless too many call-backs are already under way.
+    fn verify(self: &Arc<Self>, peer: String) {
+        if !self.claim_verification() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.heartbeat(peer).await;
+            node.verifying.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     fn spawn_heartbeats(self: &Arc<Self>, peers: Vec<String>) {

@@ -21,10 +21,14 @@ impl Membership {
         if present {
             return ViewChange::AlreadyPresent;
         }
+        if address != self.me && !self.members.contains_key(address) && !self.has_room() {
+            return ViewChange::TableFull;
+        }
         let Some(version) = self.next_admission_version() else {
             return ViewChange::CounterExhausted;
         };
-        self.upsert_admitted(address, version, now_ms);
+        // Room was checked above (or the address is known already).
+        let _ = self.upsert_admitted(address, version, now_ms);
         ViewChange::Added
     }
 
@@ -121,6 +125,7 @@ impl Membership {
                 }
                 continue;
             }
+            let room = self.has_room();
             match self.members.get_mut(&record.address) {
                 Some(member) if !record.beats(&member.admission) => {}
                 Some(member) => {
@@ -134,6 +139,7 @@ impl Membership {
                         changed.push(record.clone());
                     }
                 }
+                None if !room => refused += 1,
                 None => {
                     self.members.insert(
                         record.address.clone(),

@@ -77,7 +77,7 @@ fn old_incarnations_are_ignored_and_restarts_reset_known_clock() {
 fn left_is_final_for_that_incarnation_only() {
     let mut m = table();
     m.heard_from("b", 1, 0);
-    assert!(m.mark_left("b", 1).is_some());
+    assert!(m.mark_left("b", 1, None).is_some());
     assert_eq!(m.view(), vec!["a", "c"]);
     m.heard_from("b", 1, 100);
     assert_eq!(
@@ -234,7 +234,7 @@ fn every_class_of_member_has_a_rule_in_the_stability_frontier() {
     m.heard_from("d", 1, 100);
     assert_eq!(m.stability_frontier(&mine, 100).get(&o), 3);
     // d left (handed off and said goodbye): no longer counted.
-    m.mark_left("d", 1);
+    m.mark_left("d", 1, None);
     assert_eq!(m.stability_frontier(&mine, 100).get(&o), 5);
     // c dead, within the grace period and then past it.
     m.heard_from("b", 1, 5_000);
@@ -267,4 +267,58 @@ fn a_member_never_heard_from_holds_collection_back_for_the_grace_period() {
         7,
         "e is gone past grace"
     );
+}
+
+#[test]
+fn a_leave_ends_only_the_life_known_and_only_from_its_process() {
+    let mut m = table();
+    m.heard_from_process("b", 5, Some(77), true, 0);
+    // Never heard, newer, older, or another process: nothing changes.
+    assert!(m.mark_left("d", 1, None).is_none());
+    assert!(m.mark_left("b", u64::MAX, None).is_none());
+    assert!(m.mark_left("b", 6, None).is_none());
+    assert!(m.mark_left("b", 4, None).is_none());
+    assert!(m.mark_left("b", 5, Some(78)).is_none());
+    assert_eq!(m.view(), vec!["a", "b", "c"]);
+    assert_eq!(
+        m.heard_from("b", 5, 10),
+        Heard::Refreshed { revived: false }
+    );
+    assert!(m.mark_left("b", 5, Some(77)).is_some());
+    assert_eq!(m.view(), vec!["a", "c"]);
+}
+
+#[test]
+fn a_request_from_a_non_member_adds_nothing_and_the_table_is_capped() {
+    let mut m = table();
+    assert_eq!(m.heard_from_process("x", 1, None, false, 0), Heard::Unknown);
+    assert!(m.member("x").is_none());
+    for i in 0..2 * MAX_MEMBERS {
+        m.heard_from(&format!("h{i}"), 1, 0);
+        let record = Admission {
+            address: format!("r{i}"),
+            admitted: true,
+            version: 1,
+        };
+        m.merge_admissions(&[record], 0);
+        assert!(m.members().count() <= MAX_MEMBERS);
+    }
+    assert_eq!(m.members().count(), MAX_MEMBERS);
+    assert_eq!(m.admit("one-more", 0), ViewChange::TableFull);
+    // Decisions already taken stay: b and c are still admitted members.
+    assert!(m.member("b").unwrap().admission.admitted);
+    assert_eq!(m.admit("b", 0), ViewChange::AlreadyPresent);
+}
+
+#[test]
+fn a_sender_never_admitted_is_forgotten_once_dead_past_the_grace_period() {
+    let mut m = table();
+    m.heard_from("x", 1, 0);
+    assert!(m.remove("c") == ViewChange::Deleted);
+    m.tick(T.dead_after_ms);
+    assert!(m.member("x").is_some(), "dead, but within the grace period");
+    m.tick(T.dead_member_grace_ms + 1);
+    assert!(m.member("x").is_none(), "forgotten after the grace period");
+    // Decisions are never forgotten: the removed c and the admitted b stay.
+    assert!(m.member("c").is_some() && m.member("b").is_some());
 }

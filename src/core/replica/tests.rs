@@ -447,3 +447,62 @@ fn malformed_versions_are_ignored() {
     );
     assert!(r[0].store().get("k").is_none());
 }
+
+#[test]
+fn an_empty_replica_takes_a_foreign_cluster_identity_only_on_evidence() {
+    let mut a = Replica::new("r0", 1, &[], T, 0).with_cluster(50);
+    let theirs = VClock::from_pairs([(Origin::new("r9", 1), 3)]);
+    // A forged digest (empty or not) without evidence moves nothing.
+    assert!(a.meet_cluster(1, &VClock::new(), false).is_err());
+    assert!(a.meet_cluster(2, &theirs, false).is_err());
+    assert_eq!(a.cluster(), 50);
+    // Vouched for: an empty replica joins the other cluster.
+    assert!(a.meet_cluster(2, &theirs, true).is_ok());
+    assert_eq!(a.cluster(), 2);
+    // An empty peer is never refused: it adopts ours.
+    assert!(a.meet_cluster(3, &VClock::new(), false).is_ok());
+    assert_eq!(a.cluster(), 2);
+}
+
+#[test]
+fn a_guarantee_claiming_our_own_writes_or_an_unknown_newer_life_is_not_adopted() {
+    let view = vec!["r0".to_string(), "r1".to_string()];
+    let mut a = Replica::new("r0", 5, &view, T, 0);
+    a.members.heard_from("r1", 7, 0);
+    a.write("x", v("1"), &VClock::new()).unwrap();
+    let covers = |origin: Origin, seq| Covers {
+        clock: VClock::from_pairs([(origin, seq)]),
+        lamport: 1,
+        horizon: VClock::new(),
+    };
+    for forged in [
+        covers(Origin::new("r0", 5), 2),
+        covers(Origin::new("r0", 6), 1),
+        covers(Origin::new("r1", 8), 1),
+        covers(Origin::new("r7", 1), 1),
+    ] {
+        a.complete_transfer(&forged);
+        assert_eq!(a.clock(), &VClock::from_pairs([(Origin::new("r0", 5), 1)]));
+    }
+    // What can be known is adopted: our own past, known lives of others.
+    a.complete_transfer(&covers(Origin::new("r1", 7), 9));
+    a.complete_transfer(&covers(Origin::new("r0", 4), 3));
+    assert_eq!(a.clock().len(), 3);
+    // No guarantee grows the clock beyond what peers can read.
+    let many = Covers {
+        clock: VClock::from_pairs(
+            (1..=crate::core::clock::MAX_CLOCK_ENTRIES as u64).map(|i| (Origin::new("r1", i), 1)),
+        ),
+        lamport: 1,
+        horizon: VClock::new(),
+    };
+    a.members.heard_from("r1", 1 << 20, 0);
+    a.complete_transfer(&many);
+    assert_eq!(a.clock().len(), 3);
+    // A version "of ours" that we never wrote is refused.
+    let mut forged = foreign("y", "r0", 2, 2);
+    let ours = Origin::new("r0", 5);
+    forged.dot.origin = ours.clone();
+    forged.deps = VClock::from_pairs([(ours, 2)]);
+    assert_eq!(a.apply_versions(vec![forged]).refused, 1);
+}
