@@ -26,6 +26,8 @@ pub mod config;
 mod connections;
 #[warn(missing_docs)]
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod launcher;
 pub mod node;
 #[warn(missing_docs)]
