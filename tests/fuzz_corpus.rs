@@ -11,7 +11,8 @@
 //!
 //! `HEARSAY_FUZZ_SEED` replays a run (the seed is printed);
 //! `HEARSAY_FUZZ_CASES` sets the random inputs per target (default
-//! [`DEFAULT_CASES`]). `HEARSAY_FUZZ_WRITE_CORPUS=1` (re)writes the seed
+//! [`DEFAULT_CASES`]); `HEARSAY_FUZZ_SECONDS` runs random inputs for that
+//! long per target instead (what `scripts/fuzz` does without nightly). `HEARSAY_FUZZ_WRITE_CORPUS=1` (re)writes the seed
 //! files in `fuzz/corpus/` from real traffic.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -255,17 +256,23 @@ fn fuzz(name: &str) {
     }
     let seed = env_number("HEARSAY_FUZZ_SEED").unwrap_or_else(rand::random::<u64>);
     let cases = env_number("HEARSAY_FUZZ_CASES").unwrap_or(DEFAULT_CASES);
-    println!(
-        "{target}: {} corpus inputs; {cases} random inputs with HEARSAY_FUZZ_SEED={seed}",
-        pool.len()
-    );
+    // `scripts/fuzz` without nightly: as many inputs as fit in the time.
+    let budget = env_number::<u64>("HEARSAY_FUZZ_SECONDS").map(Duration::from_secs);
+    match budget {
+        Some(budget) => println!("{target}: {} corpus inputs; random inputs for {budget:?} with HEARSAY_FUZZ_SEED={seed}", pool.len()),
+        None => println!("{target}: {} corpus inputs; {cases} random inputs with HEARSAY_FUZZ_SEED={seed}", pool.len()),
+    }
     let inputs: Vec<Vec<u8>> = pool.into_iter().map(|(_, bytes)| bytes).collect();
     let mut rng = SmallRng::seed_from_u64(seed);
-    for case in 0..cases {
-        let input = mutated(&mut rng, &inputs);
+    let started = Instant::now();
+    let mut case = 0;
+    while budget.map_or(case < cases, |budget| started.elapsed() < budget) {
+        let input = mutated(&mut rng, target, &inputs);
         let what = format!("random case {case} of HEARSAY_FUZZ_SEED={seed}");
         check(target, entry, &what, &input);
+        case += 1;
     }
+    println!("{target}: {case} random inputs in {:?}", started.elapsed());
 }
 
 // --------------------------------------------------------------------------
@@ -294,17 +301,144 @@ const INTERESTING: &[u8] = &[
 ];
 
 /// A random input: random bytes, or a corpus input under one to three
-/// random mutations.
-fn mutated(rng: &mut SmallRng, pool: &[Vec<u8>]) -> Vec<u8> {
+/// random mutations; half of the time (for targets whose input is a value)
+/// one of them changes the decoded value and encodes it again, so that the
+/// input still decodes and reaches the code behind the decoder.
+fn mutated(rng: &mut SmallRng, target: &str, pool: &[Vec<u8>]) -> Vec<u8> {
     if pool.is_empty() || rng.random_ratio(1, 10) {
         let len = rng.random_range(0..256);
         return (0..len).map(|_| rng.random()).collect();
     }
     let mut input = pool[rng.random_range(0..pool.len())].clone();
+    if rng.random_bool(0.5) {
+        if let Some(changed) = structural(rng, target, &input) {
+            input = changed;
+            if rng.random_bool(0.7) {
+                return input;
+            }
+        }
+    }
     for _ in 0..rng.random_range(1..=3) {
         mutate(rng, &mut input, pool);
     }
     input
+}
+
+/// Decodes `input` as the target's generic value (MessagePack for the
+/// internal targets, a selector byte and JSON for the body targets),
+/// changes one node of it, and encodes it again.
+fn structural(rng: &mut SmallRng, target: &str, input: &[u8]) -> Option<Vec<u8>> {
+    use serde_json::Value;
+    if target.starts_with("internal") {
+        // Through the depth-limited decoder: the pool holds deeply nested inputs.
+        let mut value: Value = hearsay::proto::decode(input).ok()?;
+        change_somewhere(rng, &mut value);
+        return rmp_serde::to_vec(&value).ok();
+    }
+    if target.ends_with("_body") {
+        let (selector, body) = input.split_first()?;
+        let mut value: Value = serde_json::from_slice(body).ok()?;
+        change_somewhere(rng, &mut value);
+        let body = serde_json::to_vec(&value).ok()?;
+        return Some([&[*selector][..], &body].concat());
+    }
+    None
+}
+
+/// Walks down from the root at random and changes the node it stops at.
+fn change_somewhere(rng: &mut SmallRng, value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let mut node = value;
+    loop {
+        let children = match node {
+            Value::Array(items) => items.len(),
+            Value::Object(fields) => fields.len(),
+            _ => 0,
+        };
+        if children == 0 || rng.random_ratio(1, 4) {
+            break;
+        }
+        let pick = rng.random_range(0..children);
+        node = match node {
+            Value::Array(items) => &mut items[pick],
+            Value::Object(fields) => fields.values_mut().nth(pick).expect("in range"),
+            _ => unreachable!("a node with children"),
+        };
+    }
+    change(rng, node);
+}
+
+/// Boundary numbers and texts: counters at their limits, origins and
+/// addresses that almost parse, keys at and past 50 characters.
+fn change(rng: &mut SmallRng, node: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    const NUMBERS: &[u64] = &[
+        0,
+        1,
+        2,
+        7,
+        1 << 31,
+        1 << 32,
+        1 << 53,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    const TEXTS: &[&str] = &[
+        "",
+        "a@1",
+        "127.0.1.2:7000",
+        "127.0.1.2:7000@2",
+        "127.0.1.1:7000@1",
+        "127.0.1.2:7000@18446744073709551615",
+        "127.0.1.9:7000@3",
+        "@",
+        "a0",
+        "é",
+    ];
+    match rng.random_range(0..8) {
+        0 => *node = json!(NUMBERS[rng.random_range(0..NUMBERS.len())]),
+        1 => *node = json!(rng.random::<u64>() >> rng.random_range(0..64)),
+        2 => *node = json!(TEXTS[rng.random_range(0..TEXTS.len())]),
+        3 => *node = json!("x".repeat(rng.random_range(49..=52))),
+        4 => {
+            *node = [Value::Null, json!(true), json!(-1), json!([]), json!({})]
+                [rng.random_range(0..5)]
+            .clone()
+        }
+        5 => match node {
+            Value::Array(items) if !items.is_empty() => {
+                let i = rng.random_range(0..items.len());
+                let copy = items[i].clone();
+                items.insert(i, copy);
+            }
+            Value::Object(fields) => {
+                fields.insert("extra".into(), json!([1, "two"]));
+            }
+            _ => *node = json!([node.clone(), node.clone()]),
+        },
+        6 => match node {
+            Value::Array(items) if !items.is_empty() => {
+                items.remove(rng.random_range(0..items.len()));
+            }
+            Value::Object(fields) if !fields.is_empty() => {
+                let key = fields
+                    .keys()
+                    .nth(rng.random_range(0..fields.len()))
+                    .cloned();
+                fields.remove(&key.expect("in range"));
+            }
+            _ => *node = Value::Null,
+        },
+        _ => {
+            if let Some(n) = node.as_u64() {
+                *node = json!(n.wrapping_add(rng.random_range(1..4)));
+            } else if let Some(text) = node.as_str() {
+                let mut text = text.to_string();
+                text.push_str(TEXTS[rng.random_range(0..TEXTS.len())]);
+                *node = json!(text);
+            }
+        }
+    }
 }
 
 fn mutate(rng: &mut SmallRng, input: &mut Vec<u8>, pool: &[Vec<u8>]) {
