@@ -167,8 +167,9 @@ fn save_failure(target: &str, input: &[u8]) -> PathBuf {
     path
 }
 
-/// Runs one input: no panic, no hang, allocation within the bound.
-fn check(target: &'static str, entry: fn(&[u8]), what: &str, input: &[u8]) {
+/// Runs one input: no panic, no hang, allocation within the bound. Returns
+/// its peak allocation.
+fn check(target: &'static str, entry: fn(&[u8]), what: &str, input: &[u8]) -> usize {
     *RUNNING.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running {
         target,
         what: what.to_string(),
@@ -205,6 +206,7 @@ fn check(target: &'static str, entry: fn(&[u8]), what: &str, input: &[u8]) {
             hex(input)
         );
     }
+    peak
 }
 
 /// The corpus files of `target` (sorted by name).
@@ -251,8 +253,9 @@ fn fuzz(name: &str) {
         .expect("a known target");
     let mut pool = corpus_files(target);
     pool.extend(seeds_of(target));
+    let mut peak = 0;
     for (what, input) in &pool {
-        check(target, entry, what, input);
+        peak = peak.max(check(target, entry, what, input));
     }
     let seed = env_number("HEARSAY_FUZZ_SEED").unwrap_or_else(rand::random::<u64>);
     let cases = env_number("HEARSAY_FUZZ_CASES").unwrap_or(DEFAULT_CASES);
@@ -269,10 +272,13 @@ fn fuzz(name: &str) {
     while budget.map_or(case < cases, |budget| started.elapsed() < budget) {
         let input = mutated(&mut rng, target, &inputs);
         let what = format!("random case {case} of HEARSAY_FUZZ_SEED={seed}");
-        check(target, entry, &what, &input);
+        peak = peak.max(check(target, entry, &what, &input));
         case += 1;
     }
-    println!("{target}: {case} random inputs in {:?}", started.elapsed());
+    println!(
+        "{target}: {case} random inputs in {:?}; largest peak allocation of an input {peak} bytes",
+        started.elapsed()
+    );
 }
 
 // --------------------------------------------------------------------------
