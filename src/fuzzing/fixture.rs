@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::core::{JsonText, VClock};
 use crate::node::Node;
 use crate::transport::memory::{Faults, SimNetwork};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 
 /// The replica under test.
 pub(super) const ADDRESS_A: &str = "127.0.1.1:7000";
@@ -134,6 +134,22 @@ impl Pair {
     }
 }
 
+/// A network where no peer ever answers, at once (the in-memory network
+/// would round even a zero delay up to a timer tick).
+struct Nowhere;
+
+impl Transport for Nowhere {
+    fn call(
+        &self,
+        to: &str,
+        _request: crate::proto::Request,
+        _timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'static, Result<crate::proto::Response, TransportError>> {
+        let refused = TransportError::Unreachable(format!("{to}: connection refused"));
+        Box::pin(std::future::ready(Err(refused)))
+    }
+}
+
 /// One ready replica (`A`, incarnation 1) with `a0`, `a1` and a tombstone
 /// `a2`, behind the whole HTTP app; its peer `B` never answers.
 pub(super) struct Single {
@@ -152,14 +168,7 @@ pub(super) struct State {
 
 impl Single {
     pub(super) async fn start() -> Single {
-        let net = network();
-        let node = node(
-            ADDRESS_A,
-            &[ADDRESS_A, ADDRESS_B],
-            net.endpoint(ADDRESS_A),
-            1,
-        );
-        register(&net, &node);
+        let node = node(ADDRESS_A, &[ADDRESS_A, ADDRESS_B], Arc::new(Nowhere), 1);
         node.start().await;
         write_keys(&node, "a").await;
         Single { node }
