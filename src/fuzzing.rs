@@ -74,7 +74,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Runs one input's work to completion, then waits until every task it
 /// spawned has finished; either taking longer than [`INPUT_DEADLINE`] is a
-/// hang.
+/// hang. (Not from inside a runtime: it blocks on its own.)
 fn run<F: Future<Output = ()>>(work: F) {
     let runtime = runtime();
     runtime.block_on(async {

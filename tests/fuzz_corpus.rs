@@ -12,8 +12,9 @@
 //! `HEARSAY_FUZZ_SEED` replays a run (the seed is printed);
 //! `HEARSAY_FUZZ_CASES` sets the random inputs per target (default
 //! [`DEFAULT_CASES`]); `HEARSAY_FUZZ_SECONDS` runs random inputs for that
-//! long per target instead (what `scripts/fuzz` does without nightly). `HEARSAY_FUZZ_WRITE_CORPUS=1` (re)writes the seed
-//! files in `fuzz/corpus/` from real traffic.
+//! long per target instead (what `scripts/fuzz` does without nightly).
+//! `HEARSAY_FUZZ_WRITE_CORPUS=1` (re)writes the seed files in
+//! `fuzz/corpus/` from real traffic.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{catch_unwind, AssertUnwindSafe};
