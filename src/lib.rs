@@ -27,6 +27,8 @@ pub mod config;
 mod connections;
 #[warn(missing_docs)]
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keyring;
 pub mod launcher;
 pub mod node;

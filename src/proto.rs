@@ -226,9 +226,17 @@ pub fn encode<T: Serialize + SizeHint>(message: &T) -> Result<Vec<u8>, CodecErro
     Ok(buffer)
 }
 
+/// Deepest nesting a message may have. Real messages nest about seven
+/// levels (a push, its batch, a version, its dependencies); rmp-serde's own
+/// limit (1024) lets a skipped field nest deep enough to overflow a 2 MiB
+/// thread stack in a debug build (found by `tests/fuzz_corpus.rs`).
+pub const MAX_DEPTH: usize = 32;
+
 /// Decodes a message; malformed input is an error, never a panic.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
-    Ok(rmp_serde::from_slice(bytes)?)
+    let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
+    decoder.set_max_depth(MAX_DEPTH);
+    Ok(T::deserialize(&mut decoder)?)
 }
 
 #[cfg(test)]

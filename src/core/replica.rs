@@ -491,7 +491,9 @@ impl Replica {
     /// A version from the network is usable only if it is internally
     /// consistent; anything else is dropped rather than allowed to break I2.
     fn well_formed(version: &Version) -> bool {
-        version.dot.seq > 0 && version.deps.covers_dot(&version.dot) && !version.key.is_empty()
+        version.dot.seq > 0
+            && version.deps.get(&version.dot.origin) == version.dot.seq
+            && !version.key.is_empty()
     }
 
     /// A transfer completed: adopt the sender's guarantee.

@@ -1,0 +1,5 @@
+//! `view_body`: see `hearsay::fuzzing::view_body` for what the bytes are and what
+//! they are driven into.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hearsay::fuzzing::view_body(data));
