@@ -673,16 +673,15 @@ fn a_version_that_depends_on_later_writes_of_its_own_life_is_refused() {
     pull_one_version_with(&[("127.0.1.2:7000@2", 17)]).expect("I2 holds");
 }
 
-/// Open, for the core's owner: the general form of the defect above. A
-/// transfer's guarantee that covers a version's dot but not the other
-/// origins that version depends on is adopted all the same, and the clock
-/// then claims the dot without its dependencies (I2). An honest sender
-/// cannot produce this (by I2 at the sender), so it takes a broken or
-/// hostile peer. Written by hand from the libFuzzer finding above; the
-/// fuzzers have not reached it by themselves yet (it needs a dependency on
-/// a second origin), which is why it is a test of its own.
+/// The general form of the defect above: a transfer's guarantee that
+/// covers a version's dot but not the other origins that version depends
+/// on was adopted all the same, and the clock then claimed the dot without
+/// its dependencies (I2). An honest sender cannot produce this (by I2 at
+/// the sender), so it takes a broken or hostile peer; the receiver now
+/// checks a guarantee against the versions received since the last one it
+/// adopted. Written by hand from the libFuzzer finding above (it needs a
+/// dependency on a second origin, which the fuzzers had not reached).
 #[test]
-#[ignore = "open defect in the core: a guarantee that contradicts the versions it came with is adopted"]
 fn a_guarantee_that_contradicts_its_own_versions_is_not_adopted() {
     pull_one_version_with(&[("127.0.1.2:7000@2", 1), ("127.0.1.9:7000@5", 3)]).expect("I2 holds");
 }

@@ -154,6 +154,11 @@ pub struct Replica {
     cluster: u64,
     /// The member table (admissions, liveness, known clocks per life).
     pub members: Membership,
+    /// Keys whose stored version came from a peer and whose dot the clock
+    /// may not cover yet (a transfer's versions are covered only when its
+    /// guarantee is adopted). A guarantee is checked against exactly these
+    /// before it is adopted (see [`Replica::complete_transfer`]).
+    uncovered: HashSet<Key>,
 }
 
 impl Replica {
@@ -176,6 +181,7 @@ impl Replica {
             horizon: VClock::new(),
             cluster: 0,
             members: Membership::new(address, view, timing, now_ms),
+            uncovered: HashSet::new(),
         }
     }
 
@@ -396,8 +402,10 @@ impl Replica {
                 continue;
             }
             self.lamport = self.lamport.max(version.lamport);
+            let key = version.key.clone();
             if let Applied::Replaced { .. } = self.store.apply(version) {
                 report.changed += 1;
+                self.uncovered.insert(key);
             }
         }
         report
@@ -496,13 +504,38 @@ impl Replica {
             && !version.key.is_empty()
     }
 
-    /// A transfer completed: adopt the sender's guarantee.
+    /// A transfer completed: adopt the sender's guarantee — unless it
+    /// contradicts the versions that came with it (claims a version's dot
+    /// but not that version's dependencies), which would break I2. Only a
+    /// broken or hostile peer sends such a guarantee; the versions stay
+    /// (uncovered, as after any transfer whose guarantee is not adopted)
+    /// and a later transfer covers them.
     pub fn complete_transfer(&mut self, covers: &Covers) {
-        if !self.plausible_covers(covers) {
+        if !self.plausible_covers(covers) || !self.consistent_guarantee(&covers.clock) {
             return;
         }
         self.clock.merge(&covers.clock);
         self.lamport = self.lamport.max(covers.lamport);
+        let (clock, store) = (&self.clock, &self.store);
+        self.uncovered.retain(|key| {
+            store
+                .get(key)
+                .is_some_and(|version| !clock.covers_dot(&version.dot))
+        });
+    }
+
+    /// Whether adopting `guarantee` keeps I2: every stored version from a
+    /// peer whose dot it would newly cover has its dependencies covered too.
+    /// Costs one check per version received since the last adopted
+    /// guarantee, not per key held.
+    fn consistent_guarantee(&self, guarantee: &VClock) -> bool {
+        let mut adopted = self.clock.clone();
+        adopted.merge(guarantee);
+        self.uncovered.iter().all(|key| {
+            self.store.get(key).is_none_or(|version| {
+                !adopted.covers_dot(&version.dot) || adopted.covers(&version.deps)
+            })
+        })
     }
 
     /// A full snapshot completed: drop versions the sender had deleted and
