@@ -167,6 +167,30 @@ async fn keyring(http: &Http, addr: &str) -> Value {
 
 /// Whether every replica's `GET /keyring` reports `own` as its key ids and
 /// every other member as announcing exactly `announced`.
+/// Waits until replicas 0 and 1 use protocol `version` with `member`.
+async fn others_talk_version(cluster: &Cluster, member: &str, version: u32) {
+    wait_until(
+        STEP_WITHIN,
+        format!("replicas 0 and 1 talk version {version} to {member}"),
+        || async {
+            for i in 0..2 {
+                let answer = keyring(&cluster.http, cluster.addr(i)).await;
+                let protocol = answer["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["address"] == json!(member))
+                    .map(|m| m["protocol"].clone());
+                if protocol != Some(json!(version)) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+}
+
 async fn keyrings_are(cluster: &Cluster, own: &[String], announced: &[String]) -> bool {
     for addr in cluster.addrs() {
         let answer = keyring(&cluster.http, &addr).await;
@@ -543,49 +567,14 @@ async fn a_mixed_version_cluster_upgrades_without_a_failed_request() {
     let mut cluster = Cluster::builder(3).defer(2).start().await;
     cluster.set_for(2, "protocol_version", 1);
     cluster.start_replica(2).await;
-    let protocol_of = |answer: &Value, member: &str| -> Value {
-        answer["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["address"] == json!(member))
-            .map(|m| m["protocol"].clone())
-            .unwrap_or(Value::Null)
-    };
     let old = cluster.addr(2).to_string();
-    wait_until(
-        STEP_WITHIN,
-        "replicas 0 and 1 talk version 1 to replica 2",
-        || async {
-            for i in 0..2 {
-                let answer = keyring(&cluster.http, cluster.addr(i)).await;
-                if protocol_of(&answer, &old) != json!(1) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    others_talk_version(&cluster, &old, 1).await;
     let up: Up = Arc::new(RwLock::new(vec![true; 3]));
     let load = Load::start(cluster.addrs(), up.clone());
     let done = done();
     load.progress(&done, 30).await;
     restart(&mut cluster, &up, 2, &[("protocol_version", "2")]).await;
-    wait_until(
-        STEP_WITHIN,
-        "replicas 0 and 1 talk version 2 to replica 2",
-        || async {
-            for i in 0..2 {
-                let answer = keyring(&cluster.http, cluster.addr(i)).await;
-                if protocol_of(&answer, &old) != json!(2) {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    others_talk_version(&cluster, &old, 2).await;
     load.progress(&done, 30).await;
     let (ok, failures) = load.finish().await;
     assert!(
