@@ -666,3 +666,77 @@ fn a_forged_digest_does_not_move_an_empty_replica_to_another_cluster() {
         });
     }
 }
+
+/// ARCHITECTURE's former "open gap": C is cut off past the grace period and
+/// writes `k` concurrently with a delete of `k` at A whose stamp is greater.
+/// A and B stop counting C and collect the tombstone. When C returns it is
+/// below their horizon: its snapshot must *replace* its state (its write
+/// made while away is lost by design) instead of keeping the write under a
+/// clock that claims the delete, from where it would spread and win over a
+/// delete that, by the total order, beats it.
+#[test]
+fn a_replica_back_after_the_grace_period_cannot_revive_a_collected_delete() {
+    for seed in seeds(380, 4) {
+        run_seeded(seed, |seed| async move {
+            let grace = 3_000;
+            let (a, b, c) = (address(0), address(1), address(2));
+            let cluster = Cluster::start_with(3, seed, |c| c.dead_member_grace_ms = grace).await;
+            let mut ledger = Ledger::default();
+            let v1 = put(&cluster, &a, "k", "\"v1\"").await?;
+            every_write_served_everywhere(
+                &cluster,
+                &mut ledger,
+                &[("k".into(), "\"v1\"".into(), v1.clone())],
+                ms(2000),
+            )
+            .await?;
+            // A's delete gets a greater Lamport time than C's write.
+            for i in 0..3 {
+                put(&cluster, &a, &format!("filler{i}"), "0").await?;
+            }
+            cluster
+                .net
+                .partition(std::slice::from_ref(&c), &[a.clone(), b.clone()]);
+            let c_life = cluster.node(&c).incarnation();
+            put(&cluster, &c, "k", "\"away\"").await?;
+            match cluster.node(&a).write("k", None, &v1).await {
+                Ok(WriteOutcome::Deleted { .. }) => {}
+                other => return Err(format!("delete at A: {other:?}")),
+            }
+            let collected = |cl: &Cluster| {
+                [&a, &b]
+                    .iter()
+                    .all(|addr| cl.node(addr).inspect(|r| r.store().get("k").is_none()))
+            };
+            let started = tokio::time::Instant::now();
+            while !collected(&cluster) {
+                if started.elapsed() > ms(grace + 20_000) {
+                    return Err("A and B never collected the tombstone".into());
+                }
+                reflection_holds_for(&cluster, &mut ledger, ms(100)).await?;
+            }
+            cluster.net.heal();
+            let started = tokio::time::Instant::now();
+            while !cluster.converged() {
+                if started.elapsed() > ms(20_000) {
+                    return Err("no convergence after C returned".into());
+                }
+                reflection_holds_for(&cluster, &mut ledger, ms(50)).await?;
+            }
+            for addr in cluster.live() {
+                let value = cluster.node(&addr).inspect(|r| {
+                    r.store()
+                        .get("k")
+                        .and_then(|v| v.value.as_ref().map(|v| v.to_string()))
+                });
+                if let Some(value) = value {
+                    return Err(format!("{addr} serves k = {value} after the delete"));
+                }
+            }
+            if cluster.node(&c).incarnation() == c_life {
+                return Err("C kept the life whose write it dropped".into());
+            }
+            Ok("the collected delete held; C's write made while away was dropped".into())
+        });
+    }
+}

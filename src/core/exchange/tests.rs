@@ -119,6 +119,9 @@ fn a_switch_to_a_snapshot_part_way_starts_the_pull_over() {
     for i in 0..10 {
         put(&mut a, &format!("k{i}"));
     }
+    // A delete for a to collect (its horizon rises only when it collects).
+    let gone = put(&mut a, "gone");
+    a.write("gone", None, &gone).unwrap();
     pull_all(&mut a, &mut c, false, 1 << 20, 0).unwrap();
     let mut pull = Pull::new("r0", false);
     let chunk = a.answer_pull(&pull.request(&b), 0, 64).unwrap();
