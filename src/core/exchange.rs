@@ -47,6 +47,16 @@
 //! beats the collected tombstone. A peer below the horizon is sent to a
 //! snapshot, which replaces its state instead.
 //!
+//! # A snapshot from below the sender's horizon replaces
+//!
+//! When the receiver's clock does not cover the horizon of the snapshot's
+//! first chunk, the chunks go into a fresh [`Store`] and, at the last one,
+//! replace the receiver's store, clock and horizon
+//! ([`Replica::replace_with_snapshot`]); the receiver serves no client from
+//! the moment it learns it is below until then. Merging instead would keep
+//! writes the receiver made while away, concurrent with deletes the sender
+//! collected, under a clock that claims those deletes.
+//!
 //! Why chunks in stamp order keep *reflection* (I1, see [`crate::core::replica`]):
 //! every write the first `Covers` claims is, at the sender, either sent
 //! already (stamp ≤ cursor) or still there with a greater stamp — or was

@@ -9,11 +9,13 @@
 //!   `w` or a version of `w`'s key whose stamp is greater (a later or winning
 //!   concurrent write, possibly a tombstone) — or held such a tombstone and
 //!   collected it once every member had it.
-//! * **Horizon.** `horizon` only grows, and every member not gone for longer
-//!   than the grace period covered it when it was raised. A peer whose clock
-//!   does not cover it (a new replica, or one gone longer than the grace
-//!   period) must take a full snapshot; this is what makes collecting the
-//!   tombstones below it safe.
+//! * **Horizon.** `horizon` rises only when tombstones are collected, to a
+//!   frontier every member not gone for longer than the grace period
+//!   covered; it is covered by the clock. A peer whose clock does not cover
+//!   it (a new replica, or one gone longer than the grace period) must take
+//!   a full snapshot, which *replaces* that peer's state; this is what makes
+//!   collecting the tombstones below it safe. It only grows, except at such
+//!   a replacement, where it becomes the sender's with the sender's store.
 //!
 //! Client metadata is never trimmed below the horizon: a replica back after
 //! the grace period, or one that started empty because no peer answered,
