@@ -938,3 +938,69 @@ fn the_horizon_moving_during_a_transfer_keeps_reflection() {
         );
     }
 }
+
+/// Fifty restarts of one replica under writes (defect 11's measurement): one
+/// client session writes at A and at C before every restart of C (SIGKILL,
+/// new life, snapshot), carrying its metadata throughout. Every read it makes
+/// reflects its own writes, the replicas converge, and reflection holds after
+/// every step. Prints how many entries the client's metadata and the
+/// replicas' clocks have: one per life of C the client depended on, since
+/// entries of ended lives are not folded yet.
+#[test]
+fn fifty_restarts_under_writes_stay_causal_and_converge() {
+    run_seeded(440, |seed| async move {
+        let (a, c) = (address(0), address(2));
+        let mut cluster = Cluster::start(3, seed).await;
+        let mut ledger = Ledger::default();
+        let mut metadata = VClock::new();
+        let write = |cluster: &Cluster, at: &str, key: String, value: String, m: VClock| {
+            let node = cluster.node(at).clone();
+            async move {
+                match node.write(&key, Some(value.into()), &m).await {
+                    Ok(WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata }) => {
+                        Ok(metadata)
+                    }
+                    other => Err(format!("write {key}: {other:?}")),
+                }
+            }
+        };
+        let restarts = 50;
+        for i in 0..restarts {
+            let value = format!("{i}");
+            metadata = write(&cluster, &a, format!("a{}", i % 5), value.clone(), metadata).await?;
+            metadata = write(&cluster, &c, format!("c{}", i % 5), value.clone(), metadata).await?;
+            // C's write must reach a peer before the SIGKILL, or it is lost.
+            let m = metadata.clone();
+            step_until(&cluster, &mut ledger, ms(3_000), "C's write spread", |cl| {
+                cl.node(&a).inspect(|r| r.clock().covers(&m))
+            })
+            .await?;
+            cluster.restart(&c).await;
+            // The client reads its own writes at the new life of C and at B.
+            for (at, key) in [(&c, format!("a{}", i % 5)), (&address(1), format!("c{}", i % 5))] {
+                match cluster.node(at).read(&key, &metadata).await {
+                    Ok(ReadOutcome::Found { value: got, metadata: m }) if *got == value => {
+                        metadata = m;
+                    }
+                    other => return Err(format!("restart {i}: read {key} at {at}: {other:?}")),
+                }
+            }
+            reflection_holds_for(&cluster, &mut ledger, ms(20)).await?;
+        }
+        cluster
+            .wait_for(ms(10_000), ms(10), |cl| cl.converged())
+            .await
+            .ok_or("no convergence after the restarts")?;
+        cluster.check_reflection(&ledger)?;
+        let clock_entries = cluster.node(&a).inspect(|r| r.clock().len());
+        println!(
+            "after {restarts} restarts of one replica: the client's metadata has {} entries, a replica's clock {clock_entries}",
+            metadata.len()
+        );
+        // One entry per life: A's, and one per life of C that took a write.
+        if metadata.len() > restarts + 2 {
+            return Err(format!("metadata has {} entries", metadata.len()));
+        }
+        Ok(format!("metadata entries: {}", metadata.len()))
+    });
+}
