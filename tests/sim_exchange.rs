@@ -887,8 +887,14 @@ fn the_horizon_moving_during_a_transfer_keeps_reflection() {
                         .all(|(k, _, _)| r.store().get(k).is_some_and(|v| v.is_tombstone()))
                 })
             };
-            step_until(&cluster, &mut ledger, ms(5_000), "C had the deletes", tombstoned)
-                .await?;
+            step_until(
+                &cluster,
+                &mut ledger,
+                ms(5_000),
+                "C had the deletes",
+                tombstoned,
+            )
+            .await?;
             cluster
                 .net
                 .partition(std::slice::from_ref(&c), &[a.clone(), b.clone()]);
@@ -902,9 +908,8 @@ fn the_horizon_moving_during_a_transfer_keeps_reflection() {
                 holds_count(cl, &c, &new) > 0
             })
             .await?;
-            let horizons = |cl: &Cluster| {
-                [&a, &b].map(|addr| cl.node(addr).inspect(|r| r.horizon().clone()))
-            };
+            let horizons =
+                |cl: &Cluster| [&a, &b].map(|addr| cl.node(addr).inspect(|r| r.horizon().clone()));
             let before = horizons(&cluster);
             let mut moved = false;
             step_until(&cluster, &mut ledger, ms(5_000), "C had the writes", |cl| {
@@ -917,9 +922,9 @@ fn the_horizon_moving_during_a_transfer_keeps_reflection() {
             every_write_served_everywhere(&cluster, &mut ledger, &new, ms(10_000)).await?;
             for addr in cluster.live() {
                 for (key, _, _) in &old {
-                    let live = cluster.node(&addr).inspect(|r| {
-                        r.store().get(key).is_some_and(|v| !v.is_tombstone())
-                    });
+                    let live = cluster
+                        .node(&addr)
+                        .inspect(|r| r.store().get(key).is_some_and(|v| !v.is_tombstone()));
                     if live {
                         return Err(format!("{addr} serves the deleted {key}"));
                     }
@@ -957,9 +962,9 @@ fn fifty_restarts_under_writes_stay_causal_and_converge() {
             let node = cluster.node(at).clone();
             async move {
                 match node.write(&key, Some(value.into()), &m).await {
-                    Ok(WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata }) => {
-                        Ok(metadata)
-                    }
+                    Ok(
+                        WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata },
+                    ) => Ok(metadata),
                     other => Err(format!("write {key}: {other:?}")),
                 }
             }
@@ -977,9 +982,15 @@ fn fifty_restarts_under_writes_stay_causal_and_converge() {
             .await?;
             cluster.restart(&c).await;
             // The client reads its own writes at the new life of C and at B.
-            for (at, key) in [(&c, format!("a{}", i % 5)), (&address(1), format!("c{}", i % 5))] {
+            for (at, key) in [
+                (&c, format!("a{}", i % 5)),
+                (&address(1), format!("c{}", i % 5)),
+            ] {
                 match cluster.node(at).read(&key, &metadata).await {
-                    Ok(ReadOutcome::Found { value: got, metadata: m }) if *got == value => {
+                    Ok(ReadOutcome::Found {
+                        value: got,
+                        metadata: m,
+                    }) if *got == value => {
                         metadata = m;
                     }
                     other => return Err(format!("restart {i}: read {key} at {at}: {other:?}")),

@@ -374,7 +374,9 @@ impl Pull {
                 .extend(chunk.entries.iter().map(|v| v.key.clone()));
         }
         self.refused += if self.replace {
-            replica.stage_versions(&mut self.staged, chunk.entries).refused
+            replica
+                .stage_versions(&mut self.staged, chunk.entries)
+                .refused
         } else {
             replica.apply_versions(chunk.entries).refused
         };
@@ -391,7 +393,10 @@ impl Pull {
                         .replace_with_snapshot(staged, &first)
                         .map_or((0, false), |r| (r.discarded, r.renewed))
                 } else if self.snapshot {
-                    (replica.complete_snapshot(&first, &self.snapshot_keys), false)
+                    (
+                        replica.complete_snapshot(&first, &self.snapshot_keys),
+                        false,
+                    )
                 } else {
                     replica.complete_transfer(&first);
                     (0, false)

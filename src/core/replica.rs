@@ -564,7 +564,11 @@ impl Replica {
     /// will replace this replica's), not into the live store: what this
     /// replica holds now is not evidence of anything the sender's state
     /// lacks. The same bounds as [`Replica::apply_versions`] apply.
-    pub(crate) fn stage_versions(&mut self, staged: &mut Store, versions: Vec<Version>) -> ApplyReport {
+    pub(crate) fn stage_versions(
+        &mut self,
+        staged: &mut Store,
+        versions: Vec<Version>,
+    ) -> ApplyReport {
         let mut report = ApplyReport::default();
         for version in versions {
             if !Self::well_formed(&version) || !self.within_bounds(&version) {
@@ -590,7 +594,11 @@ impl Replica {
     /// claims the dropped ones (and their dots are never issued again).
     ///
     /// `None`, changing nothing, when the guarantee is implausible.
-    pub(crate) fn replace_with_snapshot(&mut self, staged: Store, covers: &Covers) -> Option<Replaced> {
+    pub(crate) fn replace_with_snapshot(
+        &mut self,
+        staged: Store,
+        covers: &Covers,
+    ) -> Option<Replaced> {
         if !self.plausible_covers(covers) {
             return None;
         }

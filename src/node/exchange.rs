@@ -169,7 +169,10 @@ impl Node {
                         // The new life must reach peers before they take
                         // our writes (they refuse the old one's clock claims
                         // no more, but push to the life they know).
-                        info!(incarnation = self.incarnation(), "state replaced; starting a new life");
+                        info!(
+                            incarnation = self.incarnation(),
+                            "state replaced; starting a new life"
+                        );
                         metrics::counter!(names::NEW_LIVES).increment(1);
                         self.spawn_heartbeats_to_all();
                     }
