@@ -546,6 +546,7 @@ impl Replica {
         self.complete_transfer(covers);
         self.horizon.merge(&covers.horizon);
         self.debug_check_clock();
+        debug_assert_eq!(self.check_invariants(), Ok(()));
         dropped
     }
 
@@ -622,6 +623,8 @@ impl Replica {
         let renewed = self.clock.get(&self.origin) < written
             && self.open_new_life(self.incarnation.saturating_add(1));
         self.debug_check_clock();
+        // A snapshot is O(store) already: check closure and Lamport in full.
+        debug_assert_eq!(self.check_invariants(), Ok(()));
         Some(Replaced { discarded, renewed })
     }
 
