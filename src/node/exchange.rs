@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rand::seq::IndexedRandom;
 use tokio::time::Instant;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::{lock, Node};
 use crate::core::{ExchangeError, Pull, PullRequest, PullStep, Push, PushRequest, VClock};
@@ -161,6 +161,20 @@ impl Node {
                     if done.snapshot {
                         info!(%peer, keys = done.snapshot_keys, dropped = done.dropped, "state transfer: snapshot applied");
                         metrics::counter!(names::STATE_TRANSFERS).increment(1);
+                    }
+                    if done.replaced && done.dropped > 0 {
+                        warn!(%peer, dropped = done.dropped, "below the peer's horizon: state replaced by its snapshot; writes only this replica held are lost");
+                    }
+                    if done.renewed {
+                        // The new life must reach peers before they take
+                        // our writes (they refuse the old one's clock claims
+                        // no more, but push to the life they know).
+                        info!(
+                            incarnation = self.incarnation(),
+                            "state replaced; starting a new life"
+                        );
+                        metrics::counter!(names::NEW_LIVES).increment(1);
+                        self.spawn_heartbeats_to_all();
                     }
                     if let Some(record) = lock(&self.peers).get_mut(peer) {
                         record.last_pull_ms = Some(self.now_ms());

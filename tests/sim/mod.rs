@@ -155,6 +155,20 @@ impl Cluster {
         node.start().await;
     }
 
+    /// Like [`Cluster::restart_with`], but returns at once with the start-up
+    /// (join, state transfer) running as a task: the caller can step time and
+    /// kill the new process part-way through its transfer.
+    pub fn begin_restart_with(
+        &mut self,
+        addr: &str,
+        view: &[String],
+        incarnation: u64,
+    ) -> tokio::task::JoinHandle<()> {
+        self.kill(addr);
+        let node = self.spawn_node_with(addr, view, incarnation);
+        tokio::spawn(async move { node.start().await })
+    }
+
     /// The incarnation the next started node's wall clock would suggest.
     pub fn next_incarnation(&self) -> u64 {
         self.next_incarnation
