@@ -548,5 +548,8 @@ impl Replica {
     }
 }
 
+mod persist;
+pub use persist::DurableState;
+
 #[cfg(test)]
 mod tests;
