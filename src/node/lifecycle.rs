@@ -93,7 +93,7 @@ impl Node {
         info!(dir = %dir.display(), keys = kept, incarnation,
             previous = recovered.state.map(|s| s.incarnation), sync = ?config.sync,
             "data directory opened");
-        let storage = Arc::new(Persister::new(disk, config.sync, state));
+        let storage = Arc::new(Persister::new(disk, config.sync, state, kept > 0));
         Ok(Node::assemble(
             config,
             transport,
@@ -166,7 +166,7 @@ impl Node {
             peers
         };
         let live = self.join(&peers).await;
-        if !self.replica().clock().is_empty() {
+        if self.storage.as_ref().is_some_and(|s| s.recovered()) {
             // Recovered from a data directory: serve what is on disk at
             // once and catch up by delta (a peer whose horizon has passed
             // our clock — away past the grace period — answers that a
@@ -319,6 +319,10 @@ impl Node {
             self.transport.call(peer, request, grace.mul_f32(0.2))
         }));
         let _ = tokio::time::timeout(grace.mul_f32(0.25), leave).await;
+        if let Some(storage) = &self.storage {
+            // What came from peers since the last batch, before the process ends.
+            self.persist(storage, true).await;
+        }
         self.shutdown.cancel();
     }
 

@@ -39,6 +39,8 @@ pub struct Persister {
     last: Mutex<DurableState>,
     /// The store dropped keys: the next batch carries its key set.
     need_keys: AtomicBool,
+    /// The directory held data at start.
+    recovered: bool,
 }
 
 /// What one commit writes, taken under the replica lock.
@@ -63,7 +65,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Persister {
     /// Storage for `disk`, which holds everything `persisted` covers.
-    pub fn new(disk: Disk, sync: SyncPolicy, state: DurableState) -> Persister {
+    /// `recovered`: the directory held data (the node then catches up by
+    /// delta instead of taking a snapshot at start).
+    pub fn new(disk: Disk, sync: SyncPolicy, state: DurableState, recovered: bool) -> Persister {
         Persister {
             disk: Arc::new(Mutex::new(disk)),
             sync,
@@ -74,7 +78,13 @@ impl Persister {
             last: Mutex::new(state),
             failed: AtomicBool::new(false),
             need_keys: AtomicBool::new(false),
+            recovered,
         }
+    }
+
+    /// Whether the directory held data at start.
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     pub fn sync_policy(&self) -> SyncPolicy {
