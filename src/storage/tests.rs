@@ -237,3 +237,45 @@ fn flipped_bytes_never_come_back_as_data() {
     }
     assert!(refused + opened > 0);
 }
+
+#[test]
+fn a_recovered_replica_starts_a_new_life_above_the_stored_one_and_writes_it_at_once() {
+    use crate::config::Config;
+    use crate::node::Node;
+    use crate::transport::memory::SimNetwork;
+
+    let dir = tempfile::tempdir().unwrap();
+    let written = vec![version("k1", Some("\"one\""), 1)];
+    // A stored life an hour ahead of the wall clock: the clock stepped back
+    // across the restart. The new life must still be above it.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut state = state_for(&written);
+    state.incarnation = wall + 3_600_000;
+    {
+        let (mut disk, _) = Disk::open(dir.path()).unwrap();
+        assert!(disk
+            .commit(&written, &state, 1, None, SyncPolicy::Always)
+            .unwrap());
+    }
+    let mut config = Config::for_address(ORIGIN, &[ORIGIN.to_string()]);
+    config.data_dir = Some(dir.path().to_path_buf());
+    let network = SimNetwork::new(1);
+    let node = Node::open(config, network.endpoint(ORIGIN), 1).unwrap();
+    assert_eq!(node.incarnation(), state.incarnation + 1);
+    node.inspect(|replica| {
+        assert_eq!(replica.clock(), &state.clock);
+        assert_eq!(replica.cluster(), state.cluster);
+        assert_eq!(replica.store().get("k1"), Some(&written[0]));
+        replica.check_invariants().unwrap();
+    });
+    drop(node);
+    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    assert_eq!(
+        recovered.state.map(|s| s.incarnation),
+        Some(state.incarnation + 1),
+        "the new life is on disk before the replica serves"
+    );
+}
