@@ -152,6 +152,7 @@ impl Node {
             if let Some(node) = weak.upgrade() {
                 node.persist(&storage, true).await;
             }
+            storage.close();
         });
     }
 

@@ -117,11 +117,11 @@ impl Persister {
         let mut done = self.done.subscribe();
         self.wake.notify_one();
         loop {
-            if self.failed.load(Ordering::Acquire) {
-                return Err(StorageError::Failed);
-            }
             if *done.borrow_and_update() >= ticket {
                 return Ok(());
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(StorageError::Failed);
             }
             if done.changed().await.is_err() {
                 return Err(StorageError::Failed);
@@ -187,6 +187,14 @@ impl Persister {
                 Err(error)
             }
         }
+    }
+
+    /// The storage loop has ended (the node stopped): a write still waiting,
+    /// or made later, is told its durability is unknown instead of waiting
+    /// for ever.
+    pub fn close(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.done.send_modify(|_| {});
     }
 
     /// fsyncs everything committed (`sync = "interval"`).

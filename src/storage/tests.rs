@@ -279,3 +279,47 @@ fn a_recovered_replica_starts_a_new_life_above_the_stored_one_and_writes_it_at_o
         "the new life is on disk before the replica serves"
     );
 }
+
+#[tokio::test]
+async fn one_commit_releases_every_write_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, _) = Disk::open(dir.path()).unwrap();
+    let storage = std::sync::Arc::new(Persister::new(
+        disk,
+        SyncPolicy::Always,
+        state_for(&[]),
+        false,
+    ));
+    let written: Vec<Version> = (1..=8)
+        .map(|i| version(&format!("k{i}"), Some("1"), i))
+        .collect();
+    let tickets: Vec<u64> = written.iter().map(|_| storage.ticket()).collect();
+    let waiters: Vec<_> = tickets
+        .iter()
+        .map(|&ticket| {
+            let storage = storage.clone();
+            tokio::spawn(async move { storage.wait(ticket).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert!(waiters.iter().all(|w| !w.is_finished()), "released early");
+    // One batch, one fsync, carrying all eight writes.
+    storage
+        .commit(Batch {
+            ticket: storage.issued(),
+            versions: written.clone(),
+            state: state_for(&written),
+            store_keys: written.len(),
+            held: None,
+        })
+        .await
+        .unwrap();
+    for waiter in waiters {
+        waiter.await.unwrap().unwrap();
+    }
+    assert_eq!(storage.persisted(), state_for(&written).clock);
+    // Once closed, a write is told its durability is unknown, not held.
+    let late = storage.ticket();
+    storage.close();
+    assert!(storage.wait(late).await.is_err());
+}
