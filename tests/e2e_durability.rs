@@ -213,3 +213,79 @@ async fn a_replica_away_past_the_grace_period_takes_a_snapshot_and_keeps_deletes
         "a key deleted while the replica was away came back"
     );
 }
+
+/// Writes `record` under `key` in `partition` of the data directory `dir`
+/// (of a stopped replica), bypassing the replica: damage done on purpose.
+fn damage(dir: &std::path::Path, partition: &str, key: &str, record: &[u8]) {
+    let keyspace = fjall::Config::new(dir).open().unwrap();
+    let handle = keyspace
+        .open_partition(partition, fjall::PartitionCreateOptions::default())
+        .unwrap();
+    handle.insert(key, record).unwrap();
+    keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_dropped_and_copied_again_and_a_damaged_state_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster_with_disk(dir.path(), "always", &[]).await;
+    let target = cluster.addr(2).to_string();
+    let mut client = cluster.session();
+    for i in 1..=5 {
+        client
+            .put(&target, &format!("k{i}"), json!(i))
+            .await
+            .expect_result(201, "created");
+    }
+    wait_until(CATCH_UP, "replica 0 holds every write", || {
+        let (http, addr) = (&cluster.http, cluster.addr(0));
+        async move { state_of(http, addr, "k5").await == Some(json!(5)) }
+    })
+    .await;
+    let (status, _) = cluster.terminate(2, CATCH_UP).await;
+    assert!(status.success());
+
+    // A record whose digest does not match: dropped, logged, and the key
+    // comes back from the peers — never the damaged bytes.
+    damage(
+        dir.path(),
+        "versions",
+        "k1",
+        b"\x00\x01\x02\x03\x04\x05\x06\x07\x91\xa1x",
+    );
+    cluster.start_replica(2).await;
+    assert!(
+        cluster.log_tail(2, 200).contains("damaged records dropped"),
+        "{}",
+        cluster.log_tail(2, 40)
+    );
+    wait_until(CATCH_UP, "the dropped key is copied again", || {
+        let (http, target) = (&cluster.http, &target);
+        async move {
+            match state_of(http, target, "k1").await {
+                None => false,
+                Some(value) => {
+                    assert_eq!(value, json!(1), "a damaged record was served");
+                    true
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(state_of(&cluster.http, &target, "k5").await, Some(json!(5)));
+    let (status, _) = cluster.terminate(2, CATCH_UP).await;
+    assert!(status.success());
+
+    // A damaged state: the replica cannot know its lives; it refuses to
+    // start and says which directory to move away.
+    damage(dir.path(), "meta", "state", b"not a state");
+    cluster.spawn(2);
+    wait_until(CATCH_UP, "the replica refuses to start", || {
+        let exited = cluster.exited(2).is_some();
+        async move { exited }
+    })
+    .await;
+    let log = cluster.log_tail(2, 40);
+    assert!(log.contains("stored state is damaged"), "{log}");
+    assert!(log.contains(&dir.path().display().to_string()), "{log}");
+}
