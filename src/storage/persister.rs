@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 
 use super::{Disk, StorageError};
 use crate::config::SyncPolicy;
-use crate::core::{DurableState, Key, VClock, Version};
+use crate::core::{Dot, DurableState, Key, VClock, Version};
 
 /// One node's storage: the open directory and the tickets of writes
 /// waiting for it.
@@ -41,6 +41,12 @@ pub struct Persister {
     need_keys: AtomicBool,
     /// The directory held data at start.
     recovered: bool,
+    /// Versions written whose dots the persisted clock does not cover yet
+    /// (taken in by a transfer still under way). The replica hands them
+    /// out again until its clock covers them; a dot names one version, so
+    /// they are not written again (a large snapshot would otherwise be
+    /// rewritten at every batch while it arrives).
+    written_uncovered: Mutex<HashSet<Dot>>,
 }
 
 /// What one commit writes, taken under the replica lock.
@@ -79,6 +85,7 @@ impl Persister {
             failed: AtomicBool::new(false),
             need_keys: AtomicBool::new(false),
             recovered,
+            written_uncovered: Mutex::new(HashSet::new()),
         }
     }
 
@@ -147,22 +154,33 @@ impl Persister {
         let sync = self.sync;
         let Batch {
             ticket,
-            versions,
+            mut versions,
             state,
             store_keys,
             held,
         } = batch;
+        {
+            let written = lock(&self.written_uncovered);
+            if !written.is_empty() {
+                versions.retain(|v| !written.contains(&v.dot));
+            }
+        }
         let unchanged = versions.is_empty() && held.is_none() && *lock(&self.last) == state;
         if unchanged && ticket <= *self.done.borrow() {
             return Ok(());
         }
         let clock = state.clock.clone();
         let written = state.clone();
+        let dots: Vec<Dot> = versions.iter().map(|v| v.dot.clone()).collect();
+        let removing = held.is_some();
         let outcome = tokio::task::spawn_blocking(move || {
             lock(&disk).commit(&versions, &state, store_keys, held.as_ref(), sync)
         })
         .await
         .unwrap_or(Err(StorageError::Failed));
+        if outcome.is_ok() {
+            self.note_written(dots, removing, &clock);
+        }
         match outcome {
             Ok(true) => {
                 self.need_keys.store(false, Ordering::Release);
@@ -195,6 +213,19 @@ impl Persister {
     pub fn close(&self) {
         self.failed.store(true, Ordering::Release);
         self.done.send_modify(|_| {});
+    }
+
+    /// Records the dots just written that `clock` (the state of the batch)
+    /// does not cover, and forgets those it covers. A batch that removed
+    /// keys may have removed such a version: then nothing is assumed.
+    fn note_written(&self, dots: Vec<Dot>, removed_keys: bool, clock: &VClock) {
+        let mut written = lock(&self.written_uncovered);
+        if removed_keys {
+            written.clear();
+            return;
+        }
+        written.extend(dots);
+        written.retain(|dot| !clock.covers_dot(dot));
     }
 
     /// fsyncs everything committed (`sync = "interval"`).
