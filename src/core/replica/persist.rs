@@ -100,3 +100,74 @@ impl Replica {
         self.store.versions().map(|v| v.key.clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{ReadOutcome, WriteOutcome};
+
+    const T: Timing = Timing {
+        suspect_after_ms: 700,
+        dead_after_ms: 1500,
+        dead_member_grace_ms: 300_000,
+    };
+    const A: &str = "10.0.0.1:8090";
+
+    fn view() -> Vec<String> {
+        vec![A.to_string()]
+    }
+
+    #[test]
+    fn the_disk_gets_only_what_it_lacks_and_a_recovered_replica_holds_it_in_a_new_life() {
+        let mut replica = Replica::new(A, 5, &view(), T, 0).with_cluster(9);
+        let none = VClock::new();
+        for key in ["a", "b", "c"] {
+            replica.write(key, Some("1".into()), &none).unwrap();
+        }
+        let first = replica.changes_since(&VClock::new());
+        assert_eq!(first.len(), 3);
+        let persisted = replica.durable_state();
+        assert!(replica.changes_since(&persisted.clock).is_empty());
+
+        let Ok(WriteOutcome::Replaced { metadata }) = replica.write("b", Some("2".into()), &none)
+        else {
+            panic!("an overwrite")
+        };
+        let second = replica.changes_since(&persisted.clock);
+        assert_eq!(second.len(), 1, "only the overwrite");
+        assert_eq!(second[0].value.as_deref(), Some("2"));
+
+        // What the disk then holds: the first batch overwritten by the second.
+        let mut on_disk: Vec<Version> = first.into_iter().filter(|v| &*v.key != "b").collect();
+        on_disk.extend(second);
+        let state = replica.durable_state();
+        let recovered = Replica::recover(A, 6, &view(), T, 0, Some(&state), on_disk);
+        recovered.check_invariants().unwrap();
+        assert_eq!(recovered.clock(), replica.clock());
+        assert_eq!(recovered.cluster(), 9);
+        assert_eq!(recovered.lamport(), replica.lamport());
+        assert!(recovered.origin() != replica.origin(), "a new life");
+        let Ok(ReadOutcome::Found { value, .. }) = recovered.read("b", &metadata) else {
+            panic!("the client's own write is served")
+        };
+        assert_eq!(&*value, "2");
+    }
+
+    #[test]
+    fn without_a_vouched_state_no_clock_is_claimed() {
+        let mut replica = Replica::new(A, 5, &view(), T, 0);
+        let Ok(WriteOutcome::Created { metadata }) =
+            replica.write("a", Some("1".into()), &VClock::new())
+        else {
+            panic!("a create")
+        };
+        let versions = replica.changes_since(&VClock::new());
+        let recovered = Replica::recover(A, 6, &view(), T, 0, None, versions);
+        assert!(recovered.clock().is_empty());
+        assert!(
+            recovered.read("a", &metadata).is_err(),
+            "a client that saw the write waits for peers to vouch for it"
+        );
+        assert!(recovered.read("a", &VClock::new()).is_ok());
+    }
+}
