@@ -259,6 +259,13 @@ async fn a_damaged_record_is_dropped_and_copied_again_and_a_damaged_state_refuse
         "{}",
         cluster.log_tail(2, 40)
     );
+    assert_eq!(
+        cluster
+            .http
+            .metric(&target, "hearsay_storage_records_dropped_total")
+            .await,
+        Some(1.0)
+    );
     wait_until(CATCH_UP, "the dropped key is copied again", || {
         let (http, target) = (&cluster.http, &target);
         async move {

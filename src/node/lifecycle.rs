@@ -63,6 +63,7 @@ impl Node {
             .then_some(recovered.state.as_ref())
             .flatten();
         if recovered.dropped > 0 {
+            metrics::counter!(names::STORAGE_DROPPED).increment(recovered.dropped as u64);
             warn!(
                 dir = %dir.display(),
                 dropped = recovered.dropped,

@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use super::{Disk, StorageError};
 use crate::config::SyncPolicy;
 use crate::core::{Dot, DurableState, Key, VClock, Version};
+use crate::telemetry::names;
 
 /// One node's storage: the open directory and the tickets of writes
 /// waiting for it.
@@ -186,11 +187,14 @@ impl Persister {
                 self.need_keys.store(false, Ordering::Release);
                 *lock(&self.persisted) = clock;
                 *lock(&self.last) = written;
+                let mut released = 0;
                 self.done.send_if_modified(|done| {
-                    let newer = ticket > *done;
+                    released = ticket.saturating_sub(*done);
                     *done = (*done).max(ticket);
-                    newer
+                    released > 0
                 });
+                metrics::counter!(names::STORAGE_COMMITS).increment(1);
+                metrics::counter!(names::STORAGE_WRITES_RELEASED).increment(released);
                 Ok(())
             }
             Ok(false) => {
