@@ -60,6 +60,8 @@ pub const RANGES: &[(&str, u64, u64)] = &[
     // setup gives, ten minutes the most a replay may be considered fresh.
     ("signature_window_ms", SECOND_MS, 600 * SECOND_MS),
     ("protocol_version", 1, 2),
+    // With `sync = "interval"`: how much a power loss may take back.
+    ("sync_interval_ms", 1, 60 * SECOND_MS),
 ];
 
 /// Every setting of a replica. Durations are milliseconds, sizes bytes.
@@ -150,6 +152,29 @@ pub struct Config {
     /// Threads that run this replica's tasks; 0 picks automatically (see
     /// [`Config::effective_worker_threads`]).
     pub worker_threads: usize,
+    /// Keep versions, clock, horizon and identity in this directory and
+    /// recover them at start; unset: in memory only (a restart starts empty
+    /// and copies from peers).
+    pub data_dir: Option<PathBuf>,
+    /// With `data_dir`: when a write is acknowledged (see [`SyncPolicy`]).
+    pub sync: SyncPolicy,
+    /// With `sync = "interval"`: the period of the fsync.
+    pub sync_interval_ms: u64,
+}
+
+/// When a write to a replica with a `data_dir` is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Once it is on disk (fsync); concurrent writes share one fsync.
+    Always,
+    /// Once the operating system has it (a process crash loses nothing
+    /// acknowledged); fsync every `sync_interval_ms`, so a power loss may
+    /// take back that window.
+    Interval,
+    /// Without waiting for the disk at all: a crash may lose recent writes
+    /// (the replica recovers them from peers if they had them).
+    Never,
 }
 
 /// Whether unsigned internal messages are refused (with a key set).
@@ -201,6 +226,9 @@ impl Default for Config {
             admin_token: None,
             log_format: LogFormat::Text,
             worker_threads: 0,
+            data_dir: None,
+            sync: SyncPolicy::Always,
+            sync_interval_ms: 100,
         }
     }
 }
@@ -241,6 +269,9 @@ pub const KEYS: &[&str] = &[
     "admin_token",
     "log_format",
     "worker_threads",
+    "data_dir",
+    "sync",
+    "sync_interval_ms",
 ];
 
 fn address_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -556,7 +587,7 @@ impl Loaded {
 
 impl Config {
     /// Every number in the configuration by key, for the range check.
-    fn numbers(&self) -> [(&'static str, u64); 22] {
+    fn numbers(&self) -> [(&'static str, u64); 23] {
         // usize is at most 64 bits on every supported target.
         let size = |n: usize| n as u64;
         [
@@ -582,6 +613,7 @@ impl Config {
             ("worker_threads", size(self.worker_threads)),
             ("signature_window_ms", self.signature_window_ms),
             ("protocol_version", u64::from(self.protocol_version)),
+            ("sync_interval_ms", self.sync_interval_ms),
         ]
     }
 

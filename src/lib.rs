@@ -35,5 +35,6 @@ pub mod node;
 #[warn(missing_docs)]
 pub mod proto;
 pub mod server;
+pub mod storage;
 mod telemetry;
 pub mod transport;

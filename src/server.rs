@@ -38,13 +38,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-    let incarnation = new_incarnation();
     let plane = Arc::new(Plane::from_config(&config)?);
     let transport = Arc::new(HttpTransport::new(
         plane.clone(),
         config.max_internal_body_bytes(),
     ));
-    let node = Node::new(config, transport, incarnation, rand::random());
+    let node = Node::open(config, transport, rand::random())?;
+    let incarnation = node.incarnation();
     let reloader = reload_keyring_on_sighup(plane.clone());
     let limits = connections::Limits::of(node.config());
     warn_if_descriptors_are_short(limits.max_open);

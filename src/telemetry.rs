@@ -44,6 +44,13 @@ pub mod names {
     pub const MEMBERS: &str = "hearsay_members";
     pub const CLOCK_ENTRIES: &str = "hearsay_clock_entries";
     pub const READY: &str = "hearsay_ready";
+    /// Batches written to the data directory (`data_dir`).
+    pub const STORAGE_COMMITS: &str = "hearsay_storage_commits_total";
+    /// Client writes released by those batches: over `STORAGE_COMMITS`,
+    /// the writes that shared one commit (group commit).
+    pub const STORAGE_WRITES_RELEASED: &str = "hearsay_storage_writes_released_total";
+    /// Version records dropped as damaged when the data directory was opened.
+    pub const STORAGE_DROPPED: &str = "hearsay_storage_records_dropped_total";
 }
 
 /// Installs the global `tracing` subscriber (once; later calls are no-ops).

@@ -53,6 +53,9 @@ pub const ERR_CAUSAL: &str = "Causal dependencies not satisfied; try again later
 pub const ERR_DRAINING: &str = "Replica is shutting down";
 pub const ERR_COUNTERS_EXHAUSTED: &str =
     "Replica cannot take more writes: its write counters are exhausted";
+/// A write with `data_dir` set whose durability could not be confirmed.
+pub const ERR_STORAGE: &str =
+    "Replica could not make the write durable (data directory failing); it may or may not survive a restart";
 pub const ERR_VIEW_COUNTER_EXHAUSTED: &str =
     "Replica cannot record more view changes: its decision counter is exhausted";
 /// A write at a replica an operator removed from the view.
@@ -129,6 +132,7 @@ impl From<Unavailable> for ApiError {
             Unavailable::Draining => ERR_DRAINING,
             Unavailable::Removed => ERR_REMOVED,
             Unavailable::CountersExhausted => ERR_COUNTERS_EXHAUSTED,
+            Unavailable::StorageFailed => ERR_STORAGE,
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }

@@ -27,6 +27,7 @@ fn every_key_is_listed() {
     present.push("keyring_file");
     present.push("internal_auth");
     present.push("admin_token");
+    present.push("data_dir");
     present.sort();
     present.dedup();
     assert_eq!(listed, present);
@@ -324,6 +325,41 @@ fn addresses_are_canonical_and_usable_and_the_operator_token_is_long_enough() {
         let shown = loaded.explain();
         let token = shown.iter().find(|(k, _, _)| k == "admin_token").unwrap();
         assert_eq!(token.1, "(set, hidden)");
+        Ok(())
+    });
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's test jail fixes the signature
+fn durability_settings_load_and_are_bounded() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+        let loaded = load(&Overrides::default()).unwrap();
+        assert_eq!(loaded.config.data_dir, None, "in memory by default");
+        assert_eq!(loaded.config.sync, SyncPolicy::Always);
+        jail.set_env("HEARSAY_DATA_DIR", "/var/lib/hearsay");
+        jail.set_env("HEARSAY_SYNC", "interval");
+        jail.set_env("HEARSAY_SYNC_INTERVAL_MS", "250");
+        let loaded = load(&Overrides::default()).unwrap();
+        assert_eq!(
+            loaded.config.data_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/hearsay"))
+        );
+        assert_eq!(loaded.config.sync, SyncPolicy::Interval);
+        assert_eq!(loaded.config.sync_interval_ms, 250);
+        jail.set_env("HEARSAY_SYNC", "sometimes");
+        let error = load(&Overrides::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("sync"), "{error}");
+        jail.set_env("HEARSAY_SYNC", "never");
+        jail.set_env("HEARSAY_SYNC_INTERVAL_MS", "0");
+        let error = load(&Overrides::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("sync_interval_ms"), "{error}");
         Ok(())
     });
 }

@@ -752,5 +752,8 @@ impl Replica {
     }
 }
 
+mod persist;
+pub use persist::DurableState;
+
 #[cfg(test)]
 mod tests;

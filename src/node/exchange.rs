@@ -151,7 +151,18 @@ impl Node {
             };
             let received = chunk.entries.len() as u64;
             let now = self.now_ms();
-            let step = pull.on_chunk(&mut self.replica(), chunk, now);
+            let step = {
+                let mut replica = self.replica();
+                let step = pull.on_chunk(&mut replica, chunk, now);
+                if let (Ok(PullStep::Done(done)), Some(storage)) = (&step, &self.storage) {
+                    if done.replaced {
+                        // Under the lock, so that no batch pairs the new
+                        // state with the old record of the disk.
+                        storage.forget_persisted();
+                    }
+                }
+                step
+            };
             metrics::counter!(names::DELTA_VERSIONS_RECEIVED).increment(received);
             count_refused_versions(pull.take_refused());
             self.notify();

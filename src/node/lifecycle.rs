@@ -1,5 +1,6 @@
-//! A node's life cycle: start-up (join, state transfer), the background
-//! loops, garbage collection, graceful leave.
+//! A node's life cycle: opening (with a data directory: recovery), start-up
+//! (join, state transfer or catch-up), the background loops (storage among
+//! them), garbage collection, graceful leave.
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
@@ -10,9 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{lock, Node};
-use crate::core::Refusal;
+use crate::config::{Config, SyncPolicy};
+use crate::core::{Refusal, Replica};
 use crate::proto::{Request, Response};
+use crate::storage::{Batch, Disk, Persister, StorageError};
 use crate::telemetry::names;
+use crate::transport::Transport;
 
 /// Join rounds at start before serving with whatever life we have: each
 /// refused round moves our incarnation above every life the refusers know.
@@ -25,8 +29,138 @@ const TRANSFER_ROUNDS: usize = 3;
 impl Node {
     /// Announces this replica, starts the background tasks, and transfers
     /// state from a live peer; returns when the replica is ready to serve.
+    /// A node for `config`: in memory when `data_dir` is unset (a new life
+    /// at the wall clock's ms), otherwise recovered from the directory.
+    ///
+    /// A recovered replica always starts a new life, above both the wall
+    /// clock and the stored life: writes of the stored life that never
+    /// reached the disk may still have reached peers, so its sequence
+    /// numbers are never issued again. The new life is on disk (fsync)
+    /// before this returns, so a crash right after start cannot reuse it.
+    pub fn open(
+        config: Config,
+        transport: Arc<dyn Transport>,
+        seed: u64,
+    ) -> Result<Arc<Node>, StorageError> {
+        let wall = Self::wall_ms().max(1);
+        let Some(dir) = config.data_dir.clone() else {
+            return Ok(Node::new(config, transport, wall, seed));
+        };
+        let (mut disk, recovered) = Disk::open(&dir)?;
+        let incarnation = recovered
+            .state
+            .as_ref()
+            .map_or(wall, |state| wall.max(state.incarnation.saturating_add(1)));
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        let random_cluster: u64 = rng.random();
+        let cluster = recovered
+            .state
+            .as_ref()
+            .map_or(random_cluster, |s| s.cluster);
+        // A dropped record leaves the stored clock claiming a write the
+        // disk lacks: keep what is intact but claim nothing for it.
+        let vouched = (recovered.dropped == 0)
+            .then_some(recovered.state.as_ref())
+            .flatten();
+        if recovered.dropped > 0 {
+            metrics::counter!(names::STORAGE_DROPPED).increment(recovered.dropped as u64);
+            warn!(
+                dir = %dir.display(),
+                dropped = recovered.dropped,
+                kept = recovered.versions.len(),
+                "damaged records dropped from the data directory; the rest is kept and \
+                 everything is copied again from peers"
+            );
+        }
+        let kept = recovered.versions.len();
+        let replica = Replica::recover(
+            &config.socket_address,
+            incarnation,
+            &config.view,
+            Node::timing(&config),
+            0,
+            vouched,
+            recovered.versions,
+        )
+        .with_cluster(cluster);
+        let state = replica.durable_state();
+        disk.commit(
+            &[],
+            &state,
+            replica.key_count(),
+            Some(&replica.keys()),
+            SyncPolicy::Always,
+        )?;
+        info!(dir = %dir.display(), keys = kept, incarnation,
+            previous = recovered.state.map(|s| s.incarnation), sync = ?config.sync,
+            "data directory opened");
+        let storage = Arc::new(Persister::new(disk, config.sync, state, kept > 0));
+        Ok(Node::assemble(
+            config,
+            transport,
+            replica,
+            rng,
+            Some(storage),
+        ))
+    }
+
+    /// Writes what the disk lacks in one batch (see [`Persister`]); with
+    /// `sync_too`, fsyncs afterwards (`sync = "interval"`).
+    async fn persist(&self, storage: &Persister, sync_too: bool) {
+        let batch = {
+            let replica = self.replica();
+            Batch {
+                ticket: storage.issued(),
+                versions: replica.changes_since(&storage.persisted()),
+                state: replica.durable_state(),
+                store_keys: replica.key_count(),
+                held: storage.needs_keys().then(|| replica.keys()),
+                epoch: storage.epoch(),
+            }
+        };
+        let mut outcome = storage.commit(batch).await;
+        if outcome.is_ok() && sync_too {
+            outcome = storage.sync_now().await;
+        }
+        if let Err(error) = outcome {
+            tracing::error!(%error, "the data directory failed; writes are refused from now on");
+        }
+    }
+
+    /// The storage loop: a batch whenever a write waits (group commit: the
+    /// writes that arrive during one fsync share the next), and every
+    /// `sync_interval_ms` for what came from peers (plus the fsync of
+    /// `sync = "interval"`). A last batch when the node stops.
+    fn spawn_storage(self: &Arc<Self>) {
+        let Some(storage) = self.storage.clone() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let cancel = self.shutdown.clone();
+        let period = Duration::from_millis(self.config.sync_interval_ms);
+        let interval = storage.sync_policy() == SyncPolicy::Interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let timer = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = storage.woken() => false,
+                    _ = tick.tick() => true,
+                };
+                let Some(node) = weak.upgrade() else { return };
+                node.persist(&storage, timer && interval).await;
+            }
+            if let Some(node) = weak.upgrade() {
+                node.persist(&storage, true).await;
+            }
+            storage.close();
+        });
+    }
+
     pub async fn start(self: &Arc<Self>) {
         self.spawn_loops();
+        self.spawn_storage();
         let peers: Vec<String> = {
             let replica = self.replica();
             let mut peers = replica.members.admitted_peers();
@@ -35,6 +169,18 @@ impl Node {
             peers
         };
         let live = self.join(&peers).await;
+        if self.storage.as_ref().is_some_and(|s| s.recovered()) {
+            // Recovered from a data directory: serve what is on disk at
+            // once and catch up by delta (a peer whose horizon has passed
+            // our clock — away past the grace period — answers that a
+            // snapshot is required, and the pull becomes one).
+            self.set_ready();
+            info!(address = %self.address, incarnation = self.incarnation(), "ready (recovered)");
+            for peer in live {
+                self.spawn_pull(peer);
+            }
+            return;
+        }
         // A peer that answered the join is up: keep trying the transfer (a
         // chunk can time out under load) rather than serve without it.
         'transfer: for _ in 0..TRANSFER_ROUNDS {
@@ -176,6 +322,10 @@ impl Node {
             self.transport.call(peer, request, grace.mul_f32(0.2))
         }));
         let _ = tokio::time::timeout(grace.mul_f32(0.25), leave).await;
+        if let Some(storage) = &self.storage {
+            // What came from peers since the last batch, before the process ends.
+            self.persist(storage, true).await;
+        }
         self.shutdown.cancel();
     }
 

@@ -61,6 +61,8 @@ pub enum Unavailable {
     /// This replica's life has no counter left for a new write (see
     /// [`crate::core::WriteError::CountersExhausted`]).
     CountersExhausted,
+    /// With a data directory: the write could not be made durable.
+    StorageFailed,
 }
 
 /// A snapshot of one member for operators.
@@ -95,6 +97,8 @@ pub struct Node {
     /// members (see `observe`): bounded by [`MAX_VERIFICATIONS`].
     verifying: AtomicUsize,
     shutdown: CancellationToken,
+    /// The data directory's storage, when `data_dir` is set.
+    storage: Option<Arc<crate::storage::Persister>>,
 }
 
 /// Most call-backs to unknown senders in flight at once; a flood of digests
@@ -126,14 +130,30 @@ impl Node {
         incarnation: u64,
         seed: u64,
     ) -> Arc<Node> {
-        let timing = Timing {
-            suspect_after_ms: config.suspect_after_ms,
-            dead_after_ms: config.dead_after_ms,
-            dead_member_grace_ms: config.dead_member_grace_ms,
-        };
+        let timing = Node::timing(&config);
         let mut rng = StdRng::seed_from_u64(seed);
         let replica = Replica::new(&config.socket_address, incarnation, &config.view, timing, 0)
             .with_cluster(rand::Rng::random(&mut rng));
+        Node::assemble(config, transport, replica, rng, None)
+    }
+
+    /// The timing parameters of the member table, from the configuration.
+    fn timing(config: &Config) -> Timing {
+        Timing {
+            suspect_after_ms: config.suspect_after_ms,
+            dead_after_ms: config.dead_after_ms,
+            dead_member_grace_ms: config.dead_member_grace_ms,
+        }
+    }
+
+    /// A node around `replica` (fresh or recovered), with its storage.
+    fn assemble(
+        config: Config,
+        transport: Arc<dyn Transport>,
+        replica: Replica,
+        mut rng: StdRng,
+        storage: Option<Arc<crate::storage::Persister>>,
+    ) -> Arc<Node> {
         let process = rand::Rng::random(&mut rng);
         let (changes, _) = watch::channel(0);
         Arc::new(Node {
@@ -150,6 +170,7 @@ impl Node {
             process,
             verifying: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            storage,
         })
     }
 
@@ -318,17 +339,32 @@ impl Node {
         value: Option<JsonText>,
         metadata: &VClock,
     ) -> Result<WriteOutcome, Unavailable> {
-        self.when_caught_up(metadata, move |replica| {
-            if replica.members.removed() {
-                return Ok(Err(Unavailable::Removed));
+        let storage = self.storage.as_deref();
+        let (outcome, ticket) = self
+            .when_caught_up(metadata, move |replica| {
+                if replica.members.removed() {
+                    return Ok((Err(Unavailable::Removed), None));
+                }
+                match replica.write(key, value.clone(), metadata) {
+                    // The ticket is taken under the replica lock, so the
+                    // batch that carries this write carries the ticket too.
+                    Ok(outcome) => Ok((Ok(outcome), storage.map(|s| s.ticket()))),
+                    Err(WriteError::NotYet) => Err(crate::core::NotYet),
+                    Err(WriteError::CountersExhausted) => {
+                        Ok((Err(Unavailable::CountersExhausted), None))
+                    }
+                }
+            })
+            .await?;
+        // With a data directory, acknowledged only once as durable as the
+        // sync policy promises (the lock is not held while waiting).
+        if let (Some(storage), Some(ticket)) = (storage, ticket) {
+            if let Err(error) = storage.wait(ticket).await {
+                warn!(%error, "a write could not be made durable");
+                return Err(Unavailable::StorageFailed);
             }
-            match replica.write(key, value.clone(), metadata) {
-                Ok(outcome) => Ok(Ok(outcome)),
-                Err(WriteError::NotYet) => Err(crate::core::NotYet),
-                Err(WriteError::CountersExhausted) => Ok(Err(Unavailable::CountersExhausted)),
-            }
-        })
-        .await?
+        }
+        outcome
     }
 
     /// Runs `op` once this replica is ready and covers `metadata`; until then

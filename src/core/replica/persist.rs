@@ -1,0 +1,173 @@
+//! What a replica with a data directory hands to its storage, and how it is
+//! rebuilt from what storage recovered. Pure: no I/O here (the shell's
+//! `crate::storage` writes and reads the disk).
+//!
+//! The disk is treated like a peer: what it lacks is the delta against the
+//! clock last persisted ([`Replica::changes_since`]), found through the
+//! store's per-origin index in `O(origins · log n)` plus the versions
+//! returned. Keys that leave the store (collected tombstones, versions a
+//! snapshot's sender had deleted) are not in any delta; the shell notices
+//! them because the disk then holds more keys than the store
+//! ([`Replica::key_count`]) and removes them.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::Replica;
+use crate::core::clock::VClock;
+use crate::core::membership::Timing;
+use crate::core::store::{Key, Version};
+
+/// Everything besides the versions that a recovered replica needs: written
+/// with the versions it covers, in one atomic batch, so that the clock on
+/// disk never claims a write the disk lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableState {
+    /// The life that wrote this state; a recovered replica starts above it.
+    pub incarnation: u64,
+    /// Lamport time (at least that of every version on disk).
+    pub lamport: u64,
+    /// Every write the disk holds (or holds something that beats).
+    pub clock: VClock,
+    /// The stability horizon (tombstones below it may be gone).
+    pub horizon: VClock,
+    /// The cluster whose data this is.
+    pub cluster: u64,
+}
+
+impl Replica {
+    /// The current versions whose dots `persisted` does not cover: what the
+    /// disk lacks if it last took a state whose clock was `persisted`.
+    /// (Versions taken in by a transfer still under way are not covered by
+    /// the clock yet, so they are handed out again until it is; writing a
+    /// version twice is harmless.)
+    pub fn changes_since(&self, persisted: &VClock) -> Vec<Version> {
+        self.store.delta(persisted, None, usize::MAX / 2).0
+    }
+
+    /// The state to write with [`Replica::changes_since`].
+    pub fn durable_state(&self) -> DurableState {
+        DurableState {
+            incarnation: self.incarnation,
+            lamport: self.lamport,
+            clock: self.clock.clone(),
+            horizon: self.horizon.clone(),
+            cluster: self.cluster,
+        }
+    }
+
+    /// Keys the store holds, tombstones included.
+    pub fn key_count(&self) -> usize {
+        self.store.live_len() + self.store.tombstone_len()
+    }
+
+    /// A replica rebuilt from what its data directory held, in a new life
+    /// `incarnation` (which the caller chose above `state.incarnation`: no
+    /// dot of an earlier life is ever issued again).
+    ///
+    /// `state` is `None` when storage could not vouch for every version (a
+    /// record was dropped as corrupt, or the state itself was): the versions
+    /// are kept but no clock is claimed for them, so peers send everything
+    /// again (a snapshot, if their horizon has moved) and a client whose
+    /// metadata names a lost write waits for it instead of being served
+    /// without it.
+    pub fn recover(
+        address: &str,
+        incarnation: u64,
+        view: &[String],
+        timing: Timing,
+        now_ms: u64,
+        state: Option<&DurableState>,
+        versions: Vec<Version>,
+    ) -> Replica {
+        let mut replica = Replica::new(address, incarnation, view, timing, now_ms);
+        for version in versions {
+            replica.lamport = replica.lamport.max(version.lamport);
+            replica.store.apply(version);
+        }
+        if let Some(state) = state {
+            replica.lamport = replica.lamport.max(state.lamport);
+            replica.clock = state.clock.clone();
+            replica.horizon = state.horizon.clone();
+            replica.cluster = state.cluster;
+        }
+        replica
+    }
+
+    /// The keys of every version held (for removing the others from disk).
+    pub fn keys(&self) -> HashSet<Key> {
+        self.store.versions().map(|v| v.key.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{ReadOutcome, WriteOutcome};
+
+    const T: Timing = Timing {
+        suspect_after_ms: 700,
+        dead_after_ms: 1500,
+        dead_member_grace_ms: 300_000,
+    };
+    const A: &str = "10.0.0.1:8090";
+
+    fn view() -> Vec<String> {
+        vec![A.to_string()]
+    }
+
+    #[test]
+    fn the_disk_gets_only_what_it_lacks_and_a_recovered_replica_holds_it_in_a_new_life() {
+        let mut replica = Replica::new(A, 5, &view(), T, 0).with_cluster(9);
+        let none = VClock::new();
+        for key in ["a", "b", "c"] {
+            replica.write(key, Some("1".into()), &none).unwrap();
+        }
+        let first = replica.changes_since(&VClock::new());
+        assert_eq!(first.len(), 3);
+        let persisted = replica.durable_state();
+        assert!(replica.changes_since(&persisted.clock).is_empty());
+
+        let Ok(WriteOutcome::Replaced { metadata }) = replica.write("b", Some("2".into()), &none)
+        else {
+            panic!("an overwrite")
+        };
+        let second = replica.changes_since(&persisted.clock);
+        assert_eq!(second.len(), 1, "only the overwrite");
+        assert_eq!(second[0].value.as_deref(), Some("2"));
+
+        // What the disk then holds: the first batch overwritten by the second.
+        let mut on_disk: Vec<Version> = first.into_iter().filter(|v| &*v.key != "b").collect();
+        on_disk.extend(second);
+        let state = replica.durable_state();
+        let recovered = Replica::recover(A, 6, &view(), T, 0, Some(&state), on_disk);
+        recovered.check_invariants().unwrap();
+        assert_eq!(recovered.clock(), replica.clock());
+        assert_eq!(recovered.cluster(), 9);
+        assert_eq!(recovered.lamport(), replica.lamport());
+        assert!(recovered.origin() != replica.origin(), "a new life");
+        let Ok(ReadOutcome::Found { value, .. }) = recovered.read("b", &metadata) else {
+            panic!("the client's own write is served")
+        };
+        assert_eq!(&*value, "2");
+    }
+
+    #[test]
+    fn without_a_vouched_state_no_clock_is_claimed() {
+        let mut replica = Replica::new(A, 5, &view(), T, 0);
+        let Ok(WriteOutcome::Created { metadata }) =
+            replica.write("a", Some("1".into()), &VClock::new())
+        else {
+            panic!("a create")
+        };
+        let versions = replica.changes_since(&VClock::new());
+        let recovered = Replica::recover(A, 6, &view(), T, 0, None, versions);
+        assert!(recovered.clock().is_empty());
+        assert!(
+            recovered.read("a", &metadata).is_err(),
+            "a client that saw the write waits for peers to vouch for it"
+        );
+        assert!(recovered.read("a", &VClock::new()).is_ok());
+    }
+}
