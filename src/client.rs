@@ -195,8 +195,7 @@ fn metadata_to_keep<'a>(status: u16, operation: &Operation, body: &'a Value) -> 
     let key_value = !matches!(operation, Operation::View(_));
     // A 503 with metadata is a write applied here but not acknowledged by
     // enough replicas: the client has seen it, so it keeps it too.
-    let adopt =
-        (200..300).contains(&status) || (key_value && (status == 404 || status == 503));
+    let adopt = (200..300).contains(&status) || (key_value && (status == 404 || status == 503));
     body.get("causal-metadata")
         .filter(|metadata| adopt && metadata.is_object())
 }

@@ -69,10 +69,16 @@ async fn a_write_acknowledged_by_two_survives_its_replica_killed_at_once() {
             assert_eq!(reply.value(), &json!("safe"));
             found += 1;
         } else {
-            reply.expect(503, Some("Causal dependencies not satisfied; try again later"));
+            reply.expect(
+                503,
+                Some("Causal dependencies not satisfied; try again later"),
+            );
         }
     }
-    assert!(found >= 1, "the write was lost with the replica that took it");
+    assert!(
+        found >= 1,
+        "the write was lost with the replica that took it"
+    );
 }
 
 #[tokio::test]
@@ -147,16 +153,20 @@ async fn a_client_holding_a_dead_lifes_metadata_is_told_and_can_reset() {
     let lost_life = format!("{target}@{first_life}");
     for at in [cluster.addr(1).to_string(), cluster.addr(0).to_string()] {
         // The other replica learns of the new life by heartbeats.
-        wait_until(SETTLE, format!("{at} answers that the write is lost"), || {
-            let (http, at, metadata) = (&cluster.http, &at, client.metadata.clone());
-            async move {
-                let mut reader = support::Session::new(http.clone());
-                reader.metadata = metadata;
-                let reply = reader.get(at, "doomed").await;
-                assert_eq!(reply.status, 503, "{reply:?}");
-                reply.error() == ERR_LOST
-            }
-        })
+        wait_until(
+            SETTLE,
+            format!("{at} answers that the write is lost"),
+            || {
+                let (http, at, metadata) = (&cluster.http, &at, client.metadata.clone());
+                async move {
+                    let mut reader = support::Session::new(http.clone());
+                    reader.metadata = metadata;
+                    let reply = reader.get(at, "doomed").await;
+                    assert_eq!(reply.status, 503, "{reply:?}");
+                    reply.error() == ERR_LOST
+                }
+            },
+        )
         .await;
         let mut reader = cluster.session();
         reader.metadata = client.metadata.clone();

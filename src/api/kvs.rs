@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::body::{key_from_uri, parse_kv_body, read_body};
 use super::{
-    ApiError, ApiResult, AppState, ErrorBody, ERR_LOST_DEPENDENCIES, ERR_NO_KEY, ERR_NOT_ACKNOWLEDGED,
-    ERR_NO_VALUE,
+    ApiError, ApiResult, AppState, ErrorBody, ERR_LOST_DEPENDENCIES, ERR_NOT_ACKNOWLEDGED,
+    ERR_NO_KEY, ERR_NO_VALUE,
 };
 use crate::core::{JsonText, ReadOutcome, VClock, WriteOutcome};
 use crate::node::Unavailable;
@@ -182,7 +182,7 @@ pub(super) async fn get_key(State(state): State<AppState>, uri: Uri, body: Body)
         (status = 200, body = Written, description = "replaced"),
         (status = 400, body = ErrorBody, description = "Key is too long; PUT request does not specify a value; malformed body"),
         (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied; try again later"),
+        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied or lost (as for GET); or, with ack_replicas above 1, applied here but not acknowledged by enough replicas in time (the body also has holding, needed and causal-metadata)"),
     ))]
 pub(super) async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let KvRequest {
@@ -209,7 +209,7 @@ pub(super) async fn put_key(State(state): State<AppState>, uri: Uri, body: Body)
         (status = 400, body = ErrorBody),
         (status = 404, body = Missing, description = "Key does not exist"),
         (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied; try again later"),
+        (status = 503, body = ErrorBody, description = "As for PUT"),
     ))]
 pub(super) async fn delete_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let KvRequest { key, metadata, .. } = kv_request(&state, &uri, body).await?;
@@ -217,7 +217,12 @@ pub(super) async fn delete_key(State(state): State<AppState>, uri: Uri, body: Bo
 }
 
 /// Applies a write, then waits for `ack_replicas` replicas to hold it.
-async fn write(state: &AppState, key: &str, value: Option<JsonText>, metadata: &VClock) -> ApiResult {
+async fn write(
+    state: &AppState,
+    key: &str,
+    value: Option<JsonText>,
+    metadata: &VClock,
+) -> ApiResult {
     let outcome = state.node.write(key, value, metadata).await;
     let outcome = outcome.map_err(|why| unavailable(state, metadata, why))?;
     if let Err(short) = state.node.acknowledge(&outcome).await {
@@ -233,7 +238,10 @@ async fn write(state: &AppState, key: &str, value: Option<JsonText>, metadata: &
             needed: short.needed,
             causal_metadata: metadata,
         };
-        return Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, to_json(&body)));
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            to_json(&body),
+        ));
     }
     write_response(outcome)
 }

@@ -41,7 +41,8 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::core::checks::{self, Invalid};
 use crate::core::{
-    JsonText, Origin, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError, WriteOutcome,
+    JsonText, Origin, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError,
+    WriteOutcome,
 };
 use crate::proto::{Hello, Request, Response};
 use crate::telemetry::names;
@@ -383,7 +384,10 @@ impl Node {
     /// `rpc_timeout_ms`. Returns how many hold it (this one included) and
     /// how many were needed when that is too few. The write stays applied
     /// here either way and spreads by gossip.
-    pub async fn acknowledge(self: &Arc<Self>, outcome: &WriteOutcome) -> Result<(), Unacknowledged> {
+    pub async fn acknowledge(
+        self: &Arc<Self>,
+        outcome: &WriteOutcome,
+    ) -> Result<(), Unacknowledged> {
         if matches!(outcome, WriteOutcome::NotFound { .. }) {
             // A delete of a missing key wrote nothing.
             return Ok(());
