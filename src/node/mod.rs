@@ -425,6 +425,7 @@ impl Node {
                 Ok(None) | Err(_) => break,
             }
         }
+        debug!(holding, needed, "acknowledgement wait over");
         if holding >= needed {
             Ok(())
         } else {
