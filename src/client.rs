@@ -41,6 +41,11 @@ pub struct ClientArgs {
     /// Neither read nor update the metadata file.
     #[arg(long, global = true)]
     pub no_metadata: bool,
+    /// Forget the kept metadata before this request (send null and keep what
+    /// the answer hands back): the way on after a replica answers that
+    /// dependencies were lost (503 with `lost-dependencies`).
+    #[arg(long, global = true)]
+    pub reset_metadata: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
@@ -111,6 +116,9 @@ pub async fn run(args: ClientArgs, operation: Operation) -> anyhow::Result<ExitC
         .unwrap_or_else(default_metadata_file);
     let metadata = if args.no_metadata {
         Value::Null
+    } else if args.reset_metadata {
+        write_metadata(&metadata_file, &Value::Null)?;
+        Value::Null
     } else {
         read_metadata(&metadata_file)?
     };
@@ -170,6 +178,9 @@ pub async fn run(args: ClientArgs, operation: Operation) -> anyhow::Result<ExitC
         Output::Json => println!("{body}"),
         Output::Table => eprintln!("hearsay: {} {}", status.as_u16(), message),
     }
+    if body.get("lost-dependencies").is_some() {
+        eprintln!("hearsay: run again with --reset-metadata to drop the lost dependencies");
+    }
     Ok(ExitCode::from(match status.as_u16() {
         404 => EXIT_NOT_FOUND,
         503 => EXIT_UNAVAILABLE,
@@ -182,7 +193,9 @@ pub async fn run(args: ClientArgs, operation: Operation) -> anyhow::Result<ExitC
 /// that saw the delete must never be served the old value afterwards).
 fn metadata_to_keep<'a>(status: u16, operation: &Operation, body: &'a Value) -> Option<&'a Value> {
     let key_value = !matches!(operation, Operation::View(_));
-    let adopt = (200..300).contains(&status) || (key_value && status == 404);
+    // A 503 with metadata is a write applied here but not acknowledged by
+    // enough replicas: the client has seen it, so it keeps it too.
+    let adopt = (200..300).contains(&status) || (key_value && (status == 404 || status == 503));
     body.get("causal-metadata")
         .filter(|metadata| adopt && metadata.is_object())
 }
@@ -246,6 +259,8 @@ mod tests {
         assert_eq!(metadata_to_keep(404, &get, &bare), None);
         let unavailable = json!({"error": "Causal dependencies not satisfied; try again later"});
         assert_eq!(metadata_to_keep(503, &get, &unavailable), None);
+        let unacknowledged = json!({"error": "Write not acknowledged", "causal-metadata": m});
+        assert_eq!(metadata_to_keep(503, &get, &unacknowledged), Some(&m));
         let view = Operation::View(ViewCommand::Remove {
             address: "127.0.0.1:1".into(),
         });

@@ -160,6 +160,81 @@ pub struct Config {
     pub sync: SyncPolicy,
     /// With `sync = "interval"`: the period of the fsync.
     pub sync_interval_ms: u64,
+    /// How many replicas of the current view (this one included) must hold
+    /// a write before it is acknowledged (see [`AckReplicas`]).
+    pub ack_replicas: AckReplicas,
+}
+
+/// How many replicas must hold a write before a client is told it
+/// succeeded: `1` (this one; the write spreads by gossip), `2`, `majority`
+/// or `all` of the current view. Always capped at the view's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckReplicas {
+    One,
+    Two,
+    Majority,
+    All,
+}
+
+impl AckReplicas {
+    /// The replicas that must hold a write in a view of `view_size`
+    /// members (this one included): at least 1, at most `view_size`.
+    pub fn needed(self, view_size: usize) -> usize {
+        let wanted = match self {
+            AckReplicas::One => 1,
+            AckReplicas::Two => 2,
+            AckReplicas::Majority => view_size / 2 + 1,
+            AckReplicas::All => view_size,
+        };
+        wanted.min(view_size).max(1)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            AckReplicas::One => "1",
+            AckReplicas::Two => "2",
+            AckReplicas::Majority => "majority",
+            AckReplicas::All => "all",
+        }
+    }
+}
+
+impl std::fmt::Display for AckReplicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for AckReplicas {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AckReplicas {
+    /// A number (`1`, `2`; the environment gives numbers as such) or text
+    /// (`"1"`, `"2"`, `"majority"`, `"all"`).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        let text = match Either::deserialize(deserializer)? {
+            Either::Number(n) => n.to_string(),
+            Either::Text(text) => text.trim().to_ascii_lowercase(),
+        };
+        match text.as_str() {
+            "1" => Ok(AckReplicas::One),
+            "2" => Ok(AckReplicas::Two),
+            "majority" => Ok(AckReplicas::Majority),
+            "all" => Ok(AckReplicas::All),
+            other => Err(serde::de::Error::custom(format!(
+                "ack_replicas must be 1, 2, majority or all, not {other:?}"
+            ))),
+        }
+    }
 }
 
 /// When a write to a replica with a `data_dir` is acknowledged.
@@ -229,6 +304,7 @@ impl Default for Config {
             data_dir: None,
             sync: SyncPolicy::Always,
             sync_interval_ms: 100,
+            ack_replicas: AckReplicas::One,
         }
     }
 }
@@ -272,6 +348,7 @@ pub const KEYS: &[&str] = &[
     "data_dir",
     "sync",
     "sync_interval_ms",
+    "ack_replicas",
 ];
 
 fn address_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {

@@ -7,8 +7,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::body::{key_from_uri, parse_kv_body, read_body};
-use super::{ApiError, ApiResult, AppState, ErrorBody, ERR_NO_KEY, ERR_NO_VALUE};
+use super::{
+    ApiError, ApiResult, AppState, ErrorBody, ERR_LOST_DEPENDENCIES, ERR_NOT_ACKNOWLEDGED,
+    ERR_NO_KEY, ERR_NO_VALUE,
+};
 use crate::core::{JsonText, ReadOutcome, VClock, WriteOutcome};
+use crate::node::Unavailable;
 
 /// A value found: `result` is `found`.
 // (Doc comments on these types are the OpenAPI document's descriptions.)
@@ -59,6 +63,46 @@ pub(super) struct Missing<'a> {
     pub(super) error: &'static str,
     #[serde(rename = "causal-metadata")]
     pub(super) causal_metadata: &'a VClock,
+}
+
+/// A write applied at this replica that fewer than `ack_replicas` replicas
+/// acknowledged in time: it still spreads by gossip.
+#[derive(Serialize)]
+pub(super) struct NotAcknowledged<'a> {
+    pub(super) error: &'static str,
+    /// Replicas known to hold the write, this one included.
+    pub(super) holding: usize,
+    /// Replicas `ack_replicas` asks for in the current view.
+    pub(super) needed: usize,
+    /// What the client has seen, this write included.
+    #[serde(rename = "causal-metadata")]
+    pub(super) causal_metadata: &'a VClock,
+}
+
+/// Missing dependencies that no live replica holds any more: waiting will
+/// not help; send `null` causal-metadata to go on.
+#[derive(Serialize)]
+pub(super) struct LostDependencies {
+    pub(super) error: &'static str,
+    /// The ended replica lives (`address@incarnation`) whose writes are lost.
+    #[serde(rename = "lost-dependencies")]
+    pub(super) lost_dependencies: Vec<String>,
+}
+
+/// The answer to a request that could not be served: a causal timeout whose
+/// missing writes are all lost is told apart from one worth retrying.
+fn unavailable(state: &AppState, metadata: &VClock, why: Unavailable) -> ApiError {
+    if why == Unavailable::CausalTimeout {
+        let lost = state.node.lost_dependencies(metadata);
+        if !lost.is_empty() {
+            let body = LostDependencies {
+                error: ERR_LOST_DEPENDENCIES,
+                lost_dependencies: lost.iter().map(|o| o.as_str().to_string()).collect(),
+            };
+            return ApiError::with_body(StatusCode::SERVICE_UNAVAILABLE, to_json(&body));
+        }
+    }
+    why.into()
 }
 
 fn missing_response(metadata: &VClock) -> Response {
@@ -112,11 +156,12 @@ async fn kv_request(state: &AppState, uri: &Uri, body: Body) -> Result<KvRequest
         (status = 400, body = ErrorBody, description = "Key is too long, or a malformed body"),
         (status = 404, body = Missing, description = "Key does not exist"),
         (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied; try again later"),
+        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied; try again later. Or lost with the replica lives that made them: then the body also has lost-dependencies, and the client should send null causal-metadata"),
     ))]
 pub(super) async fn get_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let KvRequest { key, metadata, .. } = kv_request(&state, &uri, body).await?;
-    match state.node.read(&key, &metadata).await? {
+    let outcome = state.node.read(&key, &metadata).await;
+    match outcome.map_err(|why| unavailable(&state, &metadata, why))? {
         ReadOutcome::Found { value, metadata } => {
             let found = Found {
                 result: "found",
@@ -137,7 +182,7 @@ pub(super) async fn get_key(State(state): State<AppState>, uri: Uri, body: Body)
         (status = 200, body = Written, description = "replaced"),
         (status = 400, body = ErrorBody, description = "Key is too long; PUT request does not specify a value; malformed body"),
         (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied; try again later"),
+        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied or lost (as for GET); or, with ack_replicas above 1, applied here but not acknowledged by enough replicas in time (the body also has holding, needed and causal-metadata)"),
     ))]
 pub(super) async fn put_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let KvRequest {
@@ -153,7 +198,7 @@ pub(super) async fn put_key(State(state): State<AppState>, uri: Uri, body: Body)
             format!("Value is larger than the limit of {limit} bytes"),
         ));
     }
-    write_response(state.node.write(&key, Some(value), &metadata).await?)
+    write(&state, &key, Some(value), &metadata).await
 }
 
 #[utoipa::path(delete, path = "/kvs/{key}", tag = "kvs",
@@ -164,11 +209,41 @@ pub(super) async fn put_key(State(state): State<AppState>, uri: Uri, body: Body)
         (status = 400, body = ErrorBody),
         (status = 404, body = Missing, description = "Key does not exist"),
         (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "Causal dependencies not satisfied; try again later"),
+        (status = 503, body = ErrorBody, description = "As for PUT"),
     ))]
 pub(super) async fn delete_key(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult {
     let KvRequest { key, metadata, .. } = kv_request(&state, &uri, body).await?;
-    write_response(state.node.write(&key, None, &metadata).await?)
+    write(&state, &key, None, &metadata).await
+}
+
+/// Applies a write, then waits for `ack_replicas` replicas to hold it.
+async fn write(
+    state: &AppState,
+    key: &str,
+    value: Option<JsonText>,
+    metadata: &VClock,
+) -> ApiResult {
+    let outcome = state.node.write(key, value, metadata).await;
+    let outcome = outcome.map_err(|why| unavailable(state, metadata, why))?;
+    if let Err(short) = state.node.acknowledge(&outcome).await {
+        let metadata = match &outcome {
+            WriteOutcome::Created { metadata }
+            | WriteOutcome::Replaced { metadata }
+            | WriteOutcome::Deleted { metadata }
+            | WriteOutcome::NotFound { metadata } => metadata,
+        };
+        let body = NotAcknowledged {
+            error: ERR_NOT_ACKNOWLEDGED,
+            holding: short.holding,
+            needed: short.needed,
+            causal_metadata: metadata,
+        };
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            to_json(&body),
+        ));
+    }
+    write_response(outcome)
 }
 
 fn write_response(outcome: WriteOutcome) -> ApiResult {

@@ -50,6 +50,12 @@ pub const ERR_KEY_NOT_UTF8: &str = "Key is not valid UTF-8 after percent-decodin
 pub const ERR_NO_VALUE: &str = "PUT request does not specify a value";
 pub const ERR_NO_KEY: &str = "Key does not exist";
 pub const ERR_CAUSAL: &str = "Causal dependencies not satisfied; try again later";
+/// A write applied here but not held by `ack_replicas` replicas in time
+/// (answered 503 with the write's `causal-metadata`).
+pub const ERR_NOT_ACKNOWLEDGED: &str = "Write not acknowledged by enough replicas; it is applied at this replica and will still spread by gossip";
+/// Missing dependencies that no live replica holds any more (answered 503
+/// with `lost-dependencies`).
+pub const ERR_LOST_DEPENDENCIES: &str = "Causal dependencies lost: the replica lives that made them ended before passing them on; send null causal-metadata to continue";
 pub const ERR_DRAINING: &str = "Replica is shutting down";
 pub const ERR_COUNTERS_EXHAUSTED: &str =
     "Replica cannot take more writes: its write counters are exhausted";
@@ -94,6 +100,8 @@ pub const ERR_TIMED_OUT: &str = "Request timed out";
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// A whole JSON body with more than `error` in it, sent instead.
+    body: Option<String>,
 }
 
 impl ApiError {
@@ -101,6 +109,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            body: None,
+        }
+    }
+
+    /// An error answer whose JSON `body` carries fields beside `error`.
+    pub(crate) fn with_body(status: StatusCode, body: String) -> Self {
+        ApiError {
+            status,
+            message: String::new(),
+            body: Some(body),
         }
     }
 
@@ -118,6 +136,14 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(body) = self.body {
+            return (
+                self.status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
         let body = ErrorBody {
             error: &self.message,
         };

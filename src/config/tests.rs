@@ -363,3 +363,44 @@ fn durability_settings_load_and_are_bounded() {
         Ok(())
     });
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's test jail fixes the signature
+fn ack_replicas_loads_from_numbers_and_words_and_refuses_others() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
+        let loaded = load(&Overrides::default()).unwrap();
+        assert_eq!(loaded.config.ack_replicas, AckReplicas::One);
+        for (text, expected) in [
+            ("1", AckReplicas::One),
+            ("2", AckReplicas::Two),
+            ("majority", AckReplicas::Majority),
+            ("ALL", AckReplicas::All),
+        ] {
+            jail.set_env("HEARSAY_ACK_REPLICAS", text);
+            let loaded = load(&Overrides::default()).unwrap();
+            assert_eq!(loaded.config.ack_replicas, expected, "{text}");
+        }
+        for bad in ["3", "0", "most"] {
+            jail.set_env("HEARSAY_ACK_REPLICAS", bad);
+            let error = load(&Overrides::default())
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(error.contains("ack_replicas"), "{bad}: {error}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn ack_replicas_needed_is_capped_by_the_view() {
+    assert_eq!(AckReplicas::One.needed(3), 1);
+    assert_eq!(AckReplicas::Two.needed(3), 2);
+    assert_eq!(AckReplicas::Two.needed(1), 1);
+    assert_eq!(AckReplicas::Majority.needed(1), 1);
+    assert_eq!(AckReplicas::Majority.needed(4), 3);
+    assert_eq!(AckReplicas::Majority.needed(5), 3);
+    assert_eq!(AckReplicas::All.needed(5), 5);
+    assert_eq!(AckReplicas::All.needed(0), 1);
+}

@@ -199,13 +199,31 @@ impl Node {
     /// Pushes to `peer` everything its current life lacks according to the
     /// clock it last reported.
     pub async fn push_to(self: &Arc<Self>, peer: &str) -> Result<(), TransferError> {
-        let Some(mut push) = Push::start(&self.replica(), peer) else {
-            return Ok(());
+        self.push_holding(peer).await.map(|_| ())
+    }
+
+    /// Pushes to `peer` as [`Node::push_to`] does, and says whether its
+    /// current life now holds everything this replica held when the push
+    /// started: every chunk was acknowledged, or the clock it last reported
+    /// covers ours already. `false` when no life of it is known. This is
+    /// what a write waiting for `ack_replicas` counts.
+    pub(super) async fn push_holding(self: &Arc<Self>, peer: &str) -> Result<bool, TransferError> {
+        let start = {
+            let replica = self.replica();
+            match Push::start(&replica, peer) {
+                Some(push) => Ok(push),
+                None => Err(replica.members.known_clock(peer).is_some()),
+            }
+        };
+        let mut push = match start {
+            Ok(push) => push,
+            // Nothing to push: it holds all we hold, if a life of it is known.
+            Err(known) => return Ok(known),
         };
         loop {
             let request = push.next_request(&self.replica(), self.config.max_message_bytes)?;
             let Some(request) = request else {
-                return Ok(());
+                return Ok(true);
             };
             metrics::counter!(names::DELTA_VERSIONS_SENT).increment(request.entries.len() as u64);
             let answer = self

@@ -41,7 +41,8 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::core::checks::{self, Invalid};
 use crate::core::{
-    JsonText, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError, WriteOutcome,
+    JsonText, Origin, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError,
+    WriteOutcome,
 };
 use crate::proto::{Hello, Request, Response};
 use crate::telemetry::names;
@@ -63,6 +64,16 @@ pub enum Unavailable {
     CountersExhausted,
     /// With a data directory: the write could not be made durable.
     StorageFailed,
+}
+
+/// A write applied here that too few replicas acknowledged in time (see
+/// [`Node::acknowledge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unacknowledged {
+    /// Replicas known to hold it, this one included.
+    pub holding: usize,
+    /// Replicas `ack_replicas` asks for in the current view.
+    pub needed: usize,
 }
 
 /// A snapshot of one member for operators.
@@ -365,6 +376,97 @@ impl Node {
             }
         }
         outcome
+    }
+
+    /// Waits until `ack_replicas` of the current view (this one included)
+    /// hold the write that produced `outcome`: pushes at once, in parallel,
+    /// to every other member of the view, and waits at most
+    /// `rpc_timeout_ms`. Returns how many hold it (this one included) and
+    /// how many were needed when that is too few. The write stays applied
+    /// here either way and spreads by gossip.
+    pub async fn acknowledge(
+        self: &Arc<Self>,
+        outcome: &WriteOutcome,
+    ) -> Result<(), Unacknowledged> {
+        if matches!(outcome, WriteOutcome::NotFound { .. }) {
+            // A delete of a missing key wrote nothing.
+            return Ok(());
+        }
+        let peers: Vec<String> = self
+            .view()
+            .into_iter()
+            .filter(|member| *member != self.address)
+            .collect();
+        let needed = self.config.ack_replicas.needed(peers.len() + 1);
+        let mut holding = 1;
+        if holding >= needed {
+            return Ok(());
+        }
+        let mut pushes = tokio::task::JoinSet::new();
+        for peer in peers {
+            let node = self.clone();
+            pushes.spawn(async move {
+                match node.push_holding(&peer).await {
+                    Ok(held) => held,
+                    Err(error) => {
+                        debug!(%peer, %error, "push for an acknowledgement failed");
+                        false
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + self.timeout();
+        // Dropping the set when done aborts pushes still under way: gossip
+        // carries the write to those peers later.
+        while holding < needed {
+            match tokio::time::timeout_at(deadline, pushes.join_next()).await {
+                Ok(Some(Ok(true))) => holding += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        debug!(holding, needed, "acknowledgement wait over");
+        if holding >= needed {
+            Ok(())
+        } else {
+            Err(Unacknowledged { holding, needed })
+        }
+    }
+
+    /// The writes named by `metadata` that this replica lacks and that no
+    /// live replica can supply any more, because the replica life that made
+    /// them ended (a newer life of its address is known, or it has been
+    /// dead past `dead_member_grace_ms`) and no live peer reported holding
+    /// them. Empty unless *every* missing entry is such a write: a client
+    /// told so has no reason to wait and should drop its metadata.
+    pub fn lost_dependencies(&self, metadata: &VClock) -> Vec<Origin> {
+        let now = self.now_ms();
+        let grace = self.config.dead_member_grace_ms;
+        let replica = self.replica();
+        let mine = replica.clock();
+        let mut lost = Vec::new();
+        for (origin, &seq) in metadata.iter() {
+            if mine.get(origin) >= seq {
+                continue;
+            }
+            let incarnation = origin.incarnation();
+            let ended = if origin.address() == self.address {
+                incarnation < replica.incarnation()
+            } else {
+                replica.members.member(origin.address()).is_some_and(|m| {
+                    m.incarnation.is_some_and(|known| known > incarnation)
+                        || (m.liveness == crate::core::Liveness::Dead
+                            && m.incarnation == Some(incarnation)
+                            && now.saturating_sub(m.last_heard_ms) >= grace)
+                })
+            };
+            let wanted = VClock::from_pairs([(origin.clone(), seq)]);
+            if !ended || !replica.members.live_peers_covering(&wanted).is_empty() {
+                return Vec::new();
+            }
+            lost.push(origin.clone());
+        }
+        lost
     }
 
     /// Runs `op` once this replica is ready and covers `metadata`; until then
