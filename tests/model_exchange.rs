@@ -767,17 +767,7 @@ fn deliver(w: &mut World, id: u64) {
                         },
                     );
                 }
-                Ok(PullStep::Done(done)) => {
-                    node.pulls.remove(&from);
-                    // A replacing snapshot that dropped writes of this life
-                    // opened a new one (as the shell announces it).
-                    if done.renewed {
-                        node.writes_this_life = 0;
-                        let incarnation = node.replica.incarnation();
-                        w.incarnations[to] = w.incarnations[to].max(incarnation);
-                    }
-                }
-                Err(_) => {
+                Ok(PullStep::Done(_)) | Err(_) => {
                     node.pulls.remove(&from);
                 }
             }

@@ -45,17 +45,7 @@
 //! if the sender's clock (in the message) covers the receiver's horizon: by
 //! reflection at the sender, every version it holds of a collected key then
 //! beats the collected tombstone. A peer below the horizon is sent to a
-//! snapshot, which replaces its state instead.
-//!
-//! # A snapshot from below the sender's horizon replaces
-//!
-//! When the receiver's clock does not cover the horizon of the snapshot's
-//! first chunk, the chunks go into a fresh [`Store`] and, at the last one,
-//! replace the receiver's store, clock and horizon
-//! ([`Replica::replace_with_snapshot`]); the receiver serves no client from
-//! the moment it learns it is below until then. Merging instead would keep
-//! writes the receiver made while away, concurrent with deletes the sender
-//! collected, under a clock that claims those deletes.
+//! snapshot instead, which drops what the sender deleted and collected.
 //!
 //! Why chunks in stamp order keep *reflection* (I1, see [`crate::core::replica`]):
 //! every write the first `Covers` claims is, at the sender, either sent
@@ -69,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::VClock;
 use super::membership::Heard;
 use super::replica::Replica;
-use super::store::{packed, Key, Stamp, Store, Version};
+use super::store::{packed, Key, Stamp, Version};
 
 /// Upper bound on chunks in one transfer (with 1 MiB chunks far beyond any
 /// store one process can hold); a peer that never finishes is abandoned.
@@ -235,10 +225,6 @@ pub struct Pull {
     cursor: Option<Stamp>,
     first: Option<Covers>,
     snapshot_keys: HashSet<Key>,
-    /// The snapshot replaces this replica's state (it is below the sender's
-    /// horizon): its versions go into `staged`, not the live store.
-    replace: bool,
-    staged: Store,
     chunks: usize,
     refused: usize,
 }
@@ -261,15 +247,8 @@ pub struct PullDone {
     pub snapshot: bool,
     /// Keys in the snapshot (0 for a delta).
     pub snapshot_keys: usize,
-    /// Local versions dropped because the peer had deleted and collected
-    /// them, or — for a replacing snapshot — because the peer lacked them.
+    /// Local versions dropped because the peer had deleted and collected them.
     pub dropped: usize,
-    /// Whether the snapshot replaced this replica's state (it was below the
-    /// peer's horizon).
-    pub replaced: bool,
-    /// Whether a new life started because the replaced state dropped writes
-    /// of the current one (the shell announces it).
-    pub renewed: bool,
 }
 
 impl Pull {
@@ -282,8 +261,6 @@ impl Pull {
             cursor: None,
             first: None,
             snapshot_keys: HashSet::new(),
-            replace: false,
-            staged: Store::new(),
             chunks: 0,
             refused: 0,
         }
@@ -343,8 +320,6 @@ impl Pull {
                 return Err(ExchangeError::SnapshotLoop);
             }
             // Start over as a snapshot: nothing learned so far belongs to it.
-            // It will replace our state, and we serve nobody until it has.
-            replica.note_below_horizon(&chunk.covers.horizon);
             self.snapshot = true;
             self.cursor = None;
             self.first = None;
@@ -359,27 +334,12 @@ impl Pull {
             return Err(ExchangeError::PeerBelowHorizon);
         }
         self.bound.get_or_insert_with(|| chunk.from.clone());
-        if self.first.is_none() {
-            // A snapshot from a peer whose horizon we are below replaces our
-            // state, whether the peer required it or we asked for it.
-            self.replace = self.snapshot && !replica.clock().covers(&chunk.covers.horizon);
-            if self.replace {
-                replica.note_below_horizon(&chunk.covers.horizon);
-                self.staged = Store::new();
-            }
-        }
         let first = self.first.get_or_insert_with(|| chunk.covers.clone());
         if self.snapshot {
             self.snapshot_keys
                 .extend(chunk.entries.iter().map(|v| v.key.clone()));
         }
-        self.refused += if self.replace {
-            replica
-                .stage_versions(&mut self.staged, chunk.entries)
-                .refused
-        } else {
-            replica.apply_versions(chunk.entries).refused
-        };
+        self.refused += replica.apply_versions(chunk.entries).refused;
         match chunk.next {
             Some(next) => {
                 self.cursor = Some(next);
@@ -387,27 +347,17 @@ impl Pull {
             }
             None => {
                 let first = first.clone();
-                let (dropped, renewed) = if self.replace {
-                    let staged = std::mem::take(&mut self.staged);
-                    replica
-                        .replace_with_snapshot(staged, &first)
-                        .map_or((0, false), |r| (r.discarded, r.renewed))
-                } else if self.snapshot {
-                    (
-                        replica.complete_snapshot(&first, &self.snapshot_keys),
-                        false,
-                    )
+                let dropped = if self.snapshot {
+                    replica.complete_snapshot(&first, &self.snapshot_keys)
                 } else {
                     replica.complete_transfer(&first);
-                    (0, false)
+                    0
                 };
                 Ok(PullStep::Done(PullDone {
                     peer: chunk.from,
                     snapshot: self.snapshot,
                     snapshot_keys: self.snapshot_keys.len(),
                     dropped,
-                    replaced: self.replace,
-                    renewed,
                 }))
             }
         }

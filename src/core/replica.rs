@@ -9,13 +9,11 @@
 //!   `w` or a version of `w`'s key whose stamp is greater (a later or winning
 //!   concurrent write, possibly a tombstone) — or held such a tombstone and
 //!   collected it once every member had it.
-//! * **Horizon.** `horizon` rises only when tombstones are collected, to a
-//!   frontier every member not gone for longer than the grace period
-//!   covered; it is covered by the clock. A peer whose clock does not cover
-//!   it (a new replica, or one gone longer than the grace period) must take
-//!   a full snapshot, which *replaces* that peer's state; this is what makes
-//!   collecting the tombstones below it safe. It only grows, except at such
-//!   a replacement, where it becomes the sender's with the sender's store.
+//! * **Horizon.** `horizon` is a frontier every member not gone for longer
+//!   than the grace period covered; it is covered by the clock. A peer whose
+//!   clock does not cover it (a new replica, or one gone longer than the
+//!   grace period) must take a full snapshot; this is what makes collecting
+//!   the tombstones below it safe. It only grows.
 //!
 //! Client metadata is never trimmed below the horizon: a replica back after
 //! the grace period, or one that started empty because no peer answered,
@@ -93,17 +91,6 @@ pub struct ApplyReport {
     pub refused: usize,
 }
 
-/// What a replacing snapshot did (see [`Replica::replace_with_snapshot`]).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct Replaced {
-    /// Versions this replica held that neither the snapshot nor the sender's
-    /// clock had: writes lost (made here, or only ever received here).
-    pub discarded: usize,
-    /// Whether a new life started because the sender lacked some of this
-    /// life's writes.
-    pub renewed: bool,
-}
-
 /// A missing key's answer carries metadata too: the client's joined with the
 /// dependencies of the tombstone it observed (if the store still holds one),
 /// so a client that saw a delete is never served the deleted value afterwards
@@ -162,11 +149,6 @@ pub struct Replica {
     /// The stability horizon: the join of every stability frontier this
     /// replica collected tombstones below.
     horizon: VClock,
-    /// Horizons of peers that told this replica it is below them (it may
-    /// hold writes that lost to tombstones they collected): until a
-    /// replacing snapshot completes, or its clock covers them, it serves no
-    /// client (see [`Replica::satisfies`]).
-    behind: VClock,
     /// The identity of the cluster whose data this replica holds (see
     /// [`Replica::meet_cluster`]).
     cluster: u64,
@@ -197,7 +179,6 @@ impl Replica {
             clock: VClock::new(),
             store: Store::new(),
             horizon: VClock::new(),
-            behind: VClock::new(),
             cluster: 0,
             members: Membership::new(address, view, timing, now_ms),
             uncovered: HashSet::new(),
@@ -308,21 +289,12 @@ impl Replica {
         self.incarnation = next.max(min_incarnation);
         self.origin = Origin::new(&self.address, self.incarnation);
         self.next_seq = 1;
-        self.debug_check_clock();
         true
     }
 
-    /// Whether a client that has seen `metadata` can be served here now:
-    /// this replica holds all of it, and is not waiting for a snapshot that
-    /// will replace its state (a write taken then would be dropped by it).
+    /// Whether a client that has seen `metadata` can be served here now.
     pub fn satisfies(&self, metadata: &VClock) -> bool {
-        self.clock.covers(metadata) && self.clock.covers(&self.behind)
-    }
-
-    /// Whether this replica knows it is below a peer's horizon and waits for
-    /// a snapshot to replace its state (it serves no client meanwhile).
-    pub fn awaiting_replacement(&self) -> bool {
-        !self.clock.covers(&self.behind)
+        self.clock.covers(metadata)
     }
 
     /// Reads `key` for a client that has seen `metadata`; `NotYet` if this replica lacks some of it.
@@ -403,8 +375,6 @@ impl Replica {
             "a local write always wins"
         );
         self.clock.raise(&self.origin, seq);
-        debug_assert!(self.clock.covers(&deps), "I2 for a local write");
-        self.debug_check_clock();
         Ok(match (deleting, exists) {
             (true, _) => WriteOutcome::Deleted { metadata: deps },
             (false, true) => WriteOutcome::Replaced { metadata: deps },
@@ -588,119 +558,13 @@ impl Replica {
         dropped
     }
 
-    /// A peer says this replica's clock does not cover its `horizon`: this
-    /// replica may hold writes that lost to tombstones the peer collected,
-    /// so it serves no client until a snapshot has replaced its state (or
-    /// its clock covers that horizon). A horizon beyond the counter bounds
-    /// is ignored.
-    pub fn note_below_horizon(&mut self, horizon: &VClock) {
-        if self.plausible_clock(horizon) && self.knowable_clock(horizon) {
-            self.behind.merge(horizon);
-        }
-    }
-
-    /// Takes versions of a replacing snapshot into `staged` (the store that
-    /// will replace this replica's), not into the live store: what this
-    /// replica holds now is not evidence of anything the sender's state
-    /// lacks. The same bounds as [`Replica::apply_versions`] apply.
-    pub(crate) fn stage_versions(
-        &mut self,
-        staged: &mut Store,
-        versions: Vec<Version>,
-    ) -> ApplyReport {
-        let mut report = ApplyReport::default();
-        for version in versions {
-            if !Self::well_formed(&version) || !self.within_bounds(&version) {
-                report.refused += 1;
-                continue;
-            }
-            self.lamport = self.lamport.max(version.lamport);
-            if let Applied::Replaced { .. } = staged.apply(version) {
-                report.changed += 1;
-            }
-        }
-        report
-    }
-
-    /// A snapshot taken because this replica was below the sender's horizon
-    /// completed: its store, clock and horizon become the sender's (`staged`,
-    /// `covers` of the first chunk). Versions the sender's clock does not
-    /// cover are dropped — among them writes this replica made while it was
-    /// away and cut off, which may be concurrent with deletes the others
-    /// have collected; kept, they could win on some replicas and lose on
-    /// others for good. If the sender did not have every write of this
-    /// replica's current life, a new life starts, so that the clock never
-    /// claims the dropped ones (and their dots are never issued again).
-    ///
-    /// `None`, changing nothing, when the guarantee is implausible.
-    pub(crate) fn replace_with_snapshot(
-        &mut self,
-        staged: Store,
-        covers: &Covers,
-    ) -> Option<Replaced> {
-        if !self.plausible_covers(covers) || !Self::vouches_for(covers, &staged) {
-            return None;
-        }
-        let discarded = self
-            .store
-            .versions()
-            .filter(|old| {
-                !covers.clock.covers_dot(&old.dot)
-                    && staged.get(&old.key).is_none_or(|new| new.dot != old.dot)
-            })
-            .count();
-        let written = self.next_seq - 1;
-        self.store = staged;
-        self.clock = covers.clock.clone();
-        self.lamport = self.lamport.max(covers.lamport);
-        // The old horizon described the store that is gone; the new store
-        // lacks exactly the tombstones the sender collected. (Keeping the
-        // old one could leave it above the new clock.)
-        self.horizon = covers.horizon.clone();
-        self.behind = VClock::new();
-        let clock = &self.clock;
-        self.uncovered = self
-            .store
-            .versions()
-            .filter(|version| !clock.covers_dot(&version.dot))
-            .map(|version| version.key.clone())
-            .collect();
-        let renewed = self.clock.get(&self.origin) < written
-            && self.open_new_life(self.incarnation.saturating_add(1));
-        self.debug_check_clock();
-        // A snapshot is O(store) already: check closure and Lamport in full.
-        debug_assert_eq!(self.check_invariants(), Ok(()));
-        Some(Replaced { discarded, renewed })
-    }
-
-    /// Whether a replacing snapshot's guarantee is consistent with the
-    /// versions it came with (I2 and I3 for every version it claims): only
-    /// a broken or hostile sender makes it otherwise, and then nothing is
-    /// replaced.
-    fn vouches_for(covers: &Covers, staged: &Store) -> bool {
-        staged.versions().all(|version| {
-            !covers.clock.covers_dot(&version.dot)
-                || (covers.clock.covers(&version.deps) && version.lamport <= covers.lamport)
-        })
-    }
-
-    /// Collects the tombstones below the stability frontier (what every
-    /// member not gone past the grace period holds) and raises the horizon
-    /// to cover them. Returns how many were collected.
-    ///
-    /// The horizon rises only when a tombstone is collected: a peer below
-    /// it must take a snapshot that *replaces* its state, so a replica that
-    /// collected nothing must not claim a horizon. (Raised at every round,
-    /// a replica alone for longer than the grace period would put its whole
-    /// clock there and make the others, once it is back, replace their state
-    /// with its own.)
+    /// Raises the horizon to the stability frontier (what every member not
+    /// gone past the grace period holds) and collects the tombstones below it.
+    /// Returns how many were collected.
     pub fn collect_garbage(&mut self, now_ms: u64) -> usize {
-        let mut stable = self.members.stability_frontier(&self.clock, now_ms);
-        stable.merge(&self.horizon);
-        let collected = self.store.collect_tombstones(&stable).len();
-        if collected > 0 {
-            self.horizon = stable;
-        }
+        let frontier = self.members.stability_frontier(&self.clock, now_ms);
+        self.horizon.merge(&frontier);
+        let collected = self.store.collect_tombstones(&self.horizon).len();
         self.debug_check_clock();
         collected
     }
@@ -709,8 +573,7 @@ impl Replica {
     /// debug builds after every step that changes the clock or the horizon:
     ///
     /// * the entry of this life is exactly its last write (the clock never
-    ///   claims a write of ours we did not make, and never forgets one we
-    ///   hold — a replacing snapshot that would forget one opens a new life);
+    ///   claims a write of ours we did not make, and never forgets one);
     /// * the clock covers the horizon (tombstones are collected only below
     ///   what this replica holds, and a snapshot's sender vouches for the
     ///   horizon it hands over with its clock).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rand::seq::IndexedRandom;
 use tokio::time::Instant;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
 use super::{lock, Node};
 use crate::core::{ExchangeError, Pull, PullRequest, PullStep, Push, PushRequest, VClock};
@@ -151,18 +151,7 @@ impl Node {
             };
             let received = chunk.entries.len() as u64;
             let now = self.now_ms();
-            let step = {
-                let mut replica = self.replica();
-                let step = pull.on_chunk(&mut replica, chunk, now);
-                if let (Ok(PullStep::Done(done)), Some(storage)) = (&step, &self.storage) {
-                    if done.replaced {
-                        // Under the lock, so that no batch pairs the new
-                        // state with the old record of the disk.
-                        storage.forget_persisted();
-                    }
-                }
-                step
-            };
+            let step = pull.on_chunk(&mut self.replica(), chunk, now);
             metrics::counter!(names::DELTA_VERSIONS_RECEIVED).increment(received);
             count_refused_versions(pull.take_refused());
             self.notify();
@@ -172,20 +161,6 @@ impl Node {
                     if done.snapshot {
                         info!(%peer, keys = done.snapshot_keys, dropped = done.dropped, "state transfer: snapshot applied");
                         metrics::counter!(names::STATE_TRANSFERS).increment(1);
-                    }
-                    if done.replaced && done.dropped > 0 {
-                        warn!(%peer, dropped = done.dropped, "below the peer's horizon: state replaced by its snapshot; writes only this replica held are lost");
-                    }
-                    if done.renewed {
-                        // The new life must reach peers before they take
-                        // our writes (they refuse the old one's clock claims
-                        // no more, but push to the life they know).
-                        info!(
-                            incarnation = self.incarnation(),
-                            "state replaced; starting a new life"
-                        );
-                        metrics::counter!(names::NEW_LIVES).increment(1);
-                        self.spawn_heartbeats_to_all();
                     }
                     if let Some(record) = lock(&self.peers).get_mut(peer) {
                         record.last_pull_ms = Some(self.now_ms());

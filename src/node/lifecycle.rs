@@ -115,7 +115,6 @@ impl Node {
                 state: replica.durable_state(),
                 store_keys: replica.key_count(),
                 held: storage.needs_keys().then(|| replica.keys()),
-                epoch: storage.epoch(),
             }
         };
         let mut outcome = storage.commit(batch).await;

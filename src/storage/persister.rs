@@ -48,10 +48,6 @@ pub struct Persister {
     /// they are not written again (a large snapshot would otherwise be
     /// rewritten at every batch while it arrives).
     written_uncovered: Mutex<HashSet<Dot>>,
-    /// Bumped when the replica's state was replaced by a snapshot (see
-    /// [`Persister::forget_persisted`]): a batch taken before that must not
-    /// make the disk's record of what it holds current again.
-    epoch: AtomicU64,
 }
 
 /// What one commit writes, taken under the replica lock.
@@ -66,8 +62,6 @@ pub struct Batch {
     pub store_keys: usize,
     /// Those keys, when [`Persister::needs_keys`].
     pub held: Option<HashSet<Key>>,
-    /// [`Persister::epoch`] when the batch was taken.
-    pub epoch: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,27 +87,7 @@ impl Persister {
             need_keys: AtomicBool::new(false),
             recovered,
             written_uncovered: Mutex::new(HashSet::new()),
-            epoch: AtomicU64::new(0),
         }
-    }
-
-    /// The current epoch (read under the replica lock, with a batch).
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// The replica's store, clock and horizon were just replaced by a
-    /// snapshot (call under the replica lock): a key the disk holds may now
-    /// have an *older* version in the store, whose dot the persisted clock
-    /// covers and which no delta would hand out. The next batch therefore
-    /// writes the whole store and removes every key it lacks, and a batch
-    /// taken before this does not count as what the disk holds.
-    pub fn forget_persisted(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        *lock(&self.persisted) = VClock::new();
-        lock(&self.written_uncovered).clear();
-        self.need_keys.store(true, Ordering::Release);
-        self.wake.notify_one();
     }
 
     /// Whether the directory held data at start.
@@ -185,7 +159,6 @@ impl Persister {
             state,
             store_keys,
             held,
-            epoch,
         } = batch;
         {
             let written = lock(&self.written_uncovered);
@@ -206,16 +179,13 @@ impl Persister {
         })
         .await
         .unwrap_or(Err(StorageError::Failed));
-        let current = epoch == self.epoch();
-        if outcome.is_ok() && current {
+        if outcome.is_ok() {
             self.note_written(dots, removing, &clock);
         }
         match outcome {
             Ok(true) => {
-                if current {
-                    self.need_keys.store(false, Ordering::Release);
-                    *lock(&self.persisted) = clock;
-                }
+                self.need_keys.store(false, Ordering::Release);
+                *lock(&self.persisted) = clock;
                 *lock(&self.last) = written;
                 let mut released = 0;
                 self.done.send_if_modified(|done| {

@@ -311,7 +311,6 @@ async fn one_commit_releases_every_write_waiting_for_it() {
             state: state_for(&written),
             store_keys: written.len(),
             held: None,
-            epoch: storage.epoch(),
         })
         .await
         .unwrap();
@@ -319,30 +318,6 @@ async fn one_commit_releases_every_write_waiting_for_it() {
         waiter.await.unwrap().unwrap();
     }
     assert_eq!(storage.persisted(), state_for(&written).clock);
-    // A snapshot replaced the replica's state while a batch was in flight:
-    // the stale batch still lands on disk, but the next batch must write
-    // the whole store and remove what it lacks.
-    let stale_epoch = storage.epoch();
-    storage.forget_persisted();
-    assert_eq!(storage.persisted(), VClock::new());
-    assert!(storage.needs_keys());
-    storage
-        .commit(Batch {
-            ticket: storage.issued(),
-            versions: written.clone(),
-            state: state_for(&written),
-            store_keys: written.len(),
-            held: None,
-            epoch: stale_epoch,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        storage.persisted(),
-        VClock::new(),
-        "a stale batch moved the record"
-    );
-    assert!(storage.needs_keys());
     // Once closed, a write is told its durability is unknown, not held.
     let late = storage.ticket();
     storage.close();

@@ -119,9 +119,6 @@ fn a_switch_to_a_snapshot_part_way_starts_the_pull_over() {
     for i in 0..10 {
         put(&mut a, &format!("k{i}"));
     }
-    // A delete for a to collect (its horizon rises only when it collects).
-    let gone = put(&mut a, "gone");
-    a.write("gone", None, &gone).unwrap();
     pull_all(&mut a, &mut c, false, 1 << 20, 0).unwrap();
     let mut pull = Pull::new("r0", false);
     let chunk = a.answer_pull(&pull.request(&b), 0, 64).unwrap();
@@ -204,55 +201,4 @@ fn no_delta_is_taken_from_a_peer_below_the_horizon() {
     pull_all(&mut a, &mut b, false, 1 << 20, later).unwrap();
     assert!(b.clock().covers(a.horizon()));
     b.check_invariants().unwrap();
-}
-
-/// The dead-past-grace gap, in the core: b was cut off past the grace
-/// period, wrote `k` concurrently with a's (winning) delete of it and a key
-/// of its own; a collected the tombstone. b's snapshot must replace its
-/// state — no client is served while it runs — and b opens a new life, since
-/// its clock no longer claims the writes it dropped.
-#[test]
-fn a_snapshot_from_below_the_senders_horizon_replaces_the_receivers_state() {
-    let (mut a, mut b) = (replica(0, 1, 2), replica(1, 1, 2));
-    let k = put(&mut a, "k");
-    pull_all(&mut a, &mut b, false, 1 << 20, 0).unwrap();
-    put(&mut b, "k");
-    put(&mut b, "mine");
-    put(&mut a, "x");
-    put(&mut a, "y");
-    a.write("k", None, &k).unwrap();
-    let later = 1_000_000;
-    a.members.tick(later);
-    assert_eq!(a.collect_garbage(later), 1);
-    assert!(!b.clock().covers(a.horizon()));
-    let life = b.incarnation();
-
-    let mut pull = Pull::new("r0", false);
-    let chunk = a.answer_pull(&pull.request(&b), later, 64).unwrap();
-    assert!(chunk.snapshot_required);
-    assert_eq!(pull.on_chunk(&mut b, chunk, later), Ok(PullStep::More));
-    assert!(b.awaiting_replacement());
-    assert_eq!(
-        b.write("z", Some(JsonText::from("1")), &VClock::new()),
-        Err(crate::core::WriteError::NotYet),
-        "no write is taken that the replacement would drop"
-    );
-    let done = loop {
-        let chunk = a.answer_pull(&pull.request(&b), later, 64).unwrap();
-        if let PullStep::Done(done) = pull.on_chunk(&mut b, chunk, later).unwrap() {
-            break done;
-        }
-    };
-    assert!(done.snapshot && done.replaced && done.renewed, "{done:?}");
-    assert_eq!(done.dropped, 2, "b's own k and mine");
-    assert!(!holds(&b, "k") && !holds(&b, "mine"));
-    assert!(holds(&b, "x") && holds(&b, "y"));
-    assert_eq!(b.clock(), a.clock());
-    assert_eq!(b.horizon(), a.horizon());
-    assert!(b.incarnation() > life && !b.awaiting_replacement());
-    b.check_invariants().unwrap();
-    // b serves again, and a takes its deltas.
-    put(&mut b, "after");
-    pull_all(&mut b, &mut a, false, 1 << 20, later).unwrap();
-    assert!(holds(&a, "after") && !holds(&a, "k"));
 }
