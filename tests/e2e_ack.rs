@@ -105,6 +105,18 @@ async fn with_every_peer_stopped_a_write_is_answered_not_acknowledged() {
     // Applied here all the same.
     let here = client.get(cluster.addr(0), "alone").await;
     assert_eq!(here.status, 200, "{here:?}");
+    // Once the stopped peers are out of the view, a write still needs two
+    // of the three admitted replicas: the requirement does not shrink with
+    // failures.
+    wait_until(
+        SETTLE,
+        "the stopped peers leave replica 0's view",
+        || async { cluster.view(0).await == vec![cluster.addr(0).to_string()] },
+    )
+    .await;
+    let reply = client.put(cluster.addr(0), "still-alone", json!(2)).await;
+    reply.expect(503, Some(ERR_NOT_ACKNOWLEDGED));
+    assert_eq!(reply.json["needed"], 2, "{reply:?}");
 
     // Back, the peers get it by gossip.
     cluster.resume(1);

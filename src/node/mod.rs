@@ -392,11 +392,11 @@ impl Node {
             // A delete of a missing key wrote nothing.
             return Ok(());
         }
-        let peers: Vec<String> = self
-            .view()
-            .into_iter()
-            .filter(|member| *member != self.address)
-            .collect();
+        // Counted against the admitted members, dead ones included: counted
+        // against the view, a write would need fewer replicas exactly when
+        // replicas fail (the view shrinks to the live ones), which is when
+        // the setting matters.
+        let peers = self.replica().members.admitted_peers();
         let needed = self.config.ack_replicas.needed(peers.len() + 1);
         let mut holding = 1;
         if holding >= needed {
