@@ -118,6 +118,10 @@ impl ClusterArgs {
     }
 }
 
+/// In a [`ProcSpec`] environment value, replaced by the replica's port, so
+/// that each replica of one spec gets its own data directory.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+
 /// How to start one kind of server process.
 #[derive(Clone, Debug)]
 pub struct ProcSpec {
@@ -222,11 +226,17 @@ impl LocalCluster {
         ));
         let log = File::create(&log_path)
             .with_context(|| format!("creating log {}", log_path.display()))?;
+        let port = addr.rsplit(':').next().unwrap_or_default();
         let mut cmd = Command::new(&self.spec.program);
         cmd.args(&self.spec.args)
             .env("SOCKET_ADDRESS", addr)
             .env("VIEW", view)
-            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(
+                self.spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k, v.replace(PORT_PLACEHOLDER, port))),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

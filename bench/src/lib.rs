@@ -18,7 +18,7 @@
 //! - [`ceiling`]: the minimal in-memory axum server that bounds what any store could do here.
 //! - [`load`]: the closed-loop load generator and its statistics.
 //! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.
-//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`]: the other bench modes.
+//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`]: the other bench modes.
 //! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
 //! - [`noise`]: how much CPU other processes took during a run (shared machines).
 //! - [`report`], [`plot`]: JSON/CSV/Markdown output and SVG plots.
@@ -30,6 +30,7 @@ pub mod client;
 pub mod cluster;
 pub mod compare;
 pub mod convergence;
+pub mod durability;
 pub mod failover;
 pub mod fmt;
 pub mod gossip_cost;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use hearsay_bench::cluster::{ClusterArgs, LocalCluster, ProcSpec};
 use hearsay_bench::compare::compare;
 use hearsay_bench::convergence::{self, ConvergenceArgs};
+use hearsay_bench::durability::{self, DurabilityArgs};
 use hearsay_bench::failover::{self, FailoverArgs};
 use hearsay_bench::gossip_cost::{self, GossipCostArgs};
 use hearsay_bench::load::Workload;
@@ -89,6 +90,16 @@ enum Command {
         cluster: ClusterArgs,
         #[command(flatten)]
         args: StateTransferArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// PUT throughput with a data directory (sync always / interval) vs in
+    /// memory, restart-to-ready with many keys on disk, bytes on disk per key.
+    Durability {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: DurabilityArgs,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -209,6 +220,19 @@ async fn run(command: Command) -> Result<()> {
             let mut report = Report::new();
             report.failover = Some(failover::run(&args, &cluster, &dir.join("logs")).await?);
             finish(&report, &dir)
+        }
+        Command::Durability { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let result = durability::run(&args, &cluster, &dir.join("logs")).await?;
+            std::fs::write(
+                dir.join("durability.json"),
+                serde_json::to_vec_pretty(&result)?,
+            )?;
+            let summary = durability::summary_md(&result);
+            std::fs::write(dir.join("durability.md"), &summary)?;
+            println!("{summary}");
+            eprintln!("report in {}", dir.display());
+            Ok(())
         }
         Command::StateTransfer { cluster, args, out } => {
             let dir = out_dir(out)?;

@@ -47,6 +47,10 @@ pub struct ClusterSpec {
     pub first_host_port: u16,
     /// Extra `-e KEY=VALUE` settings for every replica.
     pub env: Vec<(String, String)>,
+    /// Give every replica a data directory (`HEARSAY_DATA_DIR=/data`) on
+    /// its own named volume, so a killed and restarted container recovers
+    /// from disk. The volumes live as long as the cluster.
+    pub data_volumes: bool,
 }
 
 impl Default for ClusterSpec {
@@ -60,6 +64,7 @@ impl Default for ClusterSpec {
             names: ["alice", "bob", "carol"].map(String::from).to_vec(),
             first_host_port: 18082,
             env: vec![("RUST_LOG".to_owned(), "info".to_owned())],
+            data_volumes: false,
         }
     }
 }
@@ -78,6 +83,11 @@ pub struct Node {
 impl Node {
     pub fn socket_address(&self) -> String {
         format!("{}:8090", self.ip)
+    }
+
+    /// Name of the replica's data volume (used when the spec asks for one).
+    pub fn volume(&self) -> String {
+        format!("{}-data", self.container)
     }
 }
 
@@ -246,9 +256,12 @@ impl Cluster {
         preflight(&spec.image).await;
         // A crashed run's containers would hold the ports: remove them first.
         for name in &spec.names {
+            let container = format!("{}{name}", spec.container_prefix);
+            run_sync("docker", &["rm", "-f", &container]);
+            // A crashed durable run's data must not leak into this one.
             run_sync(
                 "docker",
-                &["rm", "-f", &format!("{}{name}", spec.container_prefix)],
+                &["volume", "rm", "-f", &format!("{container}-data")],
             );
         }
         run_sync("docker", &["network", "rm", &spec.network]);
@@ -338,6 +351,12 @@ impl Cluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            if cluster.spec.data_volumes {
+                args.push("-v".into());
+                args.push(format!("{}:/data", node.volume()));
+                args.push("-e".into());
+                args.push("HEARSAY_DATA_DIR=/data".into());
+            }
             for (k, v) in &cluster.spec.env {
                 args.push("-e".into());
                 args.push(format!("{k}={v}"));
@@ -362,6 +381,9 @@ impl Cluster {
     fn remove_leftovers(&self) {
         for node in &self.nodes {
             run_sync("docker", &["rm", "-f", &node.container]);
+            if self.spec.data_volumes {
+                run_sync("docker", &["volume", "rm", "-f", &node.volume()]);
+            }
         }
         run_sync("docker", &["network", "rm", &self.spec.network]);
     }
@@ -468,7 +490,23 @@ impl Cluster {
 
     /// `docker kill` (SIGKILL): the replica's memory is gone.
     pub async fn kill(&self, node: &Node) -> Result<(), CmdError> {
-        self.docker(&["kill", "-s", "KILL", &node.container]).await
+        self.kill_many(std::slice::from_ref(node)).await
+    }
+
+    /// One `docker kill` (SIGKILL) of several containers: no replica gets
+    /// to hand anything to another, as in a power cut of the whole cluster
+    /// (except that the OS keeps what the processes had written).
+    pub async fn kill_many(&self, nodes: &[Node]) -> Result<(), CmdError> {
+        let mut args = vec!["kill", "-s", "KILL"];
+        args.extend(nodes.iter().map(|n| n.container.as_str()));
+        self.docker(&args).await
+    }
+
+    /// One `docker start` of several containers.
+    pub async fn start_many(&self, nodes: &[Node]) -> Result<(), CmdError> {
+        let mut args = vec!["start"];
+        args.extend(nodes.iter().map(|n| n.container.as_str()));
+        self.docker(&args).await
     }
 
     pub async fn pause(&self, node: &Node) -> Result<(), CmdError> {
@@ -659,7 +697,7 @@ impl Cluster {
     fn remove_containers(&mut self) {
         if self.keep {
             eprintln!(
-                "HEARSAY_FAULT_KEEP=1: leaving containers {} and network {}",
+                "HEARSAY_FAULT_KEEP=1: leaving containers {} (and their volumes) and network {}",
                 self.nodes
                     .iter()
                     .map(|n| n.container.as_str())

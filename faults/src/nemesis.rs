@@ -29,6 +29,9 @@ pub enum Fault {
     StopTogether(String, String),
     /// `docker kill` (SIGKILL), healed by `docker start`.
     Kill(String),
+    /// One `docker kill` of every replica, healed by one `docker start` of
+    /// all: nothing survives in any replica's memory (durability runs).
+    KillAll,
     /// `docker pause` (frozen, sockets still accept), healed by unpause.
     Pause(String),
     /// `docker network disconnect`, healed by connect with the same address.
@@ -51,6 +54,7 @@ impl Fault {
             Fault::Stop(_) => "stop",
             Fault::StopTogether(..) => "stop-together",
             Fault::Kill(_) => "kill",
+            Fault::KillAll => "kill-all",
             Fault::Pause(_) => "pause",
             Fault::Disconnect(_) => "disconnect",
             Fault::Partition { .. } => "partition",
@@ -78,6 +82,7 @@ impl Fault {
             | Fault::Disconnect(n)
             | Fault::Isolate(n) => vec![n],
             Fault::Partition { a, b } | Fault::StopTogether(a, b) => vec![a, b],
+            Fault::KillAll => vec![],
             Fault::OneWay { from, to } => vec![from, to],
             Fault::Loss { node, .. } => vec![node],
         }
@@ -91,6 +96,7 @@ impl fmt::Display for Fault {
             Fault::StopTogether(a, b) => write!(f, "stop-together({a},{b})"),
             Fault::OneWay { from, to } => write!(f, "one-way({from}->{to} dropped)"),
             Fault::Loss { node, percent } => write!(f, "loss({node},{percent}%)"),
+            Fault::KillAll => write!(f, "kill-all"),
             other => write!(f, "{}({})", other.kind(), other.nodes()[0]),
         }
     }
@@ -288,6 +294,12 @@ impl Nemesis {
                 cluster.kill(&node(n)).await?;
                 self.kills.push((n.clone(), self.recorder.now_us()));
             }
+            Fault::KillAll => {
+                let nodes = cluster.nodes.clone();
+                cluster.kill_many(&nodes).await?;
+                let at = self.recorder.now_us();
+                self.kills.extend(nodes.into_iter().map(|n| (n.name, at)));
+            }
             Fault::Pause(n) => cluster.pause(&node(n)).await?,
             Fault::Disconnect(n) => cluster.disconnect(&node(n)).await?,
             Fault::Partition { a, b } => {
@@ -330,6 +342,10 @@ impl Nemesis {
                 Fault::StopTogether(a, b) => {
                     let first = cluster.start_node(&node(a)).await;
                     cluster.start_node(&node(b)).await.and(first)
+                }
+                Fault::KillAll => {
+                    let nodes = cluster.nodes.clone();
+                    cluster.start_many(&nodes).await
                 }
                 Fault::Pause(n) => cluster.unpause(&node(n)).await,
                 Fault::Disconnect(n) => cluster.connect(&node(n)).await,

@@ -66,6 +66,14 @@ pub struct Config {
     pub cluster: ClusterSpec,
     /// Clients send no causal metadata (harness self-test only).
     pub forget_metadata: bool,
+    /// A write lost with the SIGKILLed replica that alone had it is excused
+    /// (in-memory replicas). Durable runs set this to `false`: a replica
+    /// with a data directory must keep every write it acknowledged.
+    pub kills_excuse_losses: bool,
+    /// With `sync = "interval"`: its period. Reporting only — every lost
+    /// write is then also told apart by whether it was acknowledged within
+    /// this window before its replica's kill (what a power loss may take).
+    pub sync_window: Option<Duration>,
 }
 
 impl Config {
@@ -81,6 +89,8 @@ impl Config {
             converge_deadline: Duration::from_secs(60),
             cluster: ClusterSpec::default(),
             forget_metadata: false,
+            kills_excuse_losses: true,
+            sync_window: None,
         }
     }
 }
@@ -99,6 +109,9 @@ pub struct Report {
     pub violations: Vec<String>,
     pub lost: Vec<String>,
     pub lost_to_kill: usize,
+    /// With [`Config::sync_window`]: how many of `lost` were acknowledged
+    /// within that window before their replica was killed.
+    pub lost_in_sync_window: Option<usize>,
     /// Time from heal (and end of writes) until all replicas agreed, or the
     /// reason they did not.
     pub converge: Result<Duration, String>,
@@ -120,7 +133,7 @@ impl Report {
     pub fn summary(&self) -> String {
         format!(
             "hearsay-faults scenario={} seed={} duration={:.1}s faults={} ops ok={} fail={} \
-             (503={}) unknown={} violations={} lost={} lost_to_kill={} converge={} wire={}",
+             (503={}) unknown={} violations={} lost={}{} lost_to_kill={} converge={} wire={}",
             self.name,
             self.seed,
             self.duration.as_secs_f64(),
@@ -131,6 +144,10 @@ impl Report {
             self.unknown,
             self.violations.len(),
             self.lost.len(),
+            match self.lost_in_sync_window {
+                Some(n) => format!(" (within sync window: {n})"),
+                None => String::new(),
+            },
             self.lost_to_kill,
             match &self.converge {
                 Ok(d) => format!("{:.2}s", d.as_secs_f64()),
@@ -265,10 +282,34 @@ pub async fn run(config: Config) -> Report {
     let check_started = Instant::now();
     let checker = Checker::new(&history);
     let violations = checker.violations();
+    let excusing_kills: &[(String, u64)] = if config.kills_excuse_losses {
+        &nemesis.kills
+    } else {
+        &[]
+    };
+    let mut lost_in_sync_window = config.sync_window.map(|_| 0);
     let (lost, lost_to_kill) = match &converged {
         Ok(final_values) => {
-            let d = checker.durability(final_values, &nemesis.kills);
-            let mut lost: Vec<String> = d.lost.iter().map(|l| l.detail.clone()).collect();
+            let d = checker.durability(final_values, excusing_kills);
+            let mut lost: Vec<String> = Vec::new();
+            for l in &d.lost {
+                let since_ack = ack_before_kill(&history, l.op, &nemesis.kills);
+                if let (Some(window), Some(gap), Some(n)) =
+                    (config.sync_window, since_ack, lost_in_sync_window.as_mut())
+                {
+                    if gap <= window {
+                        *n += 1;
+                    }
+                }
+                lost.push(match since_ack {
+                    Some(gap) => format!(
+                        "{} (acknowledged {} ms before its replica was SIGKILLed)",
+                        l.detail,
+                        gap.as_millis()
+                    ),
+                    None => l.detail.clone(),
+                });
+            }
             lost.extend(d.bad_final_values.iter().cloned());
             (lost, d.lost_to_kill.len())
         }
@@ -297,6 +338,7 @@ pub async fn run(config: Config) -> Report {
         violations: violations.iter().map(|v| v.to_string()).collect(),
         lost,
         lost_to_kill,
+        lost_in_sync_window,
         converge,
         nemesis_errors,
         wire,
@@ -351,6 +393,17 @@ fn judge_capture(
     tally
         .verdict(scenario, |v| written.contains(v))
         .map(|()| tally.line())
+}
+
+/// How long before the first later SIGKILL of its replica the operation
+/// `op` was acknowledged (`None`: its replica was not killed after it).
+fn ack_before_kill(history: &History, op: usize, kills: &[(String, u64)]) -> Option<Duration> {
+    let o = history.ops.get(op)?;
+    kills
+        .iter()
+        .filter(|(r, t)| *r == o.replica && *t >= o.complete_us)
+        .map(|(_, t)| Duration::from_micros(t - o.complete_us))
+        .min()
 }
 
 fn key_name(i: usize) -> String {
