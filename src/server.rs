@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,16 +16,6 @@ use crate::config::Config;
 use crate::connections;
 use crate::node::Node;
 use crate::transport::http::{HttpTransport, Plane};
-
-/// A fresh incarnation: milliseconds since the Unix epoch, so a restarted
-/// process (same address) always has a greater one than its earlier life.
-pub fn new_incarnation() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
-        .max(1)
-}
 
 /// Binds, serves and joins the cluster; once `shutdown` resolves, drains,
 /// hands off, leaves the cluster and returns.

@@ -41,14 +41,6 @@ fn hello(address: &str, incarnation: u64) -> Hello {
     }
 }
 
-/// Milliseconds since the epoch, as incarnations are chosen.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("a clock after 1970")
-        .as_millis() as u64
-}
-
 /// `observer` keeps listing every replica of `cluster` for a while.
 async fn view_stays_whole(cluster: &Cluster, observer: usize) {
     let all = cluster.sorted(&(0..cluster.len()).collect::<Vec<_>>());
@@ -83,7 +75,7 @@ async fn a_forged_leave_from_a_life_not_known_evicts_no_one() {
 async fn a_heartbeat_from_a_life_far_in_the_future_is_refused() {
     let cluster = Cluster::start(2).await;
     let (a, b) = (cluster.addr(0), cluster.addr(1));
-    let future = wall_ms() + 10 * 24 * 3600 * 1000;
+    let future = hearsay::node::wall_ms() + 10 * 24 * 3600 * 1000;
     for incarnation in [u64::MAX, future] {
         let answer = send(a, &Request::Heartbeat(hello(b, incarnation))).await;
         assert!(

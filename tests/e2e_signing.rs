@@ -644,7 +644,7 @@ async fn replayed_stale_and_tampered_requests_are_refused() {
         method: "POST",
         path: "/internal/heartbeat",
         protocol: 2,
-        timestamp: signing::unix_ms() - 60_000,
+        timestamp: hearsay::node::wall_ms() - 60_000,
         nonce: 1,
         keys: key.id(),
         body: &body,

@@ -42,7 +42,7 @@ impl Node {
         transport: Arc<dyn Transport>,
         seed: u64,
     ) -> Result<Arc<Node>, StorageError> {
-        let wall = Self::wall_ms().max(1);
+        let wall = super::wall_ms().max(1);
         let Some(dir) = config.data_dir.clone() else {
             return Ok(Node::new(config, transport, wall, seed));
         };

@@ -131,6 +131,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The wall clock in milliseconds since the Unix epoch (0 before it). The
+/// one reading of it in the shell: incarnations are start times (so this
+/// bounds the ones a peer may name), and signatures carry timestamps that
+/// are compared across machines, where tokio's monotonic clock would not do.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Node {
     /// A node for `config` whose first life has at least `incarnation` (the
     /// start time in ms is the usual choice; a peer that knows a newer life
@@ -202,18 +212,10 @@ impl Node {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// The wall clock in milliseconds since the epoch: incarnations are
-    /// start times, so this bounds the ones a peer may name.
-    fn wall_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-
     /// Checks an answer from a peer as every message is checked; an invalid
     /// one is counted and treated as no answer.
     fn screen(&self, response: Response) -> Option<Response> {
-        match response.check(Self::wall_ms()) {
+        match response.check(wall_ms()) {
             Ok(()) => Some(response),
             Err(invalid) => {
                 count_invalid(&invalid);
@@ -280,7 +282,7 @@ impl Node {
             // compete with its successor's (a late answer can still arrive).
             return;
         }
-        if !checks::plausible_incarnation(known, Self::wall_ms()) {
+        if !checks::plausible_incarnation(known, wall_ms()) {
             // Real incarnations are start times: following one far in the
             // future would leave this address no room for later lives.
             warn!(known, "a peer claims a life far in the future; ignored");
@@ -628,7 +630,7 @@ impl Node {
     /// Answers one replica-to-replica request. Synchronous: it only touches
     /// the replica under the lock and may spawn follow-up work.
     pub fn handle(self: &Arc<Self>, request: Request) -> Response {
-        if let Err(invalid) = request.check(Self::wall_ms()) {
+        if let Err(invalid) = request.check(wall_ms()) {
             count_invalid(&invalid);
             debug!(kind = request.kind(), %invalid, "invalid request from a peer");
             return Response::Invalid {

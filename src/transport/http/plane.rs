@@ -199,7 +199,7 @@ impl Plane {
         verify: impl FnOnce(&crate::keyring::Key) -> bool,
     ) -> Result<(), Failure> {
         let key = keyring.get(&signature.key_id).ok_or(Failure::UnknownKey)?;
-        let now = signing::unix_ms();
+        let now = crate::node::wall_ms();
         if !signing::within_window(signature.timestamp, now, self.window_ms) {
             return Err(Failure::OutsideWindow);
         }

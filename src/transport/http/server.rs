@@ -163,7 +163,7 @@ async fn answer(
                 nonce: signature.nonce.unwrap_or(0),
                 status: status.as_u16(),
                 protocol: version,
-                timestamp: signing::unix_ms(),
+                timestamp: crate::node::wall_ms(),
                 keys: &keys,
                 body: &encoded,
             };

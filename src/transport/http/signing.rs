@@ -11,7 +11,6 @@
 //! (`Mac::verify_slice`).
 
 use std::collections::{HashSet, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderValue};
 use hmac::{Hmac, Mac};
@@ -38,15 +37,6 @@ const ANSWER_TAG: &[u8] = b"hearsay internal answer v2";
 pub const REPLAY_CACHE_ENTRIES: usize = 65_536;
 
 type HmacSha256 = Hmac<Sha256>;
-
-/// Unix time in milliseconds from the wall clock: signatures are compared
-/// across machines, so tokio's monotonic clock would not do.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn field(mac: &mut HmacSha256, bytes: &[u8]) {
     mac.update(&(bytes.len() as u64).to_be_bytes());
@@ -278,7 +268,7 @@ pub fn signed_request_headers(
         method: "POST",
         path,
         protocol,
-        timestamp: unix_ms(),
+        timestamp: crate::node::wall_ms(),
         nonce: rand::random(),
         keys: &keys,
         body,
