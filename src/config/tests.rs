@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Why the configuration in the environment (and the jail's files) is
+/// refused; panics if it loads.
+fn refusal() -> String {
+    load(&Overrides::default())
+        .err()
+        .expect("the configuration is refused")
+        .to_string()
+}
+
 #[test]
 fn default_file_matches_code_defaults() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hearsay.toml"))
@@ -59,11 +68,11 @@ fn flags_override_and_errors_name_the_setting_and_source() {
         assert_eq!(view.2, "environment variable VIEW");
 
         jail.set_env("HEARSAY_DEAD_AFTER_MS", "soon");
-        let error = load(&Overrides::default()).err().unwrap().to_string();
+        let error = refusal();
         assert!(error.contains("dead_after_ms"), "{error}");
 
         jail.set_env("HEARSAY_DEAD_AFTER_MS", "100");
-        let error = load(&Overrides::default()).err().unwrap().to_string();
+        let error = refusal();
         assert!(
             error.contains("dead_after_ms") && error.contains("HEARSAY_DEAD_AFTER_MS"),
             "{error}"
@@ -98,7 +107,7 @@ fn out_of_range_numbers_stop_loading_naming_setting_value_source_and_range() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
         jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", u64::MAX.to_string());
-        let error = load(&Overrides::default()).err().unwrap().to_string();
+        let error = refusal();
         for part in [
             "gossip_interval_ms",
             "18446744073709551615",
@@ -120,7 +129,7 @@ fn out_of_range_numbers_stop_loading_naming_setting_value_source_and_range() {
         jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "1");
         assert!(load(&Overrides::default()).is_ok());
         jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "0");
-        let error = load(&Overrides::default()).err().unwrap().to_string();
+        let error = refusal();
         assert!(error.contains("0 is out of range"), "{error}");
         jail.set_env("HEARSAY_GOSSIP_INTERVAL_MS", "3600001");
         assert!(load(&Overrides::default()).is_err());
@@ -300,7 +309,7 @@ fn addresses_are_canonical_and_usable_and_the_operator_token_is_long_enough() {
         assert_eq!(loaded.config.view, vec!["127.0.0.1:9000", "127.0.0.1:9001"]);
 
         jail.set_env("VIEW", "127.0.0.1:9000,0.0.0.0:0");
-        let error = load(&Overrides::default()).err().unwrap().to_string();
+        let error = refusal();
         assert!(
             error.contains("`view`") && error.contains("0.0.0.0:0"),
             "{error}"
@@ -308,13 +317,13 @@ fn addresses_are_canonical_and_usable_and_the_operator_token_is_long_enough() {
         jail.set_env("VIEW", "");
         for unusable in ["0.0.0.0:9000", "127.0.0.1:0", "[::]:9000", "224.0.0.1:9000"] {
             jail.set_env("SOCKET_ADDRESS", unusable);
-            let error = load(&Overrides::default()).err().unwrap().to_string();
+            let error = refusal();
             assert!(error.contains("`socket_address`"), "{unusable}: {error}");
         }
 
         jail.set_env("SOCKET_ADDRESS", "127.0.0.1:9000");
         jail.set_env("HEARSAY_ADMIN_TOKEN", "short");
-        let error = load(&Overrides::default()).err().unwrap().to_string();
+        let error = refusal();
         assert!(error.contains("admin_token"), "{error}");
         jail.set_env("HEARSAY_ADMIN_TOKEN", "sixteen-bytes-ok");
         let loaded = load(&Overrides::default()).unwrap();
@@ -348,17 +357,11 @@ fn durability_settings_load_and_are_bounded() {
         assert_eq!(loaded.config.sync, SyncPolicy::Interval);
         assert_eq!(loaded.config.sync_interval_ms, 250);
         jail.set_env("HEARSAY_SYNC", "sometimes");
-        let error = load(&Overrides::default())
-            .err()
-            .expect("refused")
-            .to_string();
+        let error = refusal();
         assert!(error.contains("sync"), "{error}");
         jail.set_env("HEARSAY_SYNC", "never");
         jail.set_env("HEARSAY_SYNC_INTERVAL_MS", "0");
-        let error = load(&Overrides::default())
-            .err()
-            .expect("refused")
-            .to_string();
+        let error = refusal();
         assert!(error.contains("sync_interval_ms"), "{error}");
         Ok(())
     });
@@ -383,10 +386,7 @@ fn ack_replicas_loads_from_numbers_and_words_and_refuses_others() {
         }
         for bad in ["3", "0", "most"] {
             jail.set_env("HEARSAY_ACK_REPLICAS", bad);
-            let error = load(&Overrides::default())
-                .err()
-                .expect("refused")
-                .to_string();
+            let error = refusal();
             assert!(error.contains("ack_replicas"), "{bad}: {error}");
         }
         Ok(())
