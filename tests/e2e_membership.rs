@@ -398,6 +398,12 @@ async fn an_added_address_where_nothing_listens_never_enters_a_view() {
         )
         .await
         .unwrap_or_else(|e| panic!("an address nobody answers at was listed: {e}"));
+    // `/members` says what is known of it: nothing — not `alive`.
+    for i in 0..3 {
+        let entry = cluster.http.member(cluster.addr(i), &nobody).await.unwrap();
+        assert_eq!(entry["state"], "never-heard", "at replica {i}: {entry}");
+        assert_eq!(entry["incarnation"], Value::Null, "at replica {i}: {entry}");
+    }
     // Asking again changes nothing; removing it stops the probes.
     cluster
         .http

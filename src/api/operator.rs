@@ -12,6 +12,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::AppState;
+use crate::core::membership::NEVER_HEARD;
 use crate::node::MemberInfo;
 use crate::telemetry::{self, names};
 use crate::transport::http::plane::PeerKeys;
@@ -27,7 +28,7 @@ pub(super) struct Member {
     incarnation: Option<u64>,
     is_self: bool,
     last_heard_ms_ago: Option<u64>,
-    /// `alive`, `suspect`, `dead` or `left`.
+    /// `alive`, `suspect`, `dead`, `left`, or `never-heard` (no life of it has answered yet).
     state: &'static str,
 }
 
@@ -195,7 +196,7 @@ pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
     for member in node.members() {
         *by_state.entry(member.state).or_insert(0u32) += 1;
     }
-    for state in ["alive", "suspect", "dead", "left"] {
+    for state in ["alive", "suspect", "dead", "left", NEVER_HEARD] {
         let count = by_state.get(state).copied().unwrap_or(0);
         metrics::gauge!(names::MEMBERS, "state" => state).set(count as f64);
     }

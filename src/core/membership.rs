@@ -142,6 +142,22 @@ pub struct Member {
     pub known_clock: VClock,
 }
 
+impl Member {
+    /// Its state as `/members` and the `hearsay_members{state}` gauge name
+    /// it: its liveness, or `never-heard` while no life of it has answered
+    /// (the failure detector's verdict on an address that never spoke says
+    /// nothing about a process there, so it is not shown as one).
+    pub fn state_name(&self) -> &'static str {
+        match self.incarnation {
+            None => NEVER_HEARD,
+            Some(_) => self.liveness.as_str(),
+        }
+    }
+}
+
+/// The `/members` state of an address no life of which has answered yet.
+pub const NEVER_HEARD: &str = "never-heard";
+
 /// A change of liveness worth logging once.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct LivenessChange {

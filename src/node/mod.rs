@@ -616,7 +616,7 @@ impl Node {
                 .filter(|m| m.address != self.address)
                 .map(|m| MemberInfo {
                     address: m.address.clone(),
-                    state: m.liveness.as_str(),
+                    state: m.state_name(),
                     admitted: m.admission.admitted,
                     in_view: view.contains(&m.address),
                     incarnation: m.incarnation,
