@@ -18,13 +18,14 @@
 //! - [`ceiling`]: the minimal in-memory axum server that bounds what any store could do here.
 //! - [`load`]: the closed-loop load generator and its statistics.
 //! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.
-//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`]: the other bench modes.
+//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`], [`acks`]: the other bench modes.
 //! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
 //! - [`noise`]: how much CPU other processes took during a run (shared machines).
 //! - [`report`], [`plot`]: JSON/CSV/Markdown output and SVG plots.
 //! - [`fmt`], [`wait`]: formatting of durations and bounded polling, shared by the modes.
 //! - [`suite`]: the standard set, run against a local 3-replica cluster.
 
+pub mod acks;
 pub mod ceiling;
 pub mod client;
 pub mod cluster;

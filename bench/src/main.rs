@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use hearsay_bench::acks::{self, AcksArgs};
 use hearsay_bench::cluster::{ClusterArgs, LocalCluster, ProcSpec};
 use hearsay_bench::compare::compare;
 use hearsay_bench::convergence::{self, ConvergenceArgs};
@@ -100,6 +101,16 @@ enum Command {
         cluster: ClusterArgs,
         #[command(flatten)]
         args: DurabilityArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// PUT throughput and p99 for each `ack_replicas` setting, as ratios to
+    /// the default (`1`) in the same round.
+    Acks {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: AcksArgs,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -230,6 +241,16 @@ async fn run(command: Command) -> Result<()> {
             )?;
             let summary = durability::summary_md(&result);
             std::fs::write(dir.join("durability.md"), &summary)?;
+            println!("{summary}");
+            eprintln!("report in {}", dir.display());
+            Ok(())
+        }
+        Command::Acks { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let result = acks::run(&args, &cluster, &dir.join("logs")).await?;
+            std::fs::write(dir.join("acks.json"), serde_json::to_vec_pretty(&result)?)?;
+            let summary = acks::summary_md(&result);
+            std::fs::write(dir.join("acks.md"), &summary)?;
             println!("{summary}");
             eprintln!("report in {}", dir.display());
             Ok(())
