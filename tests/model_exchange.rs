@@ -800,7 +800,20 @@ fn deliver(w: &mut World, id: u64) {
                         request,
                     },
                 ),
-                Ok(None) | Err(_) => {
+                Ok(None) => {
+                    // Every chunk acknowledged: as the node does, remember
+                    // what the push delivered (the basis of the next one).
+                    if let Some(delivered) = session.push.delivered().cloned() {
+                        let life = session.push.to().clone();
+                        node.replica.members.record_push(
+                            &life.address,
+                            life.incarnation,
+                            &delivered,
+                        );
+                    }
+                    node.pushes.remove(&from);
+                }
+                Err(_) => {
                     node.pushes.remove(&from);
                 }
             }

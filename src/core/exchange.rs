@@ -372,15 +372,19 @@ pub struct Push {
     covers: Covers,
     cursor: Option<Stamp>,
     finished: bool,
+    /// The last chunk carried the guarantee.
+    completed: bool,
     chunks: usize,
 }
 
 impl Push {
     /// A push of what `peer`'s current life lacks according to the clock that
-    /// life last reported; `None` when that clock covers ours already or no
-    /// life of the peer is known.
+    /// life last reported and what earlier pushes to it delivered
+    /// ([`Membership::push_basis`](super::membership::Membership::push_basis));
+    /// `None` when that covers our clock already or no life of the peer is
+    /// known.
     pub fn start(replica: &Replica, peer: &str) -> Option<Push> {
-        let (incarnation, basis) = replica.members.known_clock(peer)?;
+        let (incarnation, basis) = replica.members.push_basis(peer)?;
         if basis.covers(replica.clock()) {
             return None;
         }
@@ -389,12 +393,24 @@ impl Push {
                 address: peer.to_string(),
                 incarnation,
             },
-            basis: basis.clone(),
+            basis,
             covers: replica.guarantee(),
             cursor: None,
             finished: false,
+            completed: false,
             chunks: 0,
         })
+    }
+
+    /// Once every chunk was produced and the last carried the guarantee:
+    /// what the peer's life holds when it has acknowledged them all — for
+    /// every write this clock covers, that write or one that beats it (the
+    /// basis covered the rest, and the chunks carried every version of
+    /// ours the basis lacked). `None` for a push that is not done, or whose
+    /// peer was below our horizon (it gets no guarantee and must take a
+    /// snapshot).
+    pub fn delivered(&self) -> Option<&VClock> {
+        (self.finished && self.completed).then_some(&self.covers.clock)
     }
 
     /// The life this push is computed for.
@@ -429,6 +445,7 @@ impl Push {
             None => None,
         };
         self.finished = next.is_none();
+        self.completed = completion.is_some();
         self.cursor = next;
         Ok(Some(PushRequest {
             from: replica.life(),

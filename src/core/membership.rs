@@ -140,6 +140,12 @@ pub struct Member {
     pub admission: Admission,
     /// The latest clock it reported in its current incarnation.
     pub known_clock: VClock,
+    /// What pushes from this replica that its current life acknowledged in
+    /// full delivered (the pushes' guarantees). Only the basis of the next
+    /// push — so that it does not resend what the peer already holds —,
+    /// never evidence for the stability frontier, which counts only what a
+    /// life reported itself.
+    pub pushed_clock: VClock,
 }
 
 impl Member {
@@ -438,6 +444,7 @@ impl Membership {
                 member.incarnation = Some(incarnation);
                 member.process = process;
                 member.known_clock = VClock::new();
+                member.pushed_clock = VClock::new();
                 member.liveness = Liveness::Alive;
                 member.last_heard_ms = now_ms;
                 Heard::NewIncarnation
@@ -460,6 +467,28 @@ impl Membership {
     pub fn known_clock(&self, address: &str) -> Option<(u64, &VClock)> {
         let member = self.members.get(address)?;
         Some((member.incarnation?, &member.known_clock))
+    }
+
+    /// The life of `address` known here and what it holds as far as this
+    /// replica can tell: the clock it reported joined with what pushes it
+    /// acknowledged delivered. The basis of a push to it.
+    pub fn push_basis(&self, address: &str) -> Option<(u64, VClock)> {
+        let member = self.members.get(address)?;
+        Some((
+            member.incarnation?,
+            member.known_clock.joined(&member.pushed_clock),
+        ))
+    }
+
+    /// Records that a push to `address`'s life `incarnation` was
+    /// acknowledged in full and delivered what `delivered` covers (ignored
+    /// for any other life).
+    pub fn record_push(&mut self, address: &str, incarnation: u64, delivered: &VClock) {
+        if let Some(member) = self.members.get_mut(address) {
+            if member.incarnation == Some(incarnation) {
+                member.pushed_clock.merge(delivered);
+            }
+        }
     }
 
     /// Marks `address` as gone for good in life `incarnation`, run by
@@ -582,6 +611,7 @@ impl Member {
             last_heard_ms: now_ms,
             admission,
             known_clock: VClock::new(),
+            pushed_clock: VClock::new(),
         }
     }
 }

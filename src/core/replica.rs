@@ -136,6 +136,18 @@ pub enum WriteOutcome {
     },
 }
 
+impl WriteOutcome {
+    /// What the client has now seen, whatever the outcome.
+    pub fn metadata(&self) -> &VClock {
+        match self {
+            WriteOutcome::Created { metadata }
+            | WriteOutcome::Replaced { metadata }
+            | WriteOutcome::Deleted { metadata }
+            | WriteOutcome::NotFound { metadata } => metadata,
+        }
+    }
+}
+
 #[derive(Debug)]
 /// One replica's whole state: its life, counters, clock, store, horizon and member table.
 pub struct Replica {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
 use super::{lock, Node};
-use crate::core::{ExchangeError, Pull, PullRequest, PullStep, Push, PushRequest, VClock};
+use crate::core::{Dot, ExchangeError, Pull, PullRequest, PullStep, Push, PushRequest, VClock};
 use crate::proto::{Request, Response};
 use crate::telemetry::names;
 use crate::transport::TransportError;
@@ -100,6 +100,14 @@ impl Node {
                 debug!(%peer, %error, "pull failed");
             }
         });
+    }
+
+    fn acknowledgement_push_lock(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.peers)
+            .entry(peer.to_string())
+            .or_default()
+            .acknowledgement_push
+            .clone()
     }
 
     fn pull_lock(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -198,6 +206,12 @@ impl Node {
         loop {
             let request = push.next_request(&self.replica(), self.config.max_message_bytes)?;
             let Some(request) = request else {
+                if let Some(delivered) = push.delivered() {
+                    let to = push.to();
+                    self.replica()
+                        .members
+                        .record_push(&to.address, to.incarnation, delivered);
+                }
                 return Ok(true);
             };
             metrics::counter!(names::DELTA_VERSIONS_SENT).increment(request.entries.len() as u64);
@@ -216,6 +230,30 @@ impl Node {
                 other => return Err(TransferError::UnexpectedAnswer(answer_kind(&other))),
             }
         }
+    }
+
+    /// Whether `peer`'s current life holds `write` (a write of this
+    /// replica), pushing to it if needed: what a write waiting for
+    /// `ack_replicas` counts. Pushes for acknowledgements run one at a time
+    /// per peer; a write that waited for its turn is often carried by the
+    /// push it waited for, and then costs nothing more (group commit, as
+    /// for fsyncs).
+    pub(super) async fn push_for_acknowledgement(
+        self: &Arc<Self>,
+        peer: &str,
+        write: &Dot,
+    ) -> Result<bool, TransferError> {
+        let turn = self.acknowledgement_push_lock(peer);
+        let _turn = turn.lock().await;
+        let held = self
+            .replica()
+            .members
+            .push_basis(peer)
+            .is_some_and(|(_, holds)| holds.covers_dot(write));
+        if held {
+            return Ok(true);
+        }
+        self.push_holding(peer).await
     }
 
     /// One anti-entropy round with a random peer from the view.

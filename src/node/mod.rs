@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::core::checks::{self, Invalid};
 use crate::core::{
-    JsonText, Origin, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError,
+    Dot, JsonText, Origin, ReadOutcome, Refusal, Replica, Timing, VClock, ViewChange, WriteError,
     WriteOutcome,
 };
 use crate::proto::{Hello, Request, Response};
@@ -402,7 +402,12 @@ impl Node {
         // against the view, a write would need fewer replicas exactly when
         // replicas fail (the view shrinks to the live ones), which is when
         // the setting matters.
-        let peers = self.replica().members.admitted_peers();
+        let (peers, write) = {
+            let replica = self.replica();
+            let origin = replica.origin().clone();
+            let seq = outcome.metadata().get(&origin);
+            (replica.members.admitted_peers(), Dot { origin, seq })
+        };
         let needed = self.config.ack_replicas.needed(peers.len() + 1);
         let mut holding = 1;
         if holding >= needed {
@@ -410,9 +415,17 @@ impl Node {
         }
         let mut pushes = tokio::task::JoinSet::new();
         for peer in peers {
-            let node = self.clone();
+            let (node, write) = (self.clone(), write.clone());
             pushes.spawn(async move {
-                match node.push_holding(&peer).await {
+                // Sequence 0 names no write: this replica opened a new life
+                // since (it cannot tell which write to look for, so it
+                // pushes everything the peer lacks).
+                let held = if write.seq == 0 {
+                    node.push_holding(&peer).await
+                } else {
+                    node.push_for_acknowledgement(&peer, &write).await
+                };
+                match held {
                     Ok(held) => held,
                     Err(error) => {
                         debug!(%peer, %error, "push for an acknowledgement failed");

@@ -24,6 +24,10 @@ use crate::telemetry::names;
 pub(super) struct PeerRecord {
     /// Held for the whole of a pull from this peer: at most one at a time.
     pub(super) pull: Arc<tokio::sync::Mutex<()>>,
+    /// Held for the whole of a push made for acknowledgements: at most one
+    /// at a time, so that the writes waiting meanwhile share the next one
+    /// instead of each sending everything the peer lacks.
+    pub(super) acknowledgement_push: Arc<tokio::sync::Mutex<()>>,
     pub(super) heartbeat_in_flight: bool,
     pub(super) last_probe_ms: Option<u64>,
     /// Probes sent to an address that has never answered, since it was

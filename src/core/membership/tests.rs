@@ -74,6 +74,27 @@ fn old_incarnations_are_ignored_and_restarts_reset_known_clock() {
 }
 
 #[test]
+fn what_pushes_delivered_is_kept_per_life_and_never_counts_for_the_frontier() {
+    let mut m = table();
+    m.heard_from("b", 5, 0);
+    let reported = VClock::from_pairs([(Origin::new("b", 5), 3)]);
+    let pushed = VClock::from_pairs([(Origin::new("a", 1), 7)]);
+    m.record_clock("b", 5, &reported);
+    m.record_push("b", 5, &pushed);
+    // Another life's acknowledgement says nothing about this one.
+    m.record_push("b", 4, &VClock::from_pairs([(Origin::new("a", 1), 9)]));
+    let (life, basis) = m.push_basis("b").unwrap();
+    assert_eq!(life, 5);
+    assert_eq!(basis, reported.joined(&pushed));
+    // The frontier only believes what b reported itself.
+    let mine = reported.joined(&pushed);
+    assert!(!m.stability_frontier(&mine, 0).covers(&pushed));
+    // A new life holds nothing that was pushed to the old one.
+    assert_eq!(m.heard_from("b", 6, 10), Heard::NewIncarnation);
+    assert_eq!(m.push_basis("b").unwrap(), (6, VClock::new()));
+}
+
+#[test]
 fn left_is_final_for_that_incarnation_only() {
     let mut m = table();
     m.heard_from("b", 1, 0);
