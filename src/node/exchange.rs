@@ -102,14 +102,6 @@ impl Node {
         });
     }
 
-    fn acknowledgement_push_lock(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.peers)
-            .entry(peer.to_string())
-            .or_default()
-            .acknowledgement_push
-            .clone()
-    }
-
     fn pull_lock(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.peers)
             .entry(peer.to_string())
@@ -234,26 +226,79 @@ impl Node {
 
     /// Whether `peer`'s current life holds `write` (a write of this
     /// replica), pushing to it if needed: what a write waiting for
-    /// `ack_replicas` counts. Pushes for acknowledgements run one at a time
-    /// per peer; a write that waited for its turn is often carried by the
-    /// push it waited for, and then costs nothing more (group commit, as
-    /// for fsyncs).
+    /// `ack_replicas` counts.
+    ///
+    /// One task per peer makes these pushes, one at a time, and each carries
+    /// every write made before it started: writes that arrive while a push
+    /// is in flight share the next one (group commit, as for fsyncs). The
+    /// task, not the waiting request, owns the push, so a request that
+    /// stops waiting (enough other replicas answered, or its deadline
+    /// passed) never cuts a push short and wastes what it sent.
     pub(super) async fn push_for_acknowledgement(
         self: &Arc<Self>,
         peer: &str,
         write: &Dot,
     ) -> Result<bool, TransferError> {
-        let turn = self.acknowledgement_push_lock(peer);
-        let _turn = turn.lock().await;
-        let held = self
-            .replica()
-            .members
-            .push_basis(peer)
-            .is_some_and(|(_, holds)| holds.covers_dot(write));
-        if held {
+        let holds = |node: &Node| {
+            node.replica()
+                .members
+                .push_basis(peer)
+                .is_some_and(|(_, holds)| holds.covers_dot(write))
+        };
+        if holds(self) {
             return Ok(true);
         }
-        self.push_holding(peer).await
+        let (ticket, pushed) = {
+            let mut peers = lock(&self.peers);
+            let pushes = &mut peers.entry(peer.to_string()).or_default().acknowledgements;
+            pushes.wanted += 1;
+            if !pushes.running {
+                pushes.running = true;
+                let (node, peer) = (self.clone(), peer.to_string());
+                tokio::spawn(async move { node.acknowledgement_pusher(&peer).await });
+            }
+            (pushes.wanted, pushes.pushed.clone())
+        };
+        loop {
+            let ended = pushed.notified();
+            tokio::pin!(ended);
+            // Registered before looking, so a push that ends in between
+            // still wakes this waiter.
+            ended.as_mut().enable();
+            let served = lock(&self.peers)
+                .get(peer)
+                .is_some_and(|record| record.acknowledgements.served >= ticket);
+            if served {
+                return Ok(holds(self));
+            }
+            ended.await;
+        }
+    }
+
+    /// Pushes to `peer` until no ticket is waiting (see
+    /// [`Node::push_for_acknowledgement`]). One push at a time, each bounded
+    /// by the transport's timeouts and the chunk limit.
+    async fn acknowledgement_pusher(self: Arc<Self>, peer: &str) {
+        loop {
+            let target = match lock(&self.peers).get(peer) {
+                Some(record) => record.acknowledgements.wanted,
+                None => return,
+            };
+            if let Err(error) = self.push_holding(peer).await {
+                debug!(%peer, %error, "push for acknowledgements failed");
+            }
+            let mut peers = lock(&self.peers);
+            let Some(record) = peers.get_mut(peer) else {
+                return;
+            };
+            let pushes = &mut record.acknowledgements;
+            pushes.served = target;
+            pushes.pushed.notify_waiters();
+            if pushes.wanted == target {
+                pushes.running = false;
+                return;
+            }
+        }
     }
 
     /// One anti-entropy round with a random peer from the view.

@@ -24,10 +24,9 @@ use crate::telemetry::names;
 pub(super) struct PeerRecord {
     /// Held for the whole of a pull from this peer: at most one at a time.
     pub(super) pull: Arc<tokio::sync::Mutex<()>>,
-    /// Held for the whole of a push made for acknowledgements: at most one
-    /// at a time, so that the writes waiting meanwhile share the next one
-    /// instead of each sending everything the peer lacks.
-    pub(super) acknowledgement_push: Arc<tokio::sync::Mutex<()>>,
+    /// Pushes made for acknowledgements (see
+    /// [`Node::push_for_acknowledgement`](super::Node)).
+    pub(super) acknowledgements: AcknowledgementPushes,
     pub(super) heartbeat_in_flight: bool,
     pub(super) last_probe_ms: Option<u64>,
     /// Probes sent to an address that has never answered, since it was
@@ -36,6 +35,23 @@ pub(super) struct PeerRecord {
     pub(super) unanswered_probes: u32,
     /// When the last pull from this peer completed.
     pub(super) last_pull_ms: Option<u64>,
+}
+
+/// The state of the one task that pushes to a peer for writes waiting for
+/// `ack_replicas`. Each waiting write takes a ticket; a push that *starts*
+/// after a ticket was taken carries that ticket's write, so once `served`
+/// reaches a ticket its write is either held by the peer or the push
+/// failed.
+#[derive(Default)]
+pub(super) struct AcknowledgementPushes {
+    /// The last ticket handed out.
+    pub(super) wanted: u64,
+    /// The last ticket a finished push (successful or not) started after.
+    pub(super) served: u64,
+    /// Whether the pushing task runs.
+    pub(super) running: bool,
+    /// Woken whenever a push ends.
+    pub(super) pushed: Arc<tokio::sync::Notify>,
 }
 
 /// The most doublings of `probe_interval` between probes of an address that
