@@ -46,53 +46,51 @@ impl Node {
         let Some(dir) = config.data_dir.clone() else {
             return Ok(Node::new(config, transport, wall, seed));
         };
-        let (mut disk, recovered) = Disk::open(&dir)?;
-        let incarnation = recovered
-            .state
+        let started = std::time::Instant::now();
+        let (mut disk, stored) = Disk::open_state(&dir)?;
+        let incarnation = stored
             .as_ref()
             .map_or(wall, |state| wall.max(state.incarnation.saturating_add(1)));
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let random_cluster: u64 = rng.random();
-        let cluster = recovered
-            .state
-            .as_ref()
-            .map_or(random_cluster, |s| s.cluster);
-        // A dropped record leaves the stored clock claiming a write the
-        // disk lacks: keep what is intact but claim nothing for it.
-        let vouched = (recovered.dropped == 0)
-            .then_some(recovered.state.as_ref())
-            .flatten();
-        if recovered.dropped > 0 {
-            metrics::counter!(names::STORAGE_DROPPED).increment(recovered.dropped as u64);
-            warn!(
-                dir = %dir.display(),
-                dropped = recovered.dropped,
-                kept = recovered.versions.len(),
-                "damaged records dropped from the data directory; the rest is kept and \
-                 everything is copied again from peers"
-            );
-        }
-        let kept = recovered.versions.len();
-        let replica = Replica::recover(
+        let cluster = stored.as_ref().map_or(random_cluster, |s| s.cluster);
+        // The versions go straight into the new life's store as they are
+        // decoded (no list of a million versions in between).
+        let mut replica = Replica::new(
             &config.socket_address,
             incarnation,
             &config.view,
             Node::timing(&config),
             0,
-            vouched,
-            recovered.versions,
         )
         .with_cluster(cluster);
+        let mut kept = 0;
+        let dropped = disk.read_versions(|version| {
+            kept += 1;
+            replica.recover_version(version);
+        })?;
+        let read = started.elapsed();
+        // A dropped record leaves the stored clock claiming a write the
+        // disk lacks: keep what is intact but claim nothing for it.
+        if dropped > 0 {
+            metrics::counter!(names::STORAGE_DROPPED).increment(dropped as u64);
+            warn!(
+                dir = %dir.display(),
+                dropped,
+                kept,
+                "damaged records dropped from the data directory; the rest is kept and \
+                 everything is copied again from peers"
+            );
+        } else if let Some(state) = &stored {
+            replica.adopt_state(state);
+        }
         let state = replica.durable_state();
-        disk.commit(
-            &[],
-            &state,
-            replica.key_count(),
-            Some(&replica.keys()),
-            SyncPolicy::Always,
-        )?;
+        disk.begin_life(&state)?;
+        // Phase times, so that a slow start says where its time went.
         info!(dir = %dir.display(), keys = kept, incarnation,
-            previous = recovered.state.map(|s| s.incarnation), sync = ?config.sync,
+            previous = stored.map(|s| s.incarnation), sync = ?config.sync,
+            read_ms = read.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             "data directory opened");
         let storage = Arc::new(Persister::new(disk, config.sync, state, kept > 0));
         Ok(Node::assemble(
