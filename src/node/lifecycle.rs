@@ -3,6 +3,7 @@
 //! them), garbage collection, graceful leave.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -136,6 +137,9 @@ impl Node {
         let cancel = self.shutdown.clone();
         let period = Duration::from_millis(self.config.sync_interval_ms);
         let interval = storage.sync_policy() == SyncPolicy::Interval;
+        // At most one periodic fsync at a time; it runs beside this loop,
+        // which keeps committing (and acknowledging) while the disk works.
+        let syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -146,7 +150,19 @@ impl Node {
                     _ = tick.tick() => true,
                 };
                 let Some(node) = weak.upgrade() else { return };
-                node.persist(&storage, timer && interval).await;
+                node.persist(&storage, false).await;
+                drop(node);
+                // After the batch, so the fsync covers everything acknowledged
+                // before this tick.
+                if timer && interval && !syncing.swap(true, Ordering::AcqRel) {
+                    let (storage, syncing) = (storage.clone(), syncing.clone());
+                    tokio::spawn(async move {
+                        if let Err(error) = storage.sync_beside().await {
+                            tracing::error!(%error, "the periodic fsync of the data directory failed");
+                        }
+                        syncing.store(false, Ordering::Release);
+                    });
+                }
             }
             if let Some(node) = weak.upgrade() {
                 node.persist(&storage, true).await;

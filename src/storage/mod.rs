@@ -243,6 +243,11 @@ impl Disk {
         self.sync()
     }
 
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Keys on disk, tombstones included.
     pub fn key_count(&self) -> usize {
         self.keys
@@ -333,6 +338,37 @@ fn decode_chunk(chunk: Vec<KvPair>) -> Decoded {
         }
     }
     out
+}
+
+/// fsyncs the journal the engine is writing in `dir`, through a file handle
+/// of its own: an fsync covers every write of the file, whichever handle
+/// made it, and the engine's own persist holds its journal lock while it
+/// waits for the disk (tens to hundreds of milliseconds on a busy machine),
+/// so every commit — and every write waiting for one — would wait too.
+/// Journals the engine sealed were fsynced when it sealed them (fjall 2
+/// rotates with `SyncAll`); the one it writes is the highest-numbered file
+/// in `journals/`. Returns the file synced, `None` if there is none (the
+/// caller then persists through the engine).
+pub fn sync_journal(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir.join("journals"))? {
+        let entry = entry?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if newest.as_ref().is_none_or(|(n, _)| id > *n) {
+            newest = Some((id, entry.path()));
+        }
+    }
+    let Some((_, path)) = newest else {
+        return Ok(None);
+    };
+    std::fs::File::open(&path)?.sync_all()?;
+    Ok(Some(path))
 }
 
 fn digest(payload: &[u8]) -> [u8; DIGEST_BYTES] {

@@ -161,6 +161,26 @@ fn many_records_decoded_in_parallel_come_back_and_damaged_ones_leave_when_a_life
 }
 
 #[test]
+fn the_periodic_fsync_finds_the_journal_being_written() {
+    // `sync_journal` relies on the engine's layout: it must find the file
+    // that a commit handed to the OS just grew, or the interval fsync
+    // would sync nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let all = fill(dir.path(), 10, 5, SyncPolicy::Interval);
+    let (mut disk, _) = Disk::open(dir.path()).unwrap();
+    let synced = sync_journal(dir.path()).unwrap().expect("a journal");
+    let before = std::fs::metadata(&synced).unwrap().len();
+    let more = vec![version("k11", Some("\"eleven\""), 11)];
+    let mut written = all.clone();
+    written.extend(more.clone());
+    assert!(disk
+        .commit(&more, &state_for(&written), 11, None, SyncPolicy::Interval)
+        .unwrap());
+    assert_eq!(sync_journal(dir.path()).unwrap().as_ref(), Some(&synced));
+    assert!(std::fs::metadata(&synced).unwrap().len() > before);
+}
+
+#[test]
 fn a_damaged_state_refuses_the_start() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 2, 2, SyncPolicy::Always);
