@@ -3,6 +3,7 @@
 //! them), garbage collection, graceful leave.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -46,53 +47,51 @@ impl Node {
         let Some(dir) = config.data_dir.clone() else {
             return Ok(Node::new(config, transport, wall, seed));
         };
-        let (mut disk, recovered) = Disk::open(&dir)?;
-        let incarnation = recovered
-            .state
+        let started = std::time::Instant::now();
+        let (mut disk, stored) = Disk::open_state(&dir)?;
+        let incarnation = stored
             .as_ref()
             .map_or(wall, |state| wall.max(state.incarnation.saturating_add(1)));
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let random_cluster: u64 = rng.random();
-        let cluster = recovered
-            .state
-            .as_ref()
-            .map_or(random_cluster, |s| s.cluster);
-        // A dropped record leaves the stored clock claiming a write the
-        // disk lacks: keep what is intact but claim nothing for it.
-        let vouched = (recovered.dropped == 0)
-            .then_some(recovered.state.as_ref())
-            .flatten();
-        if recovered.dropped > 0 {
-            metrics::counter!(names::STORAGE_DROPPED).increment(recovered.dropped as u64);
-            warn!(
-                dir = %dir.display(),
-                dropped = recovered.dropped,
-                kept = recovered.versions.len(),
-                "damaged records dropped from the data directory; the rest is kept and \
-                 everything is copied again from peers"
-            );
-        }
-        let kept = recovered.versions.len();
-        let replica = Replica::recover(
+        let cluster = stored.as_ref().map_or(random_cluster, |s| s.cluster);
+        // The versions go straight into the new life's store as they are
+        // decoded (no list of a million versions in between).
+        let mut replica = Replica::new(
             &config.socket_address,
             incarnation,
             &config.view,
             Node::timing(&config),
             0,
-            vouched,
-            recovered.versions,
         )
         .with_cluster(cluster);
+        let mut kept = 0;
+        let dropped = disk.read_versions(|version| {
+            kept += 1;
+            replica.recover_version(version);
+        })?;
+        let read = started.elapsed();
+        // A dropped record leaves the stored clock claiming a write the
+        // disk lacks: keep what is intact but claim nothing for it.
+        if dropped > 0 {
+            metrics::counter!(names::STORAGE_DROPPED).increment(dropped as u64);
+            warn!(
+                dir = %dir.display(),
+                dropped,
+                kept,
+                "damaged records dropped from the data directory; the rest is kept and \
+                 everything is copied again from peers"
+            );
+        } else if let Some(state) = &stored {
+            replica.adopt_state(state);
+        }
         let state = replica.durable_state();
-        disk.commit(
-            &[],
-            &state,
-            replica.key_count(),
-            Some(&replica.keys()),
-            SyncPolicy::Always,
-        )?;
+        disk.begin_life(&state)?;
+        // Phase times, so that a slow start says where its time went.
         info!(dir = %dir.display(), keys = kept, incarnation,
-            previous = recovered.state.map(|s| s.incarnation), sync = ?config.sync,
+            previous = stored.map(|s| s.incarnation), sync = ?config.sync,
+            read_ms = read.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             "data directory opened");
         let storage = Arc::new(Persister::new(disk, config.sync, state, kept > 0));
         Ok(Node::assemble(
@@ -138,6 +137,9 @@ impl Node {
         let cancel = self.shutdown.clone();
         let period = Duration::from_millis(self.config.sync_interval_ms);
         let interval = storage.sync_policy() == SyncPolicy::Interval;
+        // At most one periodic fsync at a time; it runs beside this loop,
+        // which keeps committing (and acknowledging) while the disk works.
+        let syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,7 +150,19 @@ impl Node {
                     _ = tick.tick() => true,
                 };
                 let Some(node) = weak.upgrade() else { return };
-                node.persist(&storage, timer && interval).await;
+                node.persist(&storage, false).await;
+                drop(node);
+                // After the batch, so the fsync covers everything acknowledged
+                // before this tick.
+                if timer && interval && !syncing.swap(true, Ordering::AcqRel) {
+                    let (storage, syncing) = (storage.clone(), syncing.clone());
+                    tokio::spawn(async move {
+                        if let Err(error) = storage.sync_beside().await {
+                            tracing::error!(%error, "the periodic fsync of the data directory failed");
+                        }
+                        syncing.store(false, Ordering::Release);
+                    });
+                }
             }
             if let Some(node) = weak.upgrade() {
                 node.persist(&storage, true).await;

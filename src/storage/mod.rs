@@ -24,9 +24,12 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 
 use fjall::{
-    Config as EngineConfig, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode,
+    Config as EngineConfig, Keyspace, KvPair, PartitionCreateOptions, PartitionHandle, PersistMode,
+    Slice,
 };
 use sha2::{Digest, Sha256};
 
@@ -77,11 +80,31 @@ pub struct Disk {
     meta: PartitionHandle,
     /// Keys on disk (kept here: counting fjall's partition costs a scan).
     keys: usize,
+    /// Keys whose records were dropped at open (removed by
+    /// [`Disk::begin_life`]).
+    damaged: Vec<Slice>,
 }
 
 impl Disk {
-    /// Opens (creating if need be) `dir` and reads back what it holds.
+    /// Opens (creating if need be) `dir` and reads back everything it holds
+    /// (the node reads the versions straight into its store instead, see
+    /// [`Disk::open_state`]).
     pub fn open(dir: &Path) -> Result<(Disk, Recovered), StorageError> {
+        let (mut disk, state) = Disk::open_state(dir)?;
+        let mut versions = Vec::new();
+        let dropped = disk.read_versions(|version| versions.push(version))?;
+        let recovered = Recovered {
+            state,
+            versions,
+            dropped,
+        };
+        Ok((disk, recovered))
+    }
+
+    /// Opens (creating if need be) `dir` and reads the stored state; the
+    /// versions come next, from [`Disk::read_versions`] (which must be
+    /// called before anything is committed: it counts the keys on disk).
+    pub fn open_state(dir: &Path) -> Result<(Disk, Option<DurableState>), StorageError> {
         let engine = |source| StorageError::Engine {
             dir: dir.to_path_buf(),
             source,
@@ -99,33 +122,99 @@ impl Disk {
         let meta = keyspace
             .open_partition("meta", PartitionCreateOptions::default())
             .map_err(engine)?;
-        let mut recovered = Recovered::default();
-        let mut keys = 0;
-        for entry in versions.iter() {
-            let (key, record) = entry.map_err(engine)?;
-            keys += 1;
-            match decode::<Version>(&record) {
-                Some(version) if version.key.as_bytes() == &key[..] => {
-                    recovered.versions.push(version)
-                }
-                _ => recovered.dropped += 1,
-            }
-        }
-        if let Some(record) = meta.get(STATE_KEY).map_err(engine)? {
-            let state = decode::<DurableState>(&record).ok_or(StorageError::DamagedState {
-                dir: dir.to_path_buf(),
-                why: "digest or encoding wrong".into(),
-            })?;
-            recovered.state = Some(state);
-        }
+        let state = match meta.get(STATE_KEY).map_err(engine)? {
+            Some(record) => Some(decode::<DurableState>(&record).ok_or(
+                StorageError::DamagedState {
+                    dir: dir.to_path_buf(),
+                    why: "digest or encoding wrong".into(),
+                },
+            )?),
+            None => None,
+        };
         let disk = Disk {
             dir: dir.to_path_buf(),
             keyspace,
             versions,
             meta,
-            keys,
+            keys: 0,
+            damaged: Vec::new(),
         };
-        Ok((disk, recovered))
+        Ok((disk, state))
+    }
+
+    /// Reads every version record back and hands each intact one to `each`,
+    /// on this thread; returns how many were dropped as damaged (a wrong
+    /// digest or encoding, or a version of another key). Dropped records
+    /// stay on disk until [`Disk::begin_life`] removes them.
+    ///
+    /// A pipeline, because at a million keys every stage costs seconds on
+    /// one core: one thread walks the engine's records and hands chunks of
+    /// them to one decoding thread per core (digest, MessagePack), which
+    /// hand the versions back to `each` (the store's inserts) while the
+    /// next chunks are read and decoded. The chunks in flight are bounded,
+    /// so memory stays about what `each` keeps.
+    pub fn read_versions(&mut self, mut each: impl FnMut(Version)) -> Result<usize, StorageError> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let partition = &self.versions;
+        let (keys, damaged, failure) = std::thread::scope(|scope| {
+            let (to_decode, raw) = sync_channel::<Vec<KvPair>>(workers * 2);
+            let raw = Arc::new(Mutex::new(raw));
+            let (to_apply, decoded) = sync_channel::<Decoded>(workers * 2);
+            let reader = scope.spawn(move || {
+                let mut keys = 0;
+                let mut chunk = Vec::with_capacity(DECODE_CHUNK);
+                for entry in partition.iter() {
+                    match entry {
+                        Ok(record) => chunk.push(record),
+                        Err(error) => return (keys, Some(error)),
+                    }
+                    keys += 1;
+                    if chunk.len() == DECODE_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(DECODE_CHUNK));
+                        if to_decode.send(full).is_err() {
+                            // Every decoder has stopped: the caller is gone.
+                            return (keys, None);
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = to_decode.send(chunk);
+                }
+                (keys, None)
+            });
+            for _ in 0..workers {
+                // Each decoder owns a handle on the raw chunks, so that if
+                // they all stop, the reader's next send fails instead of
+                // blocking.
+                let (raw, to_apply) = (raw.clone(), to_apply.clone());
+                scope.spawn(move || loop {
+                    let next = raw
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .recv();
+                    let Ok(chunk) = next else { return };
+                    if to_apply.send(decode_chunk(chunk)).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop((raw, to_apply));
+            let mut damaged = Vec::new();
+            for chunk in decoded {
+                chunk.versions.into_iter().for_each(&mut each);
+                damaged.extend(chunk.damaged);
+            }
+            let (keys, failure) = reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (keys, damaged, failure)
+        });
+        if let Some(error) = failure {
+            return Err(self.engine(error));
+        }
+        self.keys = keys;
+        self.damaged = damaged;
+        Ok(self.damaged.len())
     }
 
     fn engine(&self, source: fjall::Error) -> StorageError {
@@ -133,6 +222,30 @@ impl Disk {
             dir: self.dir.clone(),
             source,
         }
+    }
+
+    /// Writes the state of the life that starts on this directory, and
+    /// removes the records dropped as damaged at open, in one batch, fsynced
+    /// before it returns (a crash right after cannot start the same life
+    /// again). The replica then holds exactly the keys on disk: every
+    /// intact record is one key's version, so nothing else is read or
+    /// written again.
+    pub fn begin_life(&mut self, state: &DurableState) -> Result<(), StorageError> {
+        let mut batch = self.keyspace.batch();
+        let damaged = std::mem::take(&mut self.damaged);
+        let removed = damaged.len();
+        for key in damaged {
+            batch.remove(&self.versions, key);
+        }
+        batch.insert(&self.meta, STATE_KEY, encode(state));
+        batch.commit().map_err(|e| self.engine(e))?;
+        self.keys -= removed;
+        self.sync()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Keys on disk, tombstones included.
@@ -201,6 +314,61 @@ impl Disk {
             .persist(PersistMode::SyncAll)
             .map_err(|e| self.engine(e))
     }
+}
+
+/// Records handed to a decoding thread at a time.
+const DECODE_CHUNK: usize = 4096;
+
+/// One chunk of records, decoded.
+struct Decoded {
+    versions: Vec<Version>,
+    /// Keys whose record failed its digest or encoding, or named another key.
+    damaged: Vec<Slice>,
+}
+
+fn decode_chunk(chunk: Vec<KvPair>) -> Decoded {
+    let mut out = Decoded {
+        versions: Vec::with_capacity(chunk.len()),
+        damaged: Vec::new(),
+    };
+    for (key, record) in chunk {
+        match decode::<Version>(&record) {
+            Some(version) if version.key.as_bytes() == &key[..] => out.versions.push(version),
+            _ => out.damaged.push(key),
+        }
+    }
+    out
+}
+
+/// fsyncs the journal the engine is writing in `dir`, through a file handle
+/// of its own: an fsync covers every write of the file, whichever handle
+/// made it, and the engine's own persist holds its journal lock while it
+/// waits for the disk (tens to hundreds of milliseconds on a busy machine),
+/// so every commit — and every write waiting for one — would wait too.
+/// Journals the engine sealed were fsynced when it sealed them (fjall 2
+/// rotates with `SyncAll`); the one it writes is the highest-numbered file
+/// in `journals/`. Returns the file synced, `None` if there is none (the
+/// caller then persists through the engine).
+pub fn sync_journal(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir.join("journals"))? {
+        let entry = entry?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if newest.as_ref().is_none_or(|(n, _)| id > *n) {
+            newest = Some((id, entry.path()));
+        }
+    }
+    let Some((_, path)) = newest else {
+        return Ok(None);
+    };
+    std::fs::File::open(&path)?.sync_all()?;
+    Ok(Some(path))
 }
 
 fn digest(payload: &[u8]) -> [u8; DIGEST_BYTES] {

@@ -10,12 +10,13 @@
 //! waiting (group commit).
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
-use super::{Disk, StorageError};
+use super::{sync_journal, Disk, StorageError};
 use crate::config::SyncPolicy;
 use crate::core::{Dot, DurableState, Key, VClock, Version};
 use crate::telemetry::names;
@@ -24,6 +25,8 @@ use crate::telemetry::names;
 /// waiting for it.
 pub struct Persister {
     disk: Arc<Mutex<Disk>>,
+    /// The data directory (its journal is fsynced without the disk's lock).
+    dir: PathBuf,
     sync: SyncPolicy,
     /// The newest ticket issued (taken under the replica lock).
     issued: AtomicU64,
@@ -76,6 +79,7 @@ impl Persister {
     /// delta instead of taking a snapshot at start).
     pub fn new(disk: Disk, sync: SyncPolicy, state: DurableState, recovered: bool) -> Persister {
         Persister {
+            dir: disk.dir().to_path_buf(),
             disk: Arc::new(Mutex::new(disk)),
             sync,
             issued: AtomicU64::new(0),
@@ -232,7 +236,22 @@ impl Persister {
         written.retain(|dot| !clock.covers_dot(dot));
     }
 
-    /// fsyncs everything committed (`sync = "interval"`).
+    /// fsyncs everything committed so far without holding up the commits
+    /// that follow (the periodic fsync of `sync = "interval"`, which runs
+    /// beside the storage loop: writes keep being acknowledged once the OS
+    /// holds them while it waits for the disk). See [`sync_journal`]; if
+    /// the journal cannot be found that way, through the engine.
+    pub async fn sync_beside(&self) -> Result<(), StorageError> {
+        let (dir, disk) = (self.dir.clone(), self.disk.clone());
+        tokio::task::spawn_blocking(move || match sync_journal(&dir) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) | Err(_) => lock(&disk).sync(),
+        })
+        .await
+        .unwrap_or(Err(StorageError::Failed))
+    }
+
+    /// fsyncs everything committed, through the engine.
     pub async fn sync_now(&self) -> Result<(), StorageError> {
         let disk = self.disk.clone();
         tokio::task::spawn_blocking(move || lock(&disk).sync())

@@ -117,6 +117,70 @@ fn a_record_with_a_wrong_digest_is_dropped_and_counted() {
 }
 
 #[test]
+fn many_records_decoded_in_parallel_come_back_and_damaged_ones_leave_when_a_life_begins() {
+    // More records than one decoding chunk holds, so several threads share
+    // them; damaged records in different chunks.
+    let dir = tempfile::tempdir().unwrap();
+    let count = 3 * DECODE_CHUNK as u64 + 17;
+    let all = fill(dir.path(), count, 2000, SyncPolicy::Never);
+    let damaged = [5usize, DECODE_CHUNK + 1, 3 * DECODE_CHUNK + 3];
+    {
+        let (disk, _) = Disk::open(dir.path()).unwrap();
+        for &i in &damaged {
+            let mut record = encode(&all[i]);
+            let last = record.len() - 2;
+            record[last] ^= 0x01;
+            disk.versions.insert(&*all[i].key, record).unwrap();
+        }
+        // A sound record filed under another key is damaged too.
+        disk.versions.insert("k1", encode(&all[1])).unwrap();
+        disk.sync().unwrap();
+    }
+    let (mut disk, recovered) = Disk::open(dir.path()).unwrap();
+    assert_eq!(recovered.dropped, damaged.len() + 1);
+    let mut expected: Vec<Version> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 0 && !damaged.contains(i))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(sorted(recovered.versions), sorted(expected.clone()));
+    assert_eq!(disk.key_count(), count as usize);
+
+    let mut state = state_for(&[]);
+    state.incarnation = 8;
+    disk.begin_life(&state).unwrap();
+    assert_eq!(disk.key_count(), expected.len());
+    drop(disk);
+    let (disk, recovered) = Disk::open(dir.path()).unwrap();
+    assert_eq!(recovered.dropped, 0, "the damaged records left the disk");
+    assert_eq!(recovered.state, Some(state));
+    assert_eq!(disk.key_count(), expected.len());
+    expected = sorted(expected);
+    assert_eq!(sorted(recovered.versions), expected);
+}
+
+#[test]
+fn the_periodic_fsync_finds_the_journal_being_written() {
+    // `sync_journal` relies on the engine's layout: it must find the file
+    // that a commit handed to the OS just grew, or the interval fsync
+    // would sync nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let all = fill(dir.path(), 10, 5, SyncPolicy::Interval);
+    let (mut disk, _) = Disk::open(dir.path()).unwrap();
+    let synced = sync_journal(dir.path()).unwrap().expect("a journal");
+    let before = std::fs::metadata(&synced).unwrap().len();
+    let more = vec![version("k11", Some("\"eleven\""), 11)];
+    let mut written = all.clone();
+    written.extend(more.clone());
+    assert!(disk
+        .commit(&more, &state_for(&written), 11, None, SyncPolicy::Interval)
+        .unwrap());
+    assert_eq!(sync_journal(dir.path()).unwrap().as_ref(), Some(&synced));
+    assert!(std::fs::metadata(&synced).unwrap().len() > before);
+}
+
+#[test]
 fn a_damaged_state_refuses_the_start() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 2, 2, SyncPolicy::Always);

@@ -83,16 +83,30 @@ impl Replica {
     ) -> Replica {
         let mut replica = Replica::new(address, incarnation, view, timing, now_ms);
         for version in versions {
-            replica.lamport = replica.lamport.max(version.lamport);
-            replica.store.apply(version);
+            replica.recover_version(version);
         }
         if let Some(state) = state {
-            replica.lamport = replica.lamport.max(state.lamport);
-            replica.clock = state.clock.clone();
-            replica.horizon = state.horizon.clone();
-            replica.cluster = state.cluster;
+            replica.adopt_state(state);
         }
         replica
+    }
+
+    /// [`Replica::recover`] one version at a time, for a shell that reads
+    /// the disk straight into a new replica: takes in one version read back
+    /// (each key at most once). The stored state, if storage vouches for
+    /// every version, comes after the last one ([`Replica::adopt_state`]).
+    pub fn recover_version(&mut self, version: Version) {
+        self.lamport = self.lamport.max(version.lamport);
+        self.store.apply(version);
+    }
+
+    /// Adopts the stored state once every version it covers is back (see
+    /// [`Replica::recover`] for when storage cannot vouch for them).
+    pub fn adopt_state(&mut self, state: &DurableState) {
+        self.lamport = self.lamport.max(state.lamport);
+        self.clock = state.clock.clone();
+        self.horizon = state.horizon.clone();
+        self.cluster = state.cluster;
     }
 
     /// The keys of every version held (for removing the others from disk).
