@@ -366,6 +366,7 @@ impl Report {
         md_header(&mut s, &self.meta);
         if !self.load.is_empty() {
             md_load_overview(&mut s, &self.load);
+            md_load_others(&mut s, &self.load);
             md_load_quiet(&mut s, &self.load);
             md_load_every_run(&mut s, &self.load);
             md_load_latency(&mut s, &self.load);
@@ -454,6 +455,61 @@ fn md_load_overview(s: &mut String, load: &[Comparison]) {
             sm.max_foreign_cpu_pct
                 .map_or("–".into(), |x| format!("{x:.0}")),
         );
+    }
+}
+
+/// Other stores (Redis, etcd) beside the ceiling, when any ran or was skipped.
+fn md_load_others(s: &mut String, load: &[Comparison]) {
+    let ran = load.iter().any(|c| !c.summary.others.is_empty());
+    let notes: std::collections::BTreeSet<&String> =
+        load.iter().flat_map(|c| &c.others_skipped).collect();
+    if !ran && notes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nOther stores in the same rounds, as ratios to the same ceiling runs (Redis: one node, no persistence; etcd: 3 members, HTTP/JSON gateway):\n"
+    );
+    let _ = writeln!(s, "| workload | system | ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | errors + 503s |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for c in load {
+        let sm = &c.summary;
+        let mut rows: Vec<(&str, String, String, String, String, String, String, u64)> = vec![(
+            "hearsay",
+            sm.hearsay_throughput
+                .as_ref()
+                .map_or("–".into(), |x| format!("{:.0}", x.mean)),
+            md_spread(&sm.throughput_ratio),
+            md_spread(&sm.get_throughput_ratio),
+            md_spread(&sm.put_throughput_ratio),
+            md_spread(&sm.get_p99_ratio),
+            md_spread(&sm.put_p99_ratio),
+            sm.hearsay_errors + sm.hearsay_unavailable_503,
+        )];
+        for (name, o) in &sm.others {
+            rows.push((
+                name,
+                o.throughput
+                    .as_ref()
+                    .map_or("–".into(), |x| format!("{:.0}", x.mean)),
+                md_spread(&o.throughput_ratio),
+                md_spread(&o.get_throughput_ratio),
+                md_spread(&o.put_throughput_ratio),
+                md_spread(&o.get_p99_ratio),
+                md_spread(&o.put_p99_ratio),
+                o.errors,
+            ));
+        }
+        for (system, ops, r, g, p, gp, pp, e) in rows {
+            let _ = writeln!(
+                s,
+                "| {} | {system} | {ops} | {r} | {g} | {p} | {gp} | {pp} | {e} |",
+                c.name
+            );
+        }
+    }
+    for note in notes {
+        let _ = writeln!(s, "\n{note}");
     }
 }
 
@@ -737,15 +793,18 @@ mod tests {
                 warmup_s: 1.0,
                 seed: 1,
                 preload: true,
+                shape: crate::load::Shape::Spread,
             }),
             runs: vec![
                 RunPair {
                     ceiling: Some(run("ceiling", 51234.5, Some(3.2))),
                     hearsay: Some(run("hearsay", 20111.1, Some(12.7))),
+                    ..Default::default()
                 },
                 RunPair {
                     ceiling: None,
                     hearsay: Some(run("hearsay", 19876.0, None)),
+                    ..Default::default()
                 },
             ],
             summary: ComparisonSummary {
@@ -764,7 +823,9 @@ mod tests {
                 quiet_throughput_ratio: spread(&[0.392]),
                 quiet_hearsay_throughput: spread(&[20111.1]),
                 quiet_p99_ratio: None,
+                others: Default::default(),
             },
+            others_skipped: vec![],
         };
         let mut no_settings = load.clone();
         no_settings.name = "empty".into();
