@@ -830,6 +830,14 @@ mod tests {
     }
 
     #[test]
+    fn shape_one_puts_every_session_on_the_first_target() {
+        let targets: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();
+        assert_eq!(Shape::One.targets(&targets), &targets[..1]);
+        assert_eq!(Shape::Spread.targets(&targets), &targets[..]);
+        assert!(Shape::One.targets(&[]).is_empty());
+    }
+
+    #[test]
     fn op_stats_reports_percentiles_in_ms() {
         let mut h = new_histogram();
         for us in 1..=1000 {

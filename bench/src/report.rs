@@ -474,21 +474,23 @@ fn md_load_others(s: &mut String, load: &[Comparison]) {
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for c in load {
         let sm = &c.summary;
-        let mut rows: Vec<(&str, String, String, String, String, String, String, u64)> = vec![(
-            "hearsay",
-            sm.hearsay_throughput
-                .as_ref()
-                .map_or("–".into(), |x| format!("{:.0}", x.mean)),
-            md_spread(&sm.throughput_ratio),
-            md_spread(&sm.get_throughput_ratio),
-            md_spread(&sm.put_throughput_ratio),
-            md_spread(&sm.get_p99_ratio),
-            md_spread(&sm.put_p99_ratio),
-            sm.hearsay_errors + sm.hearsay_unavailable_503,
-        )];
-        for (name, o) in &sm.others {
-            rows.push((
-                name,
+        // hearsay's row from its own summary, then one per other store.
+        let hearsay = crate::compare::OtherSummary {
+            throughput: sm.hearsay_throughput.clone(),
+            throughput_ratio: sm.throughput_ratio.clone(),
+            get_throughput_ratio: sm.get_throughput_ratio.clone(),
+            put_throughput_ratio: sm.put_throughput_ratio.clone(),
+            get_p99_ratio: sm.get_p99_ratio.clone(),
+            put_p99_ratio: sm.put_p99_ratio.clone(),
+            errors: sm.hearsay_errors + sm.hearsay_unavailable_503,
+        };
+        let rows = std::iter::once(("hearsay", &hearsay))
+            .chain(sm.others.iter().map(|(name, o)| (name.as_str(), o)));
+        for (system, o) in rows {
+            let _ = writeln!(
+                s,
+                "| {} | {system} | {} | {} | {} | {} | {} | {} | {} |",
+                c.name,
                 o.throughput
                     .as_ref()
                     .map_or("–".into(), |x| format!("{:.0}", x.mean)),
@@ -497,14 +499,7 @@ fn md_load_others(s: &mut String, load: &[Comparison]) {
                 md_spread(&o.put_throughput_ratio),
                 md_spread(&o.get_p99_ratio),
                 md_spread(&o.put_p99_ratio),
-                o.errors,
-            ));
-        }
-        for (system, ops, r, g, p, gp, pp, e) in rows {
-            let _ = writeln!(
-                s,
-                "| {} | {system} | {ops} | {r} | {g} | {p} | {gp} | {pp} | {e} |",
-                c.name
+                o.errors
             );
         }
     }
@@ -910,6 +905,25 @@ mod tests {
     fn summary_md_of_a_fixed_report_is_unchanged() {
         let expected = include_str!("testdata/summary.md");
         assert_eq!(fixture().summary_md(), expected);
+    }
+
+    #[test]
+    fn other_stores_get_rows_of_ratios_to_the_same_ceiling_runs_and_skips_a_note() {
+        let mut report = fixture();
+        let cmp = &mut report.load[0];
+        cmp.runs[0]
+            .others
+            .insert("redis".into(), run("redis", 76851.75, Some(3.0)));
+        cmp.others_skipped = vec!["etcd: skipped: not installed".into()];
+        cmp.summarise();
+        let md = report.summary_md();
+        // 76851.75 / 51234.5 = 1.5, over the one pair that has a ceiling run.
+        assert!(
+            md.contains("| read-heavy 90/10 | redis | 76852 | 1.50 | 1.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("| read-heavy 90/10 | hearsay | "), "{md}");
+        assert!(md.contains("\netcd: skipped: not installed\n"), "{md}");
     }
 
     #[test]
