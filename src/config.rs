@@ -717,31 +717,19 @@ impl Config {
 
     /// The number of runtime threads to serve with.
     ///
-    /// An explicit `worker_threads` wins. Otherwise the machine's cores are
-    /// shared among the replicas of the initial view that run on this host —
-    /// those whose IP is this replica's own, as in `hearsay cluster` on
-    /// 127.0.0.1 — with at least one thread each. Three replicas on two cores
-    /// each with two threads spend ~30 % more CPU per request than with one
-    /// thread each (cross-thread wake-ups and work stealing between six
-    /// threads on two cores; `bench/RESULTS.md`). Replicas on separate hosts
-    /// (or in separate containers, which cannot see each other's IPs as
-    /// theirs) each get every core they see.
+    /// An explicit `worker_threads` wins. Otherwise every replica gets every
+    /// core it sees, also when several share a host (`hearsay cluster`):
+    /// dividing the cores among them left a replica that takes all of the
+    /// clients' load on one thread of a two-core machine (PUT 0.52× the
+    /// ceiling against 0.71× with two threads), while with the load spread
+    /// over three co-located replicas the extra threads cost 0–10 % more CPU
+    /// per request on a busy machine (~30 % on a quiet one in November;
+    /// `bench/RESULTS.md`, 2026-12-02, "thread choice").
     pub fn effective_worker_threads(&self, cores: usize) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
-        let Ok(own) = self.socket_address.parse::<SocketAddr>() else {
-            return cores.max(1);
-        };
-        let mut others_here: Vec<SocketAddr> = self
-            .view
-            .iter()
-            .filter_map(|a| a.parse::<SocketAddr>().ok())
-            .filter(|a| a.ip() == own.ip() && *a != own)
-            .collect();
-        others_here.sort_unstable();
-        others_here.dedup();
-        (cores / (others_here.len() + 1)).max(1)
+        cores.max(1)
     }
 
     /// A configuration for tests and the local cluster, from defaults.

@@ -6,6 +6,7 @@
 //! rather than running all of one system first, so slow drifts of a shared
 //! machine, and any advantage of going first, fall on both systems alike.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -13,11 +14,28 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{self, LoadResult, Workload, WorkloadSettings};
+use crate::others::Others;
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct RunPair {
     pub ceiling: Option<LoadResult>,
     pub hearsay: Option<LoadResult>,
+    /// Other stores (Redis, etcd) in the same round, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub others: BTreeMap<String, LoadResult>,
+}
+
+/// Another store's figures as ratios to the ceiling of the same rounds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(default)]
+pub struct OtherSummary {
+    pub throughput: Option<Spread>,
+    pub throughput_ratio: Option<Spread>,
+    pub get_throughput_ratio: Option<Spread>,
+    pub put_throughput_ratio: Option<Spread>,
+    pub get_p99_ratio: Option<Spread>,
+    pub put_p99_ratio: Option<Spread>,
+    pub errors: u64,
 }
 
 /// Mean, extremes and the largest deviation from the mean in percent (the
@@ -81,6 +99,8 @@ pub struct ComparisonSummary {
     pub quiet_hearsay_throughput: Option<Spread>,
     /// hearsay ÷ ceiling p99 (GET, or PUT when there are no GETs) over the quiet pairs.
     pub quiet_p99_ratio: Option<Spread>,
+    /// Other stores run beside hearsay, by name.
+    pub others: BTreeMap<String, OtherSummary>,
 }
 
 /// A run pair counts as quiet when other processes took at most this share
@@ -146,6 +166,9 @@ pub struct Comparison {
     pub settings: Option<WorkloadSettings>,
     pub runs: Vec<RunPair>,
     pub summary: ComparisonSummary,
+    /// Other stores that were not measured, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others_skipped: Vec<String>,
 }
 
 impl Comparison {
@@ -181,7 +204,36 @@ impl Comparison {
             .flat_map(|p| [&p.ceiling, &p.hearsay])
             .filter_map(|r| r.as_ref()?.foreign_cpu_pct)
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        let mut others = BTreeMap::new();
+        let names: std::collections::BTreeSet<&String> =
+            self.runs.iter().flat_map(|p| p.others.keys()).collect();
+        for name in names {
+            let pairs: Vec<(&LoadResult, &LoadResult)> = self
+                .runs
+                .iter()
+                .filter_map(|p| Some((p.others.get(name)?, p.ceiling.as_ref()?)))
+                .collect();
+            let runs: Vec<&LoadResult> = self
+                .runs
+                .iter()
+                .filter_map(|p| p.others.get(name))
+                .collect();
+            let ratio = |f: &dyn Fn(&LoadResult) -> f64| ratio_over(&pairs, f);
+            others.insert(
+                name.clone(),
+                OtherSummary {
+                    throughput: Spread::of(&runs.iter().map(|r| r.throughput).collect::<Vec<_>>()),
+                    throughput_ratio: ratio(&|r| r.throughput),
+                    get_throughput_ratio: ratio(&|r| r.get.throughput),
+                    put_throughput_ratio: ratio(&|r| r.put.throughput),
+                    get_p99_ratio: ratio(&|r| r.get.p99_ms),
+                    put_p99_ratio: ratio(&|r| r.put.p99_ms),
+                    errors: runs.iter().map(|r| r.errors + r.unavailable_503).sum(),
+                },
+            );
+        }
         self.summary = ComparisonSummary {
+            others,
             max_foreign_cpu_pct: foreign,
             quiet_pairs: quiet_pairs.len(),
             quiet_throughput_ratio: ratio_over(&quiet_pairs, &|r| r.throughput),
@@ -219,9 +271,23 @@ pub async fn compare(
     hearsay: Option<&[String]>,
     repeat: usize,
 ) -> Result<Comparison> {
+    compare_with(name, w, ceiling, hearsay, &Others::none(), repeat).await
+}
+
+/// [`compare`], with the other stores in `others` run in every round too
+/// (after hearsay in even rounds, before the ceiling in odd ones).
+pub async fn compare_with(
+    name: &str,
+    w: &Workload,
+    ceiling: Option<&[String]>,
+    hearsay: Option<&[String]>,
+    others: &Others,
+    repeat: usize,
+) -> Result<Comparison> {
     let mut cmp = Comparison {
         name: name.into(),
         settings: Some(w.settings()),
+        others_skipped: others.notes.clone(),
         ..Default::default()
     };
     for i in 0..repeat.max(1) {
@@ -230,14 +296,15 @@ pub async fn compare(
         // ceiling and hearsay of one pair see the very same request stream.
         let mut w = w.clone();
         w.seed = w.seed.wrapping_add(i as u64);
-        let mut order = [
-            ("ceiling", ceiling, &mut pair.ceiling),
-            ("hearsay", hearsay, &mut pair.hearsay),
-        ];
+        let mut order: Vec<(&str, Option<&[String]>)> =
+            vec![("ceiling", ceiling), ("hearsay", hearsay)];
+        for (other, targets) in &others.systems {
+            order.push((other, Some(targets)));
+        }
         if i % 2 == 1 {
             order.reverse();
         }
-        for (system, targets, slot) in order {
+        for (system, targets) in order {
             if let Some(targets) = targets {
                 let r =
                     load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
@@ -254,7 +321,13 @@ pub async fn compare(
                     r.server_cpu_us_per_op.map_or("–".into(), |v| format!("{v:.0}")),
                     r.foreign_cpu_pct.map_or("–".into(), |v| format!("{v:.0}"))
                 );
-                *slot = Some(r);
+                match system {
+                    "ceiling" => pair.ceiling = Some(r),
+                    "hearsay" => pair.hearsay = Some(r),
+                    other => {
+                        pair.others.insert(other.to_string(), r);
+                    }
+                }
             }
         }
         cmp.runs.push(pair);
@@ -287,6 +360,7 @@ mod tests {
         let pair = |h: LoadResult, c: LoadResult| RunPair {
             hearsay: Some(h),
             ceiling: Some(c),
+            ..Default::default()
         };
         let mut cmp = Comparison {
             runs: vec![

@@ -20,9 +20,12 @@
 //! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.
 //! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`], [`acks`]: the other bench modes.
 //! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
+//! - [`others`]: Redis and etcd, started beside hearsay when installed, for the same workload.
 //! - [`noise`]: how much CPU other processes took during a run (shared machines).
 //! - [`report`], [`plot`]: JSON/CSV/Markdown output and SVG plots.
 //! - [`fmt`], [`wait`]: formatting of durations and bounded polling, shared by the modes.
+//! - [`large`]: small clients' p99 and gossip convergence while one client writes 1 MB values.
+//! - [`scale`]: throughput, convergence and gossip bytes per cluster size, one table.
 //! - [`suite`]: the standard set, run against a local 3-replica cluster.
 
 pub mod acks;
@@ -35,11 +38,14 @@ pub mod durability;
 pub mod failover;
 pub mod fmt;
 pub mod gossip_cost;
+pub mod large;
 pub mod load;
 pub mod metrics;
 pub mod noise;
+pub mod others;
 pub mod plot;
 pub mod report;
+pub mod scale;
 pub mod state_transfer;
 pub mod suite;
 pub mod wait;

@@ -35,6 +35,29 @@ pub enum KeyDist {
     Zipf,
 }
 
+/// Which replicas the sessions talk to.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// Session `i` sticks to target `i mod N`: the load is spread evenly.
+    #[default]
+    Spread,
+    /// Every session talks to the first target: all load on one replica
+    /// while its peers only replicate (how a new user points one load tool
+    /// at one address).
+    One,
+}
+
+impl Shape {
+    /// The targets the sessions use.
+    pub fn targets(self, targets: &[String]) -> &[String] {
+        match self {
+            Shape::Spread => targets,
+            Shape::One => &targets[..targets.len().min(1)],
+        }
+    }
+}
+
 /// What the sessions do. Shared by `load`, the suite and the background load
 /// of the other modes.
 #[derive(clap::Args, Clone, Debug)]
@@ -79,6 +102,9 @@ pub struct Workload {
     /// Per-request timeout; a request that takes longer counts as an error.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub request_timeout: Duration,
+    /// Spread the sessions over every target, or put them all on the first.
+    #[arg(long, value_enum, default_value_t = Shape::Spread)]
+    pub shape: Shape,
 }
 
 impl Default for Workload {
@@ -97,6 +123,7 @@ impl Default for Workload {
             no_preload: false,
             wait_quiet: None,
             request_timeout: Duration::from_secs(5),
+            shape: Shape::Spread,
         }
     }
 }
@@ -115,6 +142,9 @@ pub struct WorkloadSettings {
     pub warmup_s: f64,
     pub seed: u64,
     pub preload: bool,
+    /// Reports from before `--shape` existed were all spread.
+    #[serde(default)]
+    pub shape: Shape,
 }
 
 impl Workload {
@@ -131,6 +161,7 @@ impl Workload {
             warmup_s: self.warmup.as_secs_f64(),
             seed: self.seed,
             preload: !self.no_preload,
+            shape: self.shape,
         }
     }
 
@@ -501,6 +532,7 @@ pub async fn run(
     stop: Arc<AtomicBool>,
     show_progress: bool,
 ) -> Result<LoadResult> {
+    let targets = w.shape.targets(targets);
     prepare(targets, w, show_progress).await?;
     let live = Arc::new(Live::default());
     let window = Window::starting_now(w);
@@ -795,6 +827,14 @@ mod tests {
             counts[chooser.pick(&mut rng) as usize] += 1;
         }
         assert!(counts[0] > counts[50] * 10);
+    }
+
+    #[test]
+    fn shape_one_puts_every_session_on_the_first_target() {
+        let targets: Vec<String> = ["a:1", "b:2", "c:3"].map(String::from).to_vec();
+        assert_eq!(Shape::One.targets(&targets), &targets[..1]);
+        assert_eq!(Shape::Spread.targets(&targets), &targets[..]);
+        assert!(Shape::One.targets(&[]).is_empty());
     }
 
     #[test]

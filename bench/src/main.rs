@@ -9,12 +9,13 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hearsay_bench::acks::{self, AcksArgs};
 use hearsay_bench::cluster::{ClusterArgs, LocalCluster, ProcSpec};
-use hearsay_bench::compare::compare;
+use hearsay_bench::compare::compare_with;
 use hearsay_bench::convergence::{self, ConvergenceArgs};
 use hearsay_bench::durability::{self, DurabilityArgs};
 use hearsay_bench::failover::{self, FailoverArgs};
 use hearsay_bench::gossip_cost::{self, GossipCostArgs};
 use hearsay_bench::load::Workload;
+use hearsay_bench::others::Others;
 use hearsay_bench::report::{out_dir, Report};
 use hearsay_bench::state_transfer::{self, StateTransferArgs};
 use hearsay_bench::suite::{self, SuiteArgs};
@@ -54,6 +55,9 @@ enum Command {
         /// Name of the workload in the report.
         #[arg(long, default_value = "load")]
         name: String,
+        /// Do not start Redis and etcd beside hearsay even when installed.
+        #[arg(long)]
+        no_others: bool,
         /// Report directory [default: bench/results/<timestamp>].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -111,6 +115,24 @@ enum Command {
         cluster: ClusterArgs,
         #[command(flatten)]
         args: AcksArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Throughput, convergence and gossip bytes for several cluster sizes, one table.
+    Scale {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: hearsay_bench::scale::ScaleArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Small-value clients' latency and gossip while one client writes 1 MB values.
+    Large {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: hearsay_bench::large::LargeArgs,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -173,6 +195,24 @@ async fn run(command: Command) -> Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Scale { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let rows = hearsay_bench::scale::run(&args, &cluster, &dir.join("logs")).await?;
+            std::fs::write(dir.join("scale.json"), serde_json::to_vec_pretty(&rows)?)?;
+            let summary = hearsay_bench::scale::summary_md(&rows);
+            std::fs::write(dir.join("scale.md"), &summary)?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Large { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let rows = hearsay_bench::large::run(&args, &cluster, &dir.join("logs")).await?;
+            std::fs::write(dir.join("large.json"), serde_json::to_vec_pretty(&rows)?)?;
+            let summary = hearsay_bench::large::summary_md(&rows, &args);
+            std::fs::write(dir.join("large.md"), &summary)?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Suite(args) => suite::run(&args).await.map(|_| ()),
         Command::Load {
             cluster,
@@ -180,6 +220,7 @@ async fn run(command: Command) -> Result<()> {
             system,
             repeat,
             name,
+            no_others,
             out,
         } => {
             let dir = out_dir(out)?;
@@ -202,11 +243,17 @@ async fn run(command: Command) -> Result<()> {
                 }
             };
             let ceiling_addrs = ceiling.as_ref().map(LocalCluster::addrs);
-            let cmp = compare(
+            let others = if no_others || system != System::Both {
+                Others::none()
+            } else {
+                Others::start_installed(&log_dir).await
+            };
+            let cmp = compare_with(
                 &name,
                 &workload,
                 ceiling_addrs.as_deref(),
                 hearsay.as_deref(),
+                &others,
                 repeat,
             )
             .await?;

@@ -366,6 +366,7 @@ impl Report {
         md_header(&mut s, &self.meta);
         if !self.load.is_empty() {
             md_load_overview(&mut s, &self.load);
+            md_load_others(&mut s, &self.load);
             md_load_quiet(&mut s, &self.load);
             md_load_every_run(&mut s, &self.load);
             md_load_latency(&mut s, &self.load);
@@ -454,6 +455,56 @@ fn md_load_overview(s: &mut String, load: &[Comparison]) {
             sm.max_foreign_cpu_pct
                 .map_or("–".into(), |x| format!("{x:.0}")),
         );
+    }
+}
+
+/// Other stores (Redis, etcd) beside the ceiling, when any ran or was skipped.
+fn md_load_others(s: &mut String, load: &[Comparison]) {
+    let ran = load.iter().any(|c| !c.summary.others.is_empty());
+    let notes: std::collections::BTreeSet<&String> =
+        load.iter().flat_map(|c| &c.others_skipped).collect();
+    if !ran && notes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nOther stores in the same rounds, as ratios to the same ceiling runs (Redis: one node, no persistence; etcd: 3 members, HTTP/JSON gateway):\n"
+    );
+    let _ = writeln!(s, "| workload | system | ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | errors + 503s |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for c in load {
+        let sm = &c.summary;
+        // hearsay's row from its own summary, then one per other store.
+        let hearsay = crate::compare::OtherSummary {
+            throughput: sm.hearsay_throughput.clone(),
+            throughput_ratio: sm.throughput_ratio.clone(),
+            get_throughput_ratio: sm.get_throughput_ratio.clone(),
+            put_throughput_ratio: sm.put_throughput_ratio.clone(),
+            get_p99_ratio: sm.get_p99_ratio.clone(),
+            put_p99_ratio: sm.put_p99_ratio.clone(),
+            errors: sm.hearsay_errors + sm.hearsay_unavailable_503,
+        };
+        let rows = std::iter::once(("hearsay", &hearsay))
+            .chain(sm.others.iter().map(|(name, o)| (name.as_str(), o)));
+        for (system, o) in rows {
+            let _ = writeln!(
+                s,
+                "| {} | {system} | {} | {} | {} | {} | {} | {} | {} |",
+                c.name,
+                o.throughput
+                    .as_ref()
+                    .map_or("–".into(), |x| format!("{:.0}", x.mean)),
+                md_spread(&o.throughput_ratio),
+                md_spread(&o.get_throughput_ratio),
+                md_spread(&o.put_throughput_ratio),
+                md_spread(&o.get_p99_ratio),
+                md_spread(&o.put_p99_ratio),
+                o.errors
+            );
+        }
+    }
+    for note in notes {
+        let _ = writeln!(s, "\n{note}");
     }
 }
 
@@ -737,15 +788,18 @@ mod tests {
                 warmup_s: 1.0,
                 seed: 1,
                 preload: true,
+                shape: crate::load::Shape::Spread,
             }),
             runs: vec![
                 RunPair {
                     ceiling: Some(run("ceiling", 51234.5, Some(3.2))),
                     hearsay: Some(run("hearsay", 20111.1, Some(12.7))),
+                    ..Default::default()
                 },
                 RunPair {
                     ceiling: None,
                     hearsay: Some(run("hearsay", 19876.0, None)),
+                    ..Default::default()
                 },
             ],
             summary: ComparisonSummary {
@@ -764,7 +818,9 @@ mod tests {
                 quiet_throughput_ratio: spread(&[0.392]),
                 quiet_hearsay_throughput: spread(&[20111.1]),
                 quiet_p99_ratio: None,
+                others: Default::default(),
             },
+            others_skipped: vec![],
         };
         let mut no_settings = load.clone();
         no_settings.name = "empty".into();
@@ -849,6 +905,25 @@ mod tests {
     fn summary_md_of_a_fixed_report_is_unchanged() {
         let expected = include_str!("testdata/summary.md");
         assert_eq!(fixture().summary_md(), expected);
+    }
+
+    #[test]
+    fn other_stores_get_rows_of_ratios_to_the_same_ceiling_runs_and_skips_a_note() {
+        let mut report = fixture();
+        let cmp = &mut report.load[0];
+        cmp.runs[0]
+            .others
+            .insert("redis".into(), run("redis", 76851.75, Some(3.0)));
+        cmp.others_skipped = vec!["etcd: skipped: not installed".into()];
+        cmp.summarise();
+        let md = report.summary_md();
+        // 76851.75 / 51234.5 = 1.5, over the one pair that has a ceiling run.
+        assert!(
+            md.contains("| read-heavy 90/10 | redis | 76852 | 1.50 | 1.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("| read-heavy 90/10 | hearsay | "), "{md}");
+        assert!(md.contains("\netcd: skipped: not installed\n"), "{md}");
     }
 
     #[test]

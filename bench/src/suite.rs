@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::cluster::{ClusterArgs, LocalCluster, ProcSpec};
-use crate::compare::compare;
+use crate::compare::compare_with;
 use crate::convergence::{self, ConvergenceArgs};
 use crate::failover::{self, FailoverArgs};
 use crate::gossip_cost::{self, GossipCostArgs};
-use crate::load::Workload;
+use crate::load::{Shape, Workload};
 use crate::report::{out_dir, Report};
 use crate::state_transfer::{self, StateTransferArgs};
 
@@ -44,6 +44,13 @@ pub struct SuiteArgs {
     /// of the CPU (bounded; see `load --wait-quiet`).
     #[arg(long, value_name = "PCT")]
     pub wait_quiet: Option<f64>,
+    /// Load shapes to run each workload in (comma-separated): `spread`
+    /// (sessions over every replica) and/or `one` (all on the first replica).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "spread")]
+    pub shape: Vec<Shape>,
+    /// Do not start Redis and etcd beside hearsay even when installed.
+    #[arg(long)]
+    pub no_others: bool,
     /// Everything shorter and smaller: a check that the suite works, not numbers.
     #[arg(long)]
     pub quick: bool,
@@ -216,9 +223,29 @@ async fn load_section(
     } else {
         args.cluster.targets.clone()
     };
-    for (name, w) in workloads(args.sessions, duration, args.quick, args.wait_quiet) {
-        let cmp = compare(name, &w, Some(&ceiling.addrs()), Some(&hearsay), repeat).await?;
-        report.load.push(cmp);
+    let others = if args.no_others {
+        crate::others::Others::none()
+    } else {
+        crate::others::Others::start_installed(log_dir).await
+    };
+    for &shape in &args.shape {
+        for (name, mut w) in workloads(args.sessions, duration, args.quick, args.wait_quiet) {
+            w.shape = shape;
+            let name = match shape {
+                Shape::Spread => name.to_string(),
+                Shape::One => format!("{name} (one replica)"),
+            };
+            let cmp = compare_with(
+                &name,
+                &w,
+                Some(&ceiling.addrs()),
+                Some(&hearsay),
+                &others,
+                repeat,
+            )
+            .await?;
+            report.load.push(cmp);
+        }
     }
     Ok(())
 }

@@ -186,17 +186,16 @@ fn out_of_range_numbers_stop_loading_naming_setting_value_source_and_range() {
 }
 
 #[test]
-fn cores_are_shared_among_the_replicas_of_this_host() {
+fn every_replica_gets_every_core_unless_told_otherwise() {
     let view: Vec<String> = ["127.0.0.1:8082", "127.0.0.1:8083", "127.0.0.1:8084"]
         .map(String::from)
         .to_vec();
+    // Co-located replicas are not given a share: the one that takes all of
+    // the clients' load needs every core.
     let local = Config::for_address("127.0.0.1:8082", &view);
-    assert_eq!(local.effective_worker_threads(2), 1);
-    assert_eq!(local.effective_worker_threads(8), 2);
-    assert_eq!(local.effective_worker_threads(12), 4);
-    // The view need not name this replica; it still counts itself.
-    let joining = Config::for_address("127.0.0.1:8085", &view);
-    assert_eq!(joining.effective_worker_threads(8), 2);
+    assert_eq!(local.effective_worker_threads(2), 2);
+    assert_eq!(local.effective_worker_threads(8), 8);
+    assert_eq!(local.effective_worker_threads(0), 1);
     let containers: Vec<String> = ["10.10.0.2:8090", "10.10.0.3:8090"]
         .map(String::from)
         .to_vec();
