@@ -18,7 +18,7 @@
 //! - [`ceiling`]: the minimal in-memory axum server that bounds what any store could do here.
 //! - [`load`]: the closed-loop load generator and its statistics.
 //! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.
-//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`]: the other bench modes.
+//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`], [`memory`]: the other bench modes.
 //! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
 //! - [`noise`]: how much CPU other processes took during a run (shared machines).
 //! - [`report`], [`plot`]: JSON/CSV/Markdown output and SVG plots.
@@ -35,6 +35,7 @@ pub mod failover;
 pub mod fmt;
 pub mod gossip_cost;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod noise;
 pub mod plot;
