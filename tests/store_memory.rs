@@ -56,7 +56,7 @@ fn write(origin: &Origin, i: u64) -> Version {
     };
     Version {
         key: Key::from(format!("k{i:012}")),
-        value: Some(JsonText::from(format!("\"value-{i:013}\""))),
+        value: Some(JsonText::from(format!("\"value-{i:014}\""))),
         deps: VClock::from_pairs([(origin.clone(), i + 1)]),
         lamport: i + 1,
         dot,
@@ -133,7 +133,7 @@ fn bytes_per_key_by_structure() {
     );
     drop((map, by_stamp, by_origin));
     let before_versions = live().0;
-    let versions: Vec<Version> = versions.iter().map(|v| v.clone()).collect();
+    let versions: Vec<Version> = versions.to_vec();
     let cloned = live().0 - before_versions;
 
     // The store as it is.

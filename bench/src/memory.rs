@@ -58,7 +58,7 @@ pub fn key(i: usize) -> String {
 
 /// The `i`-th value: a JSON string of 22 bytes (quotes included).
 pub fn value_text(i: usize) -> String {
-    format!("\"value-{i:013}\"")
+    format!("\"value-{i:014}\"")
 }
 
 /// `VmRSS` of a process in bytes.
@@ -102,9 +102,8 @@ async fn hearsay(args: &MemoryArgs, cluster: &ClusterArgs, log_dir: &Path) -> Re
                 let value: Value = serde_json::from_str(&value_text(i))?;
                 // Null causal metadata on every write, as a fresh client sends.
                 session.metadata = Value::Null;
-                match session.put(&key(i), &value).await {
-                    Outcome::Error(e) => bail!("PUT {} failed: {e}", key(i)),
-                    _ => {}
+                if let Outcome::Error(e) = session.put(&key(i), &value).await {
+                    bail!("PUT {} failed: {e}", key(i));
                 }
             }
             Ok(())
