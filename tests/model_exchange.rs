@@ -672,7 +672,7 @@ fn client_write(w: &mut World, client: usize, at: usize, key: usize, value: Opti
             node.writes_this_life += 1;
             w.sessions[client] = metadata;
             let version = node.replica.store().get(&name).expect("just written");
-            w.ledger.push(version.clone());
+            w.ledger.push(version.to_version());
         }
         Ok(WriteOutcome::NotFound { metadata }) => w.sessions[client] = metadata,
         Err(_) => {}
@@ -1083,6 +1083,7 @@ fn summary(w: &World) -> String {
         let versions: Vec<String> = r
             .store()
             .versions()
+            .map(|v| v.to_version())
             .map(|v| {
                 format!(
                     "{}={}@{:?}:{}/l{}",
@@ -1180,8 +1181,8 @@ fn causal_reads(w: &World) -> Result<(), String> {
                 let older =
                     |dot: &hearsay::core::Dot| seen.dot != *dot && seen.deps.covers_dot(dot);
                 let stale = match r.store().get(&seen.key) {
-                    Some(held) if !held.is_tombstone() => older(&held.dot),
-                    Some(tombstone) => !seen.is_tombstone() && older(&tombstone.dot),
+                    Some(held) if !held.is_tombstone() => older(&held.dot()),
+                    Some(tombstone) => !seen.is_tombstone() && older(&tombstone.dot()),
                     None => {
                         !seen.is_tombstone()
                             && !w.ledger.iter().any(|d| {
@@ -1226,7 +1227,7 @@ fn no_resurrection(w: &World) -> Result<(), String> {
                     return Err(format!(
                         "{} shows {key} from {:?} older than the delete {:?}",
                         node.replica.life(),
-                        held.dot,
+                        held.dot(),
                         delete.dot
                     ));
                 }
@@ -1244,7 +1245,7 @@ fn converged(w: &World) -> bool {
             .store()
             .versions()
             .filter(|v| !v.is_tombstone())
-            .map(|v| format!("{:?}", v.dot))
+            .map(|v| format!("{:?}", v.dot()))
             .collect()
     };
     let first = &w.nodes[0];

@@ -230,7 +230,7 @@ fn a_removed_replica_that_keeps_running_cannot_undo_a_delete() {
                 let value = cluster.node(&addr).inspect(|r| {
                     r.store()
                         .get("k")
-                        .and_then(|v| v.value.as_ref().map(|v| v.to_string()))
+                        .and_then(|v| v.value().map(|v| v.to_string()))
                 });
                 if let Some(value) = value {
                     return Err(format!("{addr} serves k = {value} after the delete"));

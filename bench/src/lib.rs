@@ -18,7 +18,7 @@
 //! - [`ceiling`]: the minimal in-memory axum server that bounds what any store could do here.
 //! - [`load`]: the closed-loop load generator and its statistics.
 //! - [`compare`]: the same workload against ceiling and hearsay, alternating, with ratios and spreads.
-//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`], [`acks`]: the other bench modes.
+//! - [`convergence`], [`gossip_cost`], [`failover`], [`state_transfer`], [`durability`], [`acks`], [`memory`]: the other bench modes.
 //! - [`metrics`]: scraping `GET /metrics` (Prometheus text) and the metric names we rely on.
 //! - [`others`]: Redis and etcd, started beside hearsay when installed, for the same workload.
 //! - [`noise`]: how much CPU other processes took during a run (shared machines).
@@ -40,6 +40,7 @@ pub mod fmt;
 pub mod gossip_cost;
 pub mod large;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod noise;
 pub mod others;

@@ -16,6 +16,7 @@ use hearsay_bench::failover::{self, FailoverArgs};
 use hearsay_bench::gossip_cost::{self, GossipCostArgs};
 use hearsay_bench::load::Workload;
 use hearsay_bench::others::Others;
+use hearsay_bench::memory::{self, MemoryArgs};
 use hearsay_bench::report::{out_dir, Report};
 use hearsay_bench::state_transfer::{self, StateTransferArgs};
 use hearsay_bench::suite::{self, SuiteArgs};
@@ -133,6 +134,15 @@ enum Command {
         cluster: ClusterArgs,
         #[command(flatten)]
         args: hearsay_bench::large::LargeArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Resident memory per key of one replica (and of redis-server when installed).
+    Memory {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        args: MemoryArgs,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -298,6 +308,15 @@ async fn run(command: Command) -> Result<()> {
             std::fs::write(dir.join("acks.json"), serde_json::to_vec_pretty(&result)?)?;
             let summary = acks::summary_md(&result);
             std::fs::write(dir.join("acks.md"), &summary)?;
+            println!("{summary}");
+            eprintln!("report in {}", dir.display());
+            Ok(())
+        }
+        Command::Memory { cluster, args, out } => {
+            let dir = out_dir(out)?;
+            let (results, notes) = memory::run(&args, &cluster, &dir.join("logs")).await?;
+            let summary = memory::summary_md(&results, &notes);
+            std::fs::write(dir.join("memory.md"), &summary)?;
             println!("{summary}");
             eprintln!("report in {}", dir.display());
             Ok(())

@@ -101,12 +101,6 @@ impl Origin {
         Some(Origin(Arc::from(text)))
     }
 
-    /// Builds an origin from text that is known to be well formed (or a range
-    /// bound that never names a real origin).
-    pub(crate) fn parse_unchecked(text: &str) -> Self {
-        Origin(Arc::from(text))
-    }
-
     /// The textual form, `"<address>@<incarnation>"`.
     pub fn as_str(&self) -> &str {
         &self.0

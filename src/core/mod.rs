@@ -29,4 +29,4 @@ pub use replica::{
     ApplyReport, DurableState, NotYet, ReadOutcome, Replica, WriteError, WriteOutcome,
     MAX_LAMPORT_LEAP, MAX_SEQ_LEAP,
 };
-pub use store::{packed, JsonText, Key, Stamp, Store, Version};
+pub use store::{packed, Footprint, JsonText, Key, Stamp, Store, Version, VersionRef};

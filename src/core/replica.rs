@@ -315,14 +315,14 @@ impl Replica {
             return Err(NotYet);
         }
         Ok(match self.store.get(key) {
-            Some(Version {
-                value: Some(value),
-                deps,
-                ..
-            }) => ReadOutcome::Found {
-                value: value.clone(),
-                metadata: metadata.joined(deps),
-            },
+            Some(version) if !version.is_tombstone() => {
+                let mut joined = metadata.clone();
+                version.merge_deps_into(&mut joined);
+                ReadOutcome::Found {
+                    value: JsonText::from(version.value().unwrap_or_default()),
+                    metadata: joined,
+                }
+            }
             _ => ReadOutcome::NotFound {
                 metadata: self.metadata_for_missing(key, metadata),
             },
@@ -335,7 +335,11 @@ impl Replica {
     /// nothing).
     fn metadata_for_missing(&self, key: &str, metadata: &VClock) -> VClock {
         match self.store.get(key) {
-            Some(tombstone) if tombstone.is_tombstone() => metadata.joined(&tombstone.deps),
+            Some(tombstone) if tombstone.is_tombstone() => {
+                let mut joined = metadata.clone();
+                tombstone.merge_deps_into(&mut joined);
+                joined
+            }
             _ => metadata.clone(),
         }
     }
@@ -350,10 +354,7 @@ impl Replica {
         if !self.satisfies(metadata) {
             return Err(WriteError::NotYet);
         }
-        let current = self.store.get(key);
-        let exists = current.is_some_and(|v| !v.is_tombstone());
-        // An overwrite shares the key's existing text instead of copying it.
-        let shared_key = current.map_or_else(|| Key::from(key), |v| v.key.clone());
+        let exists = self.store.get(key).is_some_and(|v| !v.is_tombstone());
         let deleting = value.is_none();
         if deleting && !exists {
             return Ok(WriteOutcome::NotFound {
@@ -375,7 +376,7 @@ impl Replica {
         let mut deps = metadata.clone();
         deps.raise(&dot.origin, seq);
         let version = Version {
-            key: shared_key,
+            key: Key::from(key),
             value,
             dot,
             lamport: self.lamport,
@@ -534,7 +535,7 @@ impl Replica {
         self.uncovered.retain(|key| {
             store
                 .get(key)
-                .is_some_and(|version| !clock.covers_dot(&version.dot))
+                .is_some_and(|version| !version.covered_by(clock))
         });
         self.debug_check_clock();
         true
@@ -553,7 +554,8 @@ impl Replica {
         adopted.merge(guarantee);
         self.uncovered.iter().all(|key| {
             self.store.get(key).is_none_or(|version| {
-                !adopted.covers_dot(&version.dot) || adopted.covers(&version.deps)
+                !version.covered_by(&adopted)
+                    || version.deps_iter().all(|(o, n)| adopted.get(o) >= n)
             })
         })
     }
@@ -612,17 +614,21 @@ impl Replica {
     /// Checks I2 and I3 over the whole store (tests and debug assertions).
     pub fn check_invariants(&self) -> Result<(), String> {
         for version in self.store.versions() {
-            if self.clock.covers_dot(&version.dot) {
-                if !self.clock.covers(&version.deps) {
+            if version.covered_by(&self.clock) {
+                if !self.clock.covers(&version.deps()) {
                     return Err(format!(
                         "{}: clock {:?} claims {:?} but not its deps {:?}",
-                        self.address, self.clock, version.dot, version.deps
+                        self.address,
+                        self.clock,
+                        version.dot(),
+                        version.deps()
                     ));
                 }
-                if version.lamport > self.lamport {
+                if version.lamport() > self.lamport {
                     return Err(format!(
                         "{}: lamport behind {:?}",
-                        self.address, version.dot
+                        self.address,
+                        version.dot()
                     ));
                 }
             }

@@ -9,11 +9,21 @@
 //! replica (last-writer-wins). Deletes are versions without a value
 //! (tombstones) so that they win and spread like any other write.
 //!
-//! Two indexes serve deltas. `by_stamp` orders all current versions by stamp so
-//! a delta can be cut into bounded chunks with a resumable cursor; `by_origin`
-//! maps each origin's sequence numbers to Lamport times so the first version a
-//! peer lacks is found in `O(origins · log n)` without touching versions the
-//! peer already has. Idle exchanges therefore cost `O(origins)`, not `O(keys)`.
+//! One index serves deltas: per origin (one life of a replica), the seqs,
+//! Lamport times and slots of its current versions, in seq order. A life's
+//! Lamport time rises with each of its writes, so that order is also stamp
+//! order within the origin: the first version a peer lacks is found by a
+//! binary search per origin (`O(origins · log n)`, so idle exchanges cost
+//! `O(origins)`, not `O(keys)`), and a merge of the origins' logs yields
+//! deltas in stamp order, cut into bounded chunks with a resumable cursor.
+//! (A version breaking that monotonicity can only come from a broken peer;
+//! it is kept, and at worst sent out of stamp order.)
+//!
+//! Memory is what bounds a fully replicated store, so versions are stored
+//! compacted (`Entry`): key and value text in one allocation, origins
+//! interned in a per-store table, and of the dependencies only the entries
+//! beyond the version's own dot. [`Store::get`] hands out a borrowed
+//! [`VersionRef`]; [`Version`] stays the owned form that is applied and sent.
 //!
 //! Why chunks are cut in stamp order: a receiver may only raise its clock to
 //! the sender's clock once it holds, for every write that clock covers, that
@@ -23,9 +33,12 @@
 //! the replacement comes in a later chunk. Cutting by any order other than the
 //! one that decides overwrites would lose that guarantee.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Bound;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use serde::{Deserialize, Serialize};
 
@@ -274,13 +287,293 @@ pub enum Applied {
     Ignored,
 }
 
-/// The key-value map with its delta indexes. Pure data structure: no clocks of
+/// A slot of the store's entry array, or `DEAD` in an origin's log.
+type Slot = u32;
+/// An index into the store's origin table.
+type OriginId = u32;
+
+/// Marks a removed version in an origin's log (its seq and Lamport time stay,
+/// so the log remains searchable until it is compacted).
+const DEAD: Slot = Slot::MAX;
+
+/// `Entry::meta`: the version is a tombstone.
+const TOMBSTONE: u32 = 1 << 31;
+/// `Entry::meta`: the version's dependencies name its own dot (always so
+/// for well-formed versions); the dot itself is then not stored twice.
+const OWN_DOT_IN_DEPS: u32 = 1 << 30;
+/// `Entry::meta`: the key's length in bytes. Keys are bounded far below
+/// this by the API (50 characters) and by `max_message_bytes` (≤ 64 MiB).
+const KEY_LEN: u32 = (1 << 30) - 1;
+
+/// One stored version, compacted: key and value text in one allocation,
+/// the origin as an index into the store's table, and of the dependencies
+/// only what the dot does not already say (a write with null metadata stores
+/// none, and no allocation for them).
+// Size checked in a test: one cache-line-friendly 48 bytes per version.
+#[derive(Debug)]
+struct Entry {
+    /// The key's text followed by the value's (empty for a tombstone).
+    text: Box<str>,
+    seq: u64,
+    lamport: u64,
+    /// Dependencies other than `(origin, seq)`, sorted by origin text.
+    // Boxed on purpose: a thin 8-byte pointer in every entry, where a
+    // `Box<[_]>` takes 16 and a `Vec` 24; only versions with such
+    // dependencies pay the second allocation.
+    #[allow(clippy::box_collection)]
+    deps: Option<Box<Vec<(OriginId, u64)>>>,
+    origin: OriginId,
+    /// The key's length and the flags above, in one word (the entry is
+    /// 48 bytes, not 56).
+    meta: u32,
+}
+
+impl Entry {
+    fn key_len(&self) -> usize {
+        (self.meta & KEY_LEN) as usize
+    }
+
+    fn key(&self) -> &str {
+        &self.text[..self.key_len()]
+    }
+
+    fn is(&self, flag: u32) -> bool {
+        self.meta & flag != 0
+    }
+}
+
+/// One origin in the store's table: its name, what refers to it, and its
+/// log — the seq, Lamport time and slot of every current version it wrote,
+/// in seq order (which is also Lamport order: a life's Lamport time rises with
+/// every write it makes). Removed versions stay as `DEAD` until more than half
+/// the log is dead, so removal is `O(log n)` and searches stay binary.
+#[derive(Debug, Default)]
+struct OriginRecord {
+    /// `None` while the id is free for reuse.
+    origin: Option<Origin>,
+    /// Entries whose dot names it, plus dependency lists that name it.
+    refs: usize,
+    seqs: Vec<u64>,
+    lamports: Vec<u64>,
+    slots: Vec<Slot>,
+    dead: usize,
+}
+
+impl OriginRecord {
+    fn origin(&self) -> &Origin {
+        self.origin
+            .as_ref()
+            .expect("a referenced origin id is in use")
+    }
+
+    /// Where a version with `seq` belongs (after any equal seqs).
+    fn insert(&mut self, seq: u64, lamport: u64, slot: Slot) {
+        let at = self.seqs.partition_point(|&s| s <= seq);
+        if at == self.seqs.len() {
+            // The usual case: a life's writes arrive in order.
+            self.seqs.push(seq);
+            self.lamports.push(lamport);
+            self.slots.push(slot);
+        } else {
+            // Out of order (versions of one life relayed by different
+            // peers): a shift, bounded by this origin's log.
+            self.seqs.insert(at, seq);
+            self.lamports.insert(at, lamport);
+            self.slots.insert(at, slot);
+        }
+    }
+
+    fn remove(&mut self, seq: u64, slot: Slot) {
+        let from = self.seqs.partition_point(|&s| s < seq);
+        let found = (from..self.seqs.len())
+            .take_while(|&i| self.seqs[i] == seq)
+            .find(|&i| self.slots[i] == slot);
+        let Some(i) = found else {
+            debug_assert!(false, "a stored version is in its origin's log");
+            return;
+        };
+        self.slots[i] = DEAD;
+        self.dead += 1;
+        if self.dead * 2 > self.slots.len() {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let mut keep = 0;
+        for i in 0..self.slots.len() {
+            if self.slots[i] != DEAD {
+                self.seqs[keep] = self.seqs[i];
+                self.lamports[keep] = self.lamports[i];
+                self.slots[keep] = self.slots[i];
+                keep += 1;
+            }
+        }
+        self.seqs.truncate(keep);
+        self.lamports.truncate(keep);
+        self.slots.truncate(keep);
+        for log in [&mut self.seqs, &mut self.lamports] {
+            if log.capacity() > 2 * log.len() + 16 {
+                log.shrink_to_fit();
+            }
+        }
+        if self.slots.capacity() > 2 * self.slots.len() + 16 {
+            self.slots.shrink_to_fit();
+        }
+        self.dead = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.len() == self.dead
+    }
+}
+
+/// A stored version, read in place. Everything a [`Version`] holds, without
+/// building one: a GET copies only what it returns.
+#[derive(Clone, Copy)]
+pub struct VersionRef<'a> {
+    store: &'a Store,
+    entry: &'a Entry,
+}
+
+impl<'a> VersionRef<'a> {
+    /// The key.
+    pub fn key(&self) -> &'a str {
+        self.entry.key()
+    }
+
+    /// The value's JSON text; `None` for a tombstone.
+    pub fn value(&self) -> Option<&'a str> {
+        (!self.is_tombstone()).then(|| &self.entry.text[self.entry.key_len()..])
+    }
+
+    /// Whether this version is a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.entry.is(TOMBSTONE)
+    }
+
+    /// The life that wrote it.
+    pub fn origin(&self) -> &'a Origin {
+        self.store.origin(self.entry.origin)
+    }
+
+    /// The write's identity.
+    pub fn dot(&self) -> Dot {
+        Dot {
+            origin: self.origin().clone(),
+            seq: self.entry.seq,
+        }
+    }
+
+    /// Whether `clock` covers this write.
+    pub fn covered_by(&self, clock: &VClock) -> bool {
+        clock.get(self.origin()) >= self.entry.seq
+    }
+
+    /// Its Lamport time.
+    pub fn lamport(&self) -> u64 {
+        self.entry.lamport
+    }
+
+    /// Its position in the total order of writes.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            lamport: self.entry.lamport,
+            origin: self.origin().clone(),
+            seq: self.entry.seq,
+        }
+    }
+
+    /// Its dependencies, in origin order, as stored in the [`Version`].
+    pub fn deps_iter(&self) -> impl Iterator<Item = (&'a Origin, u64)> + 'a {
+        let store = self.store;
+        let own = self
+            .entry
+            .is(OWN_DOT_IN_DEPS)
+            .then(|| (self.origin(), self.entry.seq));
+        let rest = self
+            .entry
+            .deps
+            .as_deref()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(move |&(id, seq)| (store.origin(id), seq));
+        // Both parts are sorted by origin text; merge them.
+        let mut own = own;
+        let mut rest = rest.peekable();
+        std::iter::from_fn(move || match (own, rest.peek()) {
+            (Some(o), Some(r)) if o.0 < r.0 => own.take(),
+            (Some(_), Some(_)) | (None, Some(_)) => rest.next(),
+            (Some(_), None) => own.take(),
+            (None, None) => None,
+        })
+    }
+
+    /// Its dependencies as a clock.
+    pub fn deps(&self) -> VClock {
+        VClock::from_pairs(self.deps_iter().map(|(o, n)| (o.clone(), n)))
+    }
+
+    /// Raises `clock` to cover this version's dependencies (what a reader
+    /// inherits), without building them as a clock first.
+    pub fn merge_deps_into(&self, clock: &mut VClock) {
+        for (origin, seq) in self.deps_iter() {
+            clock.raise(origin, seq);
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_version(&self) -> Version {
+        Version {
+            key: Key::from(self.key()),
+            value: self.value().map(JsonText::from),
+            dot: self.dot(),
+            lamport: self.entry.lamport,
+            deps: self.deps(),
+        }
+    }
+
+    fn encoded_size_hint(&self) -> usize {
+        24 + self.entry.text.len() + 12 * (self.entry.deps.as_ref().map_or(0, |d| d.len()) + 1)
+    }
+}
+
+impl std::fmt::Debug for VersionRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_version().fmt(f)
+    }
+}
+
+impl PartialEq<Version> for VersionRef<'_> {
+    fn eq(&self, other: &Version) -> bool {
+        self.key() == &*other.key
+            && self.value() == other.value.as_deref()
+            && self.entry.seq == other.dot.seq
+            && *self.origin() == other.dot.origin
+            && self.entry.lamport == other.lamport
+            && self.deps_iter().eq(other.deps.iter().map(|(o, n)| (o, *n)))
+    }
+}
+
+/// The key-value map with its delta index. Pure data structure: no clocks of
 /// its own, no I/O.
+///
+/// Layout (see `bench/RESULTS.md`, "Memory per key", for the measured bytes):
+/// versions live in `slots`, one compact [`Entry`] each; `table` finds a
+/// key's slot by hashing the key text stored in the entry (the key is not
+/// stored a second time); each origin's log orders its versions by seq and
+/// Lamport time, which serves both the first version a peer lacks and the
+/// stamp order of deltas (a merge of the logs), so no other index exists.
 #[derive(Default, Debug)]
 pub struct Store {
-    versions: HashMap<Key, Version>,
-    by_stamp: BTreeMap<Stamp, Key>,
-    by_origin: BTreeMap<Origin, BTreeMap<u64, u64>>,
+    table: HashTable<Slot>,
+    hasher: DefaultHashBuilder,
+    /// `None`: a free slot, listed in `free`.
+    slots: Vec<Option<Entry>>,
+    free: Vec<Slot>,
+    origins: Vec<OriginRecord>,
+    origin_ids: HashMap<Origin, OriginId>,
+    free_origins: Vec<OriginId>,
     live: usize,
 }
 
@@ -290,9 +583,33 @@ impl Store {
         Self::default()
     }
 
+    fn origin(&self, id: OriginId) -> &Origin {
+        self.origins[id as usize].origin()
+    }
+
+    fn entry(&self, slot: Slot) -> &Entry {
+        self.slots[slot as usize]
+            .as_ref()
+            .expect("an indexed slot holds an entry")
+    }
+
+    fn view(&self, slot: Slot) -> VersionRef<'_> {
+        VersionRef {
+            store: self,
+            entry: self.entry(slot),
+        }
+    }
+
+    fn find(&self, key: &str) -> Option<Slot> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |&slot| self.entry(slot).key() == key)
+            .copied()
+    }
+
     /// The current version of `key`, tombstones included.
-    pub fn get(&self, key: &str) -> Option<&Version> {
-        self.versions.get(key)
+    pub fn get(&self, key: &str) -> Option<VersionRef<'_>> {
+        self.find(key).map(|slot| self.view(slot))
     }
 
     /// Keys holding a value (not tombstones).
@@ -302,53 +619,185 @@ impl Store {
 
     /// Keys holding a tombstone.
     pub fn tombstone_len(&self) -> usize {
-        self.versions.len() - self.live
+        self.table.len() - self.live
     }
 
     /// Every current version, in stamp order.
-    pub fn versions(&self) -> impl Iterator<Item = &Version> {
-        self.by_stamp.values().map(|key| &self.versions[key])
+    pub fn versions(&self) -> impl Iterator<Item = VersionRef<'_>> {
+        StampOrder::new(self, &VClock::new(), None).map(|slot| self.view(slot))
     }
 
     /// Keeps `version` if it beats the current version of its key.
     pub fn apply(&mut self, version: Version) -> Applied {
-        let previous_was_live = match self.versions.get(&version.key) {
-            Some(current) if current.stamp() >= version.stamp() => return Applied::Ignored,
-            Some(current) => !current.is_tombstone(),
+        let current = self.find(&version.key);
+        let previous_was_live = match current {
+            Some(slot) => {
+                let current = self.view(slot);
+                let current_stamp = (current.lamport(), current.origin(), current.entry.seq);
+                let new_stamp = (version.lamport, &version.dot.origin, version.dot.seq);
+                if current_stamp >= new_stamp {
+                    return Applied::Ignored;
+                }
+                !current.is_tombstone()
+            }
             None => false,
         };
-        if let Some(previous) = self.remove(&version.key.clone()) {
-            debug_assert_eq!(previous_was_live, !previous.is_tombstone());
+        let entry = self.compact(version);
+        let live = !entry.is(TOMBSTONE);
+        let slot = match current {
+            Some(slot) => {
+                let old = self.slots[slot as usize].replace(entry);
+                self.forget(slot, old.expect("an indexed slot holds an entry"));
+                slot
+            }
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot as usize] = Some(entry);
+                        slot
+                    }
+                    None => {
+                        let slot = Slot::try_from(self.slots.len())
+                            .ok()
+                            .filter(|&s| s != DEAD)
+                            .expect("fewer than 2^32 - 1 versions in memory");
+                        self.slots.push(Some(entry));
+                        slot
+                    }
+                };
+                let Store {
+                    table,
+                    hasher,
+                    slots,
+                    ..
+                } = self;
+                let entry_of = |slot: &Slot| {
+                    slots[*slot as usize]
+                        .as_ref()
+                        .expect("an indexed slot holds an entry")
+                };
+                let hash = hasher.hash_one(entry_of(&slot).key());
+                table.insert_unique(hash, slot, |s| hasher.hash_one(entry_of(s).key()));
+                slot
+            }
+        };
+        let entry = self.entry(slot);
+        let (origin, seq, lamport) = (entry.origin, entry.seq, entry.lamport);
+        self.origins[origin as usize].insert(seq, lamport, slot);
+        if live {
+            self.live += 1;
         }
-        self.insert(version);
         Applied::Replaced { previous_was_live }
     }
 
-    fn insert(&mut self, version: Version) {
-        self.by_stamp.insert(version.stamp(), version.key.clone());
-        self.by_origin
-            .entry(version.dot.origin.clone())
-            .or_default()
-            .insert(version.dot.seq, version.lamport);
-        if !version.is_tombstone() {
-            self.live += 1;
-        }
-        self.versions.insert(version.key.clone(), version);
+    /// The id of `origin`, taking a reference to it (interned on first use).
+    fn hold_origin(&mut self, origin: &Origin) -> OriginId {
+        let id = match self.origin_ids.get(origin) {
+            Some(&id) => id,
+            None => {
+                let record = OriginRecord {
+                    origin: Some(origin.clone()),
+                    ..OriginRecord::default()
+                };
+                let id = match self.free_origins.pop() {
+                    Some(id) => {
+                        self.origins[id as usize] = record;
+                        id
+                    }
+                    None => {
+                        self.origins.push(record);
+                        OriginId::try_from(self.origins.len() - 1)
+                            .expect("fewer than 2^32 origins in memory")
+                    }
+                };
+                self.origin_ids.insert(origin.clone(), id);
+                id
+            }
+        };
+        self.origins[id as usize].refs += 1;
+        id
     }
 
-    fn remove(&mut self, key: &str) -> Option<Version> {
-        let version = self.versions.remove(key)?;
-        self.by_stamp.remove(&version.stamp());
-        if let Some(seqs) = self.by_origin.get_mut(&version.dot.origin) {
-            seqs.remove(&version.dot.seq);
-            if seqs.is_empty() {
-                self.by_origin.remove(&version.dot.origin);
+    /// Drops a reference to `id`; an origin nothing refers to any more is
+    /// forgotten and its id reused, so the table is bounded by what is stored.
+    fn release_origin(&mut self, id: OriginId) {
+        let record = &mut self.origins[id as usize];
+        record.refs -= 1;
+        if record.refs == 0 {
+            debug_assert!(record.is_empty());
+            if let Some(origin) = record.origin.take() {
+                self.origin_ids.remove(&origin);
+            }
+            *record = OriginRecord::default();
+            self.free_origins.push(id);
+        }
+    }
+
+    fn compact(&mut self, version: Version) -> Entry {
+        let Version {
+            key,
+            value,
+            dot,
+            lamport,
+            deps,
+        } = version;
+        let origin = self.hold_origin(&dot.origin);
+        let key_len = u32::try_from(key.len())
+            .ok()
+            .filter(|&n| n <= KEY_LEN)
+            .expect("keys are bounded by the message size, far below 1 GiB");
+        let mut meta = key_len | if value.is_none() { TOMBSTONE } else { 0 };
+        let mut rest = Vec::new();
+        for (o, &n) in deps.iter() {
+            if *o == dot.origin && n == dot.seq {
+                meta |= OWN_DOT_IN_DEPS;
+            } else {
+                rest.push((self.hold_origin(o), n));
             }
         }
-        if !version.is_tombstone() {
+        let mut text = String::with_capacity(key.len() + value.as_ref().map_or(0, |v| v.len()));
+        text.push_str(&key);
+        if let Some(value) = &value {
+            text.push_str(value);
+        }
+        Entry {
+            text: text.into_boxed_str(),
+            seq: dot.seq,
+            lamport,
+            deps: (!rest.is_empty()).then(|| Box::new(rest)),
+            origin,
+            meta,
+        }
+    }
+
+    /// Undoes everything `entry` held in the indexes other than the table.
+    fn forget(&mut self, slot: Slot, entry: Entry) {
+        self.origins[entry.origin as usize].remove(entry.seq, slot);
+        self.release_origin(entry.origin);
+        for &(id, _) in entry.deps.as_deref().map_or(&[][..], Vec::as_slice) {
+            self.release_origin(id);
+        }
+        if !entry.is(TOMBSTONE) {
             self.live -= 1;
         }
-        Some(version)
+    }
+
+    fn remove_slot(&mut self, slot: Slot) -> Option<Dot> {
+        let dot = self.view(slot).dot();
+        let hash = self.hasher.hash_one(self.entry(slot).key());
+        match self.table.find_entry(hash, |&s| s == slot) {
+            Ok(found) => {
+                found.remove();
+            }
+            Err(_) => {
+                debug_assert!(false, "a stored slot is in the table");
+                return None;
+            }
+        }
+        let entry = self.slots[slot as usize].take()?;
+        self.forget(slot, entry);
+        self.free.push(slot);
+        Some(dot)
     }
 
     /// The next chunk of versions a peer whose clock is `their` lacks, in
@@ -357,55 +806,26 @@ impl Store {
     /// stall the transfer). Returns the chunk and, if more remain, the cursor
     /// to pass as `after` next time.
     ///
-    /// Cost: `O(origins · log n)` to find where to start, then the versions
-    /// scanned from there (those sent plus those the peer already has that
-    /// were written after its oldest gap).
+    /// Cost: `O(origins · log n)` to find where each origin's log starts,
+    /// then `O(log origins)` per version sent; versions the peer has are
+    /// never visited.
     pub fn delta(
         &self,
         their: &VClock,
         after: Option<&Stamp>,
         max_bytes: usize,
     ) -> (Vec<Version>, Option<Stamp>) {
-        let first_missing = self
-            .by_origin
-            .iter()
-            .filter_map(|(origin, seqs)| {
-                let seen = their.get(origin);
-                seqs.range(seen.saturating_add(1)..)
-                    .next()
-                    .map(|(_, &lamport)| lamport)
-            })
-            .min();
-        let Some(start_lamport) = first_missing else {
-            return (Vec::new(), None);
-        };
-        let start = Stamp {
-            lamport: start_lamport,
-            origin: Origin::lowest(),
-            seq: 0,
-        };
-        let lower = match after {
-            Some(cursor) if *cursor >= start => Bound::Excluded(cursor.clone()),
-            _ => Bound::Included(start),
-        };
-        let mut chunk = Vec::new();
+        let mut chunk: Vec<Version> = Vec::new();
         let mut bytes = 0usize;
-        for key in self
-            .by_stamp
-            .range((lower, Bound::Unbounded))
-            .map(|(_, key)| key)
-        {
-            let version = &self.versions[key];
-            if their.covers_dot(&version.dot) {
-                continue;
-            }
+        for slot in StampOrder::new(self, their, after) {
+            let version = self.view(slot);
             let size = version.encoded_size_hint();
             if !chunk.is_empty() && bytes + size > max_bytes {
                 let resume_after = chunk.last().map(Version::stamp);
                 return (chunk, resume_after);
             }
             bytes += size;
-            chunk.push(version.clone());
+            chunk.push(version.to_version());
         }
         (chunk, None)
     }
@@ -413,15 +833,10 @@ impl Store {
     /// Drops tombstones whose write every replica that matters has applied
     /// (`stable` is the meet of their clocks). Returns the dots collected.
     pub fn collect_tombstones(&mut self, stable: &VClock) -> Vec<Dot> {
-        let doomed: Vec<Key> = self
-            .versions
-            .values()
-            .filter(|v| v.is_tombstone() && stable.covers_dot(&v.dot))
-            .map(|v| v.key.clone())
-            .collect();
+        let doomed = self.slots_where(|v| v.is_tombstone() && v.covered_by(stable));
         doomed
             .into_iter()
-            .filter_map(|key| self.remove(&key).map(|v| v.dot))
+            .filter_map(|slot| self.remove_slot(slot))
             .collect()
     }
 
@@ -434,23 +849,158 @@ impl Store {
         covers: &VClock,
         snapshot_keys: &HashSet<Key>,
     ) -> usize {
-        let doomed: Vec<Key> = self
-            .versions
-            .values()
-            .filter(|v| covers.covers_dot(&v.dot) && !snapshot_keys.contains(&v.key))
-            .map(|v| v.key.clone())
-            .collect();
-        for key in &doomed {
-            self.remove(key);
+        let doomed = self.slots_where(|v| v.covered_by(covers) && !snapshot_keys.contains(v.key()));
+        for &slot in &doomed {
+            self.remove_slot(slot);
         }
         doomed.len()
     }
+
+    fn slots_where(&self, mut doomed: impl FnMut(VersionRef<'_>) -> bool) -> Vec<Slot> {
+        (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i]
+                    .as_ref()
+                    .is_some_and(|entry| doomed(VersionRef { store: self, entry }))
+            })
+            .map(|i| i as Slot)
+            .collect()
+    }
 }
 
-impl Origin {
-    /// Sorts before every real origin; used only as a range bound.
-    pub(crate) fn lowest() -> Origin {
-        Origin::parse_unchecked("")
+/// The heap a [`Store`] holds, by structure, in bytes requested from the
+/// allocator (its size classes come on top). See `tests/store_memory.rs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// The hash table of slots: one slot id and one control byte per bucket.
+    pub table: usize,
+    /// The entry array, at its capacity.
+    pub entries: usize,
+    /// Key and value text (one allocation per version).
+    pub text: usize,
+    /// Dependency lists beyond each version's own dot.
+    pub deps: usize,
+    /// The origins' logs (seq, Lamport time, slot per version) and the origin table.
+    pub logs: usize,
+}
+
+impl Footprint {
+    /// Everything.
+    pub fn total(&self) -> usize {
+        self.table + self.entries + self.text + self.deps + self.logs
+    }
+}
+
+impl Store {
+    /// What this store holds on the heap, by structure (walks every entry).
+    pub fn footprint(&self) -> Footprint {
+        let buckets = if self.table.capacity() == 0 {
+            0
+        } else {
+            (self.table.capacity() * 8 / 7).next_power_of_two()
+        };
+        let mut f = Footprint {
+            table: buckets * (std::mem::size_of::<Slot>() + 1),
+            entries: self.slots.capacity() * std::mem::size_of::<Option<Entry>>()
+                + self.free.capacity() * std::mem::size_of::<Slot>(),
+            ..Footprint::default()
+        };
+        for entry in self.slots.iter().flatten() {
+            f.text += entry.text.len();
+            if let Some(deps) = &entry.deps {
+                f.deps += std::mem::size_of::<Vec<(OriginId, u64)>>()
+                    + deps.capacity() * std::mem::size_of::<(OriginId, u64)>();
+            }
+        }
+        f.logs = self.origins.capacity() * std::mem::size_of::<OriginRecord>()
+            + self
+                .origins
+                .iter()
+                .map(|r| {
+                    r.seqs.capacity() * 8
+                        + r.lamports.capacity() * 8
+                        + r.slots.capacity() * std::mem::size_of::<Slot>()
+                        + r.origin.as_ref().map_or(0, |o| o.as_str().len() + 16)
+                })
+                .sum::<usize>();
+        f
+    }
+}
+
+/// The slots of the versions a clock does not cover, strictly after a
+/// cursor, in stamp order: a merge of the origins' logs (each already in
+/// Lamport order), smallest `(lamport, origin text, seq)` first.
+struct StampOrder<'a> {
+    store: &'a Store,
+    /// Per origin with something left: (lamport, rank of its text, id, position).
+    heap: BinaryHeap<Reverse<(u64, usize, OriginId, usize)>>,
+}
+
+impl<'a> StampOrder<'a> {
+    fn new(store: &'a Store, their: &VClock, after: Option<&Stamp>) -> Self {
+        let mut ids: Vec<OriginId> = (0..store.origins.len() as OriginId)
+            .filter(|&id| !store.origins[id as usize].is_empty())
+            .collect();
+        ids.sort_by(|a, b| store.origin(*a).cmp(store.origin(*b)));
+        let mut heap = BinaryHeap::with_capacity(ids.len());
+        for (rank, id) in ids.into_iter().enumerate() {
+            let record = &store.origins[id as usize];
+            let origin = record.origin();
+            let seen = their.get(origin);
+            let mut start = record.seqs.partition_point(|&s| s <= seen);
+            if let Some(cursor) = after {
+                // The first entry whose stamp is above the cursor: logs are in
+                // Lamport order, and seq order among equal Lamport times.
+                let past = record.seqs.partition_point_by_index(|i| {
+                    (record.lamports[i], origin, record.seqs[i])
+                        <= (cursor.lamport, &cursor.origin, cursor.seq)
+                });
+                start = start.max(past);
+            }
+            if let Some(next) = Self::next_live(record, start) {
+                heap.push(Reverse((record.lamports[next], rank, id, next)));
+            }
+        }
+        StampOrder { store, heap }
+    }
+
+    fn next_live(record: &OriginRecord, from: usize) -> Option<usize> {
+        (from..record.slots.len()).find(|&i| record.slots[i] != DEAD)
+    }
+}
+
+impl Iterator for StampOrder<'_> {
+    type Item = Slot;
+
+    fn next(&mut self) -> Option<Slot> {
+        let Reverse((_, rank, id, at)) = self.heap.pop()?;
+        let record = &self.store.origins[id as usize];
+        if let Some(next) = Self::next_live(record, at + 1) {
+            self.heap
+                .push(Reverse((record.lamports[next], rank, id, next)));
+        }
+        Some(record.slots[at])
+    }
+}
+
+/// `partition_point` over positions rather than elements, for searches over
+/// the parallel arrays of an origin's log.
+trait PartitionByIndex {
+    fn partition_point_by_index(&self, pred: impl FnMut(usize) -> bool) -> usize;
+}
+
+impl<T> PartitionByIndex for Vec<T> {
+    fn partition_point_by_index(&self, mut pred: impl FnMut(usize) -> bool) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if pred(mid) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
     }
 }
 

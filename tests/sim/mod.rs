@@ -196,6 +196,7 @@ impl Cluster {
         self.nodes[addr].inspect(|r| {
             r.store()
                 .versions()
+                .map(|v| v.to_version())
                 .filter_map(|v| {
                     v.value
                         .as_ref()
@@ -243,7 +244,7 @@ impl Cluster {
                             return Err(format!(
                                 "{addr}: clock {:?} covers {dot:?} ({key}) but holds {:?}",
                                 r.clock(),
-                                held.map(|v| &v.dot)
+                                held.map(|v| v.dot())
                             ))
                         }
                     }
@@ -261,7 +262,7 @@ impl Cluster {
                 let versions: Vec<_> = r
                     .store()
                     .versions()
-                    .map(|v| (v.key.clone(), v.dot.clone()))
+                    .map(|v| (v.key().to_string(), v.dot()))
                     .collect();
                 (versions, r.clock().clone())
             })
@@ -308,11 +309,11 @@ impl Ledger {
             node.inspect(|r| {
                 for v in r.store().versions() {
                     if v.is_tombstone() {
-                        self.tombstones.insert(v.dot.clone());
+                        self.tombstones.insert(v.dot());
                     }
                     self.writes
-                        .entry(v.dot.clone())
-                        .or_insert_with(|| (v.key.to_string(), v.stamp()));
+                        .entry(v.dot())
+                        .or_insert_with(|| (v.key().to_string(), v.stamp()));
                 }
             });
         }

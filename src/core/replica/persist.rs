@@ -111,7 +111,7 @@ impl Replica {
 
     /// The keys of every version held (for removing the others from disk).
     pub fn keys(&self) -> HashSet<Key> {
-        self.store.versions().map(|v| v.key.clone()).collect()
+        self.store.versions().map(|v| Key::from(v.key())).collect()
     }
 }
 

@@ -294,7 +294,7 @@ fn a_stale_version_cannot_bring_back_a_collected_delete() {
     let mut r = replicas(2);
     let m = VClock::new();
     r[0].write("k", v("1"), &m).unwrap();
-    let old = r[0].store().get("k").unwrap().clone();
+    let old = r[0].store().get("k").unwrap().to_version();
     r[0].write("k", None, &m).unwrap();
     let (left, right) = r.split_at_mut(1);
     sync(&mut left[0], &mut right[0], 1 << 20);

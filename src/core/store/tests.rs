@@ -34,8 +34,9 @@ fn greater_stamp_wins_regardless_of_arrival_order() {
     let mut s2 = Store::new();
     s2.apply(b.clone());
     assert_eq!(s2.apply(a), Applied::Ignored);
-    assert_eq!(s1.get("k"), s2.get("k"));
-    assert_eq!(s1.get("k").unwrap().value.as_deref(), Some("2"));
+    let held = |s: &Store| s.get("k").map(|v| v.to_version());
+    assert_eq!(held(&s1), held(&s2));
+    assert_eq!(s1.get("k").unwrap().value(), Some("2"));
 }
 
 #[test]
@@ -164,4 +165,215 @@ fn snapshot_rule_drops_only_covered_absent_versions() {
         s.get("new").is_some(),
         "not covered by the peer: ours to keep"
     );
+}
+
+#[test]
+fn views_round_trip_versions_with_and_without_their_own_dot_in_deps() {
+    let a = Origin::new("a", 1);
+    let b = Origin::new("b", 2);
+    let mut s = Store::new();
+    let mut plain = version("k1", Some("\"v\""), "a", 3, 7);
+    plain.deps.merge(&VClock::from_pairs([(b.clone(), 9)]));
+    let odd = Version {
+        key: Key::from("k2"),
+        value: None,
+        dot: Dot {
+            origin: b.clone(),
+            seq: 4,
+        },
+        lamport: 8,
+        // No entry for its own dot, and one naming a later write of `a`.
+        deps: VClock::from_pairs([(a.clone(), 5)]),
+    };
+    for v in [plain.clone(), odd.clone()] {
+        s.apply(v);
+    }
+    for v in [plain, odd] {
+        let view = s.get(&v.key).unwrap();
+        assert_eq!(view.to_version(), v);
+        assert_eq!(view, v);
+    }
+}
+
+#[test]
+fn origins_nothing_refers_to_are_forgotten_and_their_ids_reused() {
+    let mut s = Store::new();
+    for i in 1..=5u64 {
+        s.apply(version(&format!("k{i}"), None, &format!("o{i}"), 1, i));
+    }
+    let stable = VClock::from_pairs((1..=5).map(|i| (Origin::new(&format!("o{i}"), 1), 1)));
+    assert_eq!(s.collect_tombstones(&stable).len(), 5);
+    assert!(s.origin_ids.is_empty());
+    s.apply(version("k", Some("1"), "p", 1, 9));
+    assert_eq!(s.origins.len(), 5, "a freed id is reused");
+    assert_eq!(s.get("k").unwrap().origin(), &Origin::new("p", 1));
+}
+
+mod model {
+    //! The store against a plain map of owned versions under random apply,
+    //! collect and snapshot-drop steps: every read, count, iteration and
+    //! delta (whole or chunked) must give exactly what the map gives.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const ORIGINS: u64 = 3;
+
+    fn origin(i: u64) -> Origin {
+        Origin::new(&format!("o{i}"), 1)
+    }
+
+    /// The one write a dot names (as in a real cluster: a dot is one write).
+    /// Lamport times rise with seq per origin and tie across origins 0 and 2.
+    fn write(o: u64, seq: u64) -> Version {
+        let key = format!("k{}", (seq * 7 + o * 3) % 8);
+        let value = (seq % 4 != 0).then(|| JsonText::from(format!("\"{o}-{seq}\"")));
+        let mut deps = vec![((o + 1) % ORIGINS, seq / 2), ((o + 2) % ORIGINS, seq % 3)];
+        // Mostly its own dot, as every well-formed version; sometimes a
+        // different entry for its own origin, to check the exact round trip.
+        deps.push((o, if seq % 5 == 0 { seq + 1 } else { seq }));
+        Version {
+            key: Key::from(key),
+            value,
+            dot: Dot {
+                origin: origin(o),
+                seq,
+            },
+            lamport: seq * 2 + o % 2,
+            deps: VClock::from_pairs(deps.into_iter().map(|(o, n)| (origin(o), n))),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Apply(u64, u64),
+        Collect(Vec<u64>),
+        Drop(Vec<u64>, Vec<u8>),
+    }
+
+    fn clock(seqs: &[u64]) -> VClock {
+        VClock::from_pairs(seqs.iter().enumerate().map(|(i, &n)| (origin(i as u64), n)))
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let seqs = proptest::collection::vec(0u64..24, ORIGINS as usize);
+        prop_oneof![
+            8 => (0..ORIGINS, 1u64..24).prop_map(|(o, s)| Step::Apply(o, s)),
+            1 => seqs.clone().prop_map(Step::Collect),
+            1 => (seqs, proptest::collection::vec(0u8..8, 0..8)).prop_map(|(c, k)| Step::Drop(c, k)),
+        ]
+    }
+
+    fn model_apply(model: &mut HashMap<Key, Version>, v: Version) -> Applied {
+        let previous_was_live = match model.get(&v.key) {
+            Some(current) if current.stamp() >= v.stamp() => return Applied::Ignored,
+            Some(current) => !current.is_tombstone(),
+            None => false,
+        };
+        model.insert(v.key.clone(), v);
+        Applied::Replaced { previous_was_live }
+    }
+
+    fn in_stamp_order(model: &HashMap<Key, Version>, their: &VClock) -> Vec<Version> {
+        let mut all: Vec<Version> = model
+            .values()
+            .filter(|v| !their.covers_dot(&v.dot))
+            .cloned()
+            .collect();
+        all.sort_by_key(Version::stamp);
+        all
+    }
+
+    fn check(store: &Store, model: &HashMap<Key, Version>, their: &VClock, budget: usize) {
+        for k in 0..8 {
+            let key = format!("k{k}");
+            assert_eq!(
+                store.get(&key).map(|v| v.to_version()),
+                model.get(key.as_str()).cloned()
+            );
+        }
+        let live = model.values().filter(|v| !v.is_tombstone()).count();
+        assert_eq!(
+            (store.live_len(), store.tombstone_len()),
+            (live, model.len() - live)
+        );
+        let everything: Vec<Version> = store.versions().map(|v| v.to_version()).collect();
+        assert_eq!(everything, in_stamp_order(model, &VClock::new()));
+        let expected = in_stamp_order(model, their);
+        assert_eq!(
+            store.delta(their, None, usize::MAX),
+            (expected.clone(), None)
+        );
+        let mut got = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (chunk, next) = store.delta(their, cursor.as_ref(), budget);
+            got.extend(chunk);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(got, expected);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_store_behaves_as_a_map_of_versions(
+            steps in proptest::collection::vec(step(), 1..60),
+            their in proptest::collection::vec(0u64..24, ORIGINS as usize),
+            budget in 1usize..400,
+        ) {
+            let mut store = Store::new();
+            let mut model: HashMap<Key, Version> = HashMap::new();
+            let their = clock(&their);
+            for step in steps {
+                match step {
+                    Step::Apply(o, seq) => {
+                        let v = write(o, seq);
+                        prop_assert_eq!(store.apply(v.clone()), model_apply(&mut model, v));
+                    }
+                    Step::Collect(stable) => {
+                        let stable = clock(&stable);
+                        let mut collected = store.collect_tombstones(&stable);
+                        let mut expected: Vec<Dot> = model
+                            .values()
+                            .filter(|v| v.is_tombstone() && stable.covers_dot(&v.dot))
+                            .map(|v| v.dot.clone())
+                            .collect();
+                        model.retain(|_, v| !(v.is_tombstone() && stable.covers_dot(&v.dot)));
+                        collected.sort();
+                        expected.sort();
+                        prop_assert_eq!(collected, expected);
+                    }
+                    Step::Drop(covers, keys) => {
+                        let covers = clock(&covers);
+                        let keys: HashSet<Key> =
+                            keys.iter().map(|k| Key::from(format!("k{k}"))).collect();
+                        let before = model.len();
+                        model.retain(|k, v| !covers.covers_dot(&v.dot) || keys.contains(k));
+                        prop_assert_eq!(
+                            store.drop_versions_deleted_elsewhere(&covers, &keys),
+                            before - model.len()
+                        );
+                    }
+                }
+                check(&store, &model, &their, budget);
+            }
+            // The origin table holds exactly the origins something still names.
+            let named: HashSet<Origin> = model
+                .values()
+                .flat_map(|v| v.deps.iter().map(|(o, _)| o.clone()).chain([v.dot.origin.clone()]))
+                .collect();
+            let held: HashSet<Origin> = store.origin_ids.keys().cloned().collect();
+            prop_assert_eq!(held, named);
+        }
+    }
+}
+
+#[test]
+fn an_entry_is_48_bytes() {
+    assert_eq!(std::mem::size_of::<Option<Entry>>(), 48);
 }
