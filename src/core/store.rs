@@ -583,6 +583,26 @@ impl Store {
         Self::default()
     }
 
+    /// Makes room for `additional` more keys at once, so that loading a
+    /// known number of versions (a recovery from disk) does not grow the
+    /// key table by doubling, rehashing every key each time.
+    pub fn reserve(&mut self, additional: usize) {
+        let Store {
+            table,
+            hasher,
+            slots,
+            ..
+        } = self;
+        let key_of = |slot: &Slot| {
+            slots[*slot as usize]
+                .as_ref()
+                .expect("an indexed slot holds an entry")
+                .key()
+        };
+        table.reserve(additional, |s| hasher.hash_one(key_of(s)));
+        slots.reserve(additional);
+    }
+
     fn origin(&self, id: OriginId) -> &Origin {
         self.origins[id as usize].origin()
     }

@@ -65,6 +65,9 @@ impl Node {
             0,
         )
         .with_cluster(cluster);
+        // Sized once from the engine's estimate: growing a million-key
+        // table by doubling was most of a recovery's page zeroing.
+        replica.reserve_versions(disk.estimated_versions());
         let mut kept = 0;
         let dropped = disk.read_versions(|version| {
             kept += 1;

@@ -85,6 +85,10 @@ pub struct Disk {
     damaged: Vec<Slice>,
 }
 
+/// The most versions [`Disk::estimated_versions`] claims (a store that
+/// really holds more grows as usual past it).
+pub const MAX_PRESIZE: usize = 1 << 24;
+
 impl Disk {
     /// Opens (creating if need be) `dir` and reads back everything it holds
     /// (the node reads the versions straight into its store instead, see
@@ -140,6 +144,14 @@ impl Disk {
             damaged: Vec::new(),
         };
         Ok((disk, state))
+    }
+
+    /// About how many version records the disk holds (the engine's
+    /// estimate, without a scan), capped at [`MAX_PRESIZE`] so that a
+    /// damaged estimate cannot make the caller reserve absurd memory: a
+    /// sizing hint, never a count.
+    pub fn estimated_versions(&self) -> usize {
+        self.versions.approximate_len().min(MAX_PRESIZE)
     }
 
     /// Reads every version record back and hands each intact one to `each`,

@@ -91,6 +91,12 @@ impl Replica {
         replica
     }
 
+    /// Makes room for about `versions` recovered versions before
+    /// [`Replica::recover_version`] takes them in one by one.
+    pub fn reserve_versions(&mut self, versions: usize) {
+        self.store.reserve(versions);
+    }
+
     /// [`Replica::recover`] one version at a time, for a shell that reads
     /// the disk straight into a new replica: takes in one version read back
     /// (each key at most once). The stored state, if storage vouches for

@@ -377,3 +377,19 @@ mod model {
 fn an_entry_is_48_bytes() {
     assert_eq!(std::mem::size_of::<Option<Entry>>(), 48);
 }
+
+#[test]
+fn a_reserved_store_takes_that_many_keys_without_growing() {
+    let mut s = Store::new();
+    s.apply(version("before", Some("0"), "a", 1, 1));
+    s.reserve(1000);
+    let capacity = s.table.capacity();
+    assert!(capacity >= 1001, "{capacity}");
+    for i in 0..1000u64 {
+        s.apply(version(&format!("k{i}"), Some("1"), "a", i + 2, i + 2));
+    }
+    assert_eq!(s.table.capacity(), capacity, "the key table grew");
+    assert_eq!(s.live_len(), 1001);
+    assert_eq!(s.get("before").unwrap().value(), Some("0"));
+    assert_eq!(s.get("k999").unwrap().value(), Some("1"));
+}
