@@ -357,6 +357,10 @@ struct OriginRecord {
     lamports: Vec<u64>,
     slots: Vec<Slot>,
     dead: usize,
+    /// Versions were appended out of seq order by [`Store::load`]; sorted
+    /// by [`Store::finish_loading`] (or by the next insert or removal)
+    /// before anything searches the log.
+    unsorted: bool,
 }
 
 impl OriginRecord {
@@ -366,8 +370,36 @@ impl OriginRecord {
             .expect("a referenced origin id is in use")
     }
 
+    /// Appends a version whatever its seq, leaving the log unsorted if it
+    /// is out of order: `O(1)`, for loading many versions at once.
+    fn append(&mut self, seq: u64, lamport: u64, slot: Slot) {
+        if self.seqs.last().is_some_and(|&last| last > seq) {
+            self.unsorted = true;
+        }
+        self.seqs.push(seq);
+        self.lamports.push(lamport);
+        self.slots.push(slot);
+    }
+
+    /// Puts the log back in seq order (stable: equal seqs keep their
+    /// order) after [`OriginRecord::append`]: `O(n log n)` once, where
+    /// inserting each out-of-order version in place costs a shift of the
+    /// log — quadratic for a recovery, which reads versions in key order.
+    fn sort(&mut self) {
+        if !self.unsorted {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.seqs.len()).collect();
+        order.sort_by_key(|&i| self.seqs[i]);
+        self.seqs = order.iter().map(|&i| self.seqs[i]).collect();
+        self.lamports = order.iter().map(|&i| self.lamports[i]).collect();
+        self.slots = order.iter().map(|&i| self.slots[i]).collect();
+        self.unsorted = false;
+    }
+
     /// Where a version with `seq` belongs (after any equal seqs).
     fn insert(&mut self, seq: u64, lamport: u64, slot: Slot) {
+        self.sort();
         let at = self.seqs.partition_point(|&s| s <= seq);
         if at == self.seqs.len() {
             // The usual case: a life's writes arrive in order.
@@ -384,6 +416,7 @@ impl OriginRecord {
     }
 
     fn remove(&mut self, seq: u64, slot: Slot) {
+        self.sort();
         let from = self.seqs.partition_point(|&s| s < seq);
         let found = (from..self.seqs.len())
             .take_while(|&i| self.seqs[i] == seq)
@@ -649,6 +682,25 @@ impl Store {
 
     /// Keeps `version` if it beats the current version of its key.
     pub fn apply(&mut self, version: Version) -> Applied {
+        self.apply_ordered(version, true)
+    }
+
+    /// [`Store::apply`] for loading many versions in any order (a recovery
+    /// reads them in key order, not in each origin's seq order): the
+    /// origins' logs are sorted once by [`Store::finish_loading`], which
+    /// must run before the store is read in stamp order (deltas, listings).
+    pub fn load(&mut self, version: Version) -> Applied {
+        self.apply_ordered(version, false)
+    }
+
+    /// Ends a [`Store::load`] sequence: sorts what it left unsorted.
+    pub fn finish_loading(&mut self) {
+        for record in &mut self.origins {
+            record.sort();
+        }
+    }
+
+    fn apply_ordered(&mut self, version: Version, ordered: bool) -> Applied {
         let current = self.find(&version.key);
         let previous_was_live = match current {
             Some(slot) => {
@@ -703,7 +755,12 @@ impl Store {
         };
         let entry = self.entry(slot);
         let (origin, seq, lamport) = (entry.origin, entry.seq, entry.lamport);
-        self.origins[origin as usize].insert(seq, lamport, slot);
+        let log = &mut self.origins[origin as usize];
+        if ordered {
+            log.insert(seq, lamport, slot);
+        } else {
+            log.append(seq, lamport, slot);
+        }
         if live {
             self.live += 1;
         }
@@ -958,6 +1015,10 @@ struct StampOrder<'a> {
 
 impl<'a> StampOrder<'a> {
     fn new(store: &'a Store, their: &VClock, after: Option<&Stamp>) -> Self {
+        debug_assert!(
+            store.origins.iter().all(|record| !record.unsorted),
+            "Store::load without Store::finish_loading"
+        );
         let mut ids: Vec<OriginId> = (0..store.origins.len() as OriginId)
             .filter(|&id| !store.origins[id as usize].is_empty())
             .collect();

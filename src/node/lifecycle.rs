@@ -73,6 +73,7 @@ impl Node {
             kept += 1;
             replica.recover_version(version);
         })?;
+        replica.finish_recovery();
         let read = started.elapsed();
         // A dropped record leaves the stored clock claiming a write the
         // disk lacks: keep what is intact but claim nothing for it.

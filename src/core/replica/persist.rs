@@ -85,6 +85,7 @@ impl Replica {
         for version in versions {
             replica.recover_version(version);
         }
+        replica.finish_recovery();
         if let Some(state) = state {
             replica.adopt_state(state);
         }
@@ -101,9 +102,16 @@ impl Replica {
     /// the disk straight into a new replica: takes in one version read back
     /// (each key at most once). The stored state, if storage vouches for
     /// every version, comes after the last one ([`Replica::adopt_state`]).
+    /// [`Replica::finish_recovery`] must follow the last one.
     pub fn recover_version(&mut self, version: Version) {
         self.lamport = self.lamport.max(version.lamport);
-        self.store.apply(version);
+        self.store.load(version);
+    }
+
+    /// Ends a sequence of [`Replica::recover_version`]s: the store sorts
+    /// what it took in out of order (see [`Store::load`](crate::core::Store::load)).
+    pub fn finish_recovery(&mut self) {
+        self.store.finish_loading();
     }
 
     /// Adopts the stored state once every version it covers is back (see

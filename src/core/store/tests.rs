@@ -370,6 +370,42 @@ mod model {
             let held: HashSet<Origin> = store.origin_ids.keys().cloned().collect();
             prop_assert_eq!(held, named);
         }
+
+        /// A recovery loads one version per key in any order (key order,
+        /// on disk) and sorts once at the end: the store is then the one
+        /// that applying the versions in order builds, and goes on behaving
+        /// as a map of versions.
+        #[test]
+        fn a_store_loaded_in_any_order_is_the_store_applied_in_order(
+            writes in proptest::collection::vec((0..ORIGINS, 1u64..24), 1..40),
+            order in proptest::collection::vec(any::<u64>(), 40),
+            later in proptest::collection::vec((0..ORIGINS, 1u64..24), 0..10),
+            their in proptest::collection::vec(0u64..24, ORIGINS as usize),
+            budget in 1usize..400,
+        ) {
+            let mut model: HashMap<Key, Version> = HashMap::new();
+            for &(o, seq) in &writes {
+                model_apply(&mut model, write(o, seq));
+            }
+            // What a disk holds: each key's winner, in a shuffled order.
+            let mut on_disk: Vec<Version> = model.values().cloned().collect();
+            on_disk.sort_by_key(|v| v.key.clone());
+            let mut shuffled: Vec<(u64, Version)> =
+                on_disk.into_iter().zip(order.iter().copied()).map(|(v, r)| (r, v)).collect();
+            shuffled.sort_by_key(|(r, _)| *r);
+            let mut store = Store::new();
+            for (_, v) in shuffled {
+                store.load(v);
+            }
+            store.finish_loading();
+            let their = clock(&their);
+            check(&store, &model, &their, budget);
+            for (o, seq) in later {
+                let v = write(o, seq);
+                prop_assert_eq!(store.apply(v.clone()), model_apply(&mut model, v));
+                check(&store, &model, &their, budget);
+            }
+        }
     }
 }
 
