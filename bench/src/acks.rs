@@ -11,40 +11,25 @@
 //! batches.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ClusterArgs, LocalCluster};
-use crate::load::{self, Workload};
+use crate::cluster::ClusterArgs;
+use crate::compare::median;
+use crate::load::PutWorkloadArgs;
+use crate::noise::load_average_line;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct AcksArgs {
-    /// Concurrent PUT sessions.
-    #[arg(long, default_value_t = 64)]
-    pub sessions: usize,
-    /// Measured time of each run.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
-    pub duration: Duration,
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub warmup: Duration,
+    #[command(flatten)]
+    pub put: PutWorkloadArgs,
     /// Rounds of every setting; ratios are taken per round.
     #[arg(long, default_value_t = 2)]
     pub repeat: usize,
-    /// Distinct keys written.
-    #[arg(long, default_value_t = 1000)]
-    pub keys: u64,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 64)]
-    pub value_size: usize,
     /// The settings to measure, in order (the first is the baseline).
     #[arg(long, value_delimiter = ',', default_value = "1,2,majority,all")]
     pub settings: Vec<String>,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
 }
 
 /// One setting in one round.
@@ -81,45 +66,18 @@ pub struct AcksResult {
     pub loadavg: Option<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 async fn measure(
     args: &AcksArgs,
     cluster: &ClusterArgs,
     log_dir: &Path,
     setting: &str,
 ) -> Result<AckRun> {
-    let mut spec = cluster.hearsay_spec(log_dir)?;
-    spec.env
-        .push(("HEARSAY_ACK_REPLICAS".into(), setting.to_string()));
-    let local = LocalCluster::start(spec, cluster.replicas.max(1)).await?;
-    let workload = Workload {
-        sessions: args.sessions,
-        read_ratio: 0.0,
-        keys: args.keys,
-        value_size: args.value_size,
-        duration: args.duration,
-        warmup: args.warmup,
-        seed: args.seed,
-        ..Workload::default()
-    };
     let name = format!("ack_replicas={setting}");
-    let r = load::run(
-        &name,
-        &local.addrs(),
-        &workload,
-        Arc::new(AtomicBool::new(false)),
-        false,
-    )
-    .await?;
-    drop(local);
+    let env = vec![("HEARSAY_ACK_REPLICAS".into(), setting.to_string())];
+    let r = args
+        .put
+        .run_on_fresh_cluster(&name, cluster, log_dir, env)
+        .await?;
     eprintln!(
         "acks: {name}: {:.0} PUT/s, p99 {:.2} ms, {} not acknowledged, {} errors",
         r.throughput, r.put.p99_ms, r.unavailable_503, r.errors
@@ -191,12 +149,10 @@ pub async fn run(args: &AcksArgs, cluster: &ClusterArgs, log_dir: &Path) -> Resu
     let summary = summarise(&args.settings, &rounds);
     Ok(AcksResult {
         replicas: cluster.replicas.max(1),
-        sessions: args.sessions,
+        sessions: args.put.sessions,
         rounds,
         summary,
-        loadavg: std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .map(|s| s.trim().to_string()),
+        loadavg: load_average_line(),
     })
 }
 

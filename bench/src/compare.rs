@@ -38,6 +38,17 @@ pub struct OtherSummary {
     pub errors: u64,
 }
 
+/// The median of `values` (0 for none; the mean of the middle two for an
+/// even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// Mean, extremes and the largest deviation from the mean in percent (the
 /// project's "within ±5 %" goal).
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

@@ -8,8 +8,6 @@
 //! a temporary directory, removed at the end).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,29 +15,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Outcome, Session};
 use crate::cluster::{is_ready, probe_client, ClusterArgs, LocalCluster, PORT_PLACEHOLDER};
+use crate::compare::median;
 use crate::fmt::{fmt_ms, millis as ms};
-use crate::load::{self, preload, Workload};
+use crate::load::{preload, PutWorkloadArgs};
+use crate::noise::load_average_line;
 use crate::wait::poll_until;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DurabilityArgs {
-    /// Concurrent PUT sessions for the throughput runs.
-    #[arg(long, default_value_t = 64)]
-    pub sessions: usize,
-    /// Measured time of each throughput run.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
-    pub duration: Duration,
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub warmup: Duration,
+    /// The throughput runs' workload (the restart preload uses its value
+    /// size and seed too).
+    #[command(flatten)]
+    pub put: PutWorkloadArgs,
     /// Rounds of (memory, always, interval); ratios are taken per round.
     #[arg(long, default_value_t = 2)]
     pub repeat: usize,
-    /// Distinct keys the throughput runs write.
-    #[arg(long, default_value_t = 1000)]
-    pub keys: u64,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 64)]
-    pub value_size: usize,
     /// `sync_interval_ms` of the interval runs.
     #[arg(long, default_value_t = 100)]
     pub sync_interval_ms: u64,
@@ -52,8 +42,6 @@ pub struct DurabilityArgs {
     /// Bound on each wait (preload visibility, restart).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "300s")]
     pub timeout: Duration,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
 }
 
 /// PUT throughput of one round, operations per second.
@@ -92,15 +80,6 @@ pub struct DurabilityResult {
     pub loadavg: Option<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// Every replica's environment for one sync mode (`None`: in memory). The
 /// data directory names the replica's port, so each has its own.
 fn mode_env(base: &Path, mode: Option<&str>, interval_ms: u64) -> Vec<(String, String)> {
@@ -136,29 +115,12 @@ async fn put_throughput(
     base: &Path,
     mode: Option<&str>,
 ) -> Result<(f64, u64)> {
-    let mut spec = cluster.hearsay_spec(log_dir)?;
-    spec.env.extend(mode_env(base, mode, args.sync_interval_ms));
-    let local = LocalCluster::start(spec, cluster.replicas.max(1)).await?;
-    let w = Workload {
-        sessions: args.sessions,
-        read_ratio: 0.0,
-        keys: args.keys,
-        value_size: args.value_size,
-        duration: args.duration,
-        warmup: args.warmup,
-        seed: args.seed,
-        ..Workload::default()
-    };
     let name = mode.unwrap_or("memory");
-    let r = load::run(
-        name,
-        &local.addrs(),
-        &w,
-        Arc::new(AtomicBool::new(false)),
-        false,
-    )
-    .await?;
-    drop(local);
+    let env = mode_env(base, mode, args.sync_interval_ms);
+    let r = args
+        .put
+        .run_on_fresh_cluster(name, cluster, log_dir, env)
+        .await?;
     if let Some(mode) = mode {
         // The next run starts empty; the disk stays bounded.
         for entry in std::fs::read_dir(base)?.flatten() {
@@ -192,9 +154,9 @@ async fn restart(
     let (last_key, last_value) = preload(
         std::slice::from_ref(&addr),
         keys,
-        args.value_size,
+        args.put.value_size,
         64,
-        args.seed,
+        args.put.seed,
         true,
     )
     .await?;
@@ -285,15 +247,13 @@ pub async fn run(
     }
     Ok(DurabilityResult {
         replicas: cluster.replicas.max(1),
-        sessions: args.sessions,
+        sessions: args.put.sessions,
         sync_interval_ms: args.sync_interval_ms,
         rounds,
         always_ratio,
         interval_ratio,
         restarts,
-        loadavg: std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .map(|s| s.trim().to_string()),
+        loadavg: load_average_line(),
     })
 }
 

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::client::{Outcome, Session};
+use crate::cluster::{ClusterArgs, LocalCluster};
 use crate::noise::CpuSample;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -525,6 +527,62 @@ fn make_progress(show: bool, len: u64, what: &str) -> ProgressBar {
 /// Phases: prepare (quiet machine, preload), run every session until the
 /// deadline (with a progress reporter beside them), merge what the sessions
 /// counted, and turn it into figures over the measured window.
+/// A PUT-only workload run on a fresh local cluster per setting: what the
+/// `durability` and `acks` modes compare settings with.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PutWorkloadArgs {
+    /// Concurrent PUT sessions.
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// Measured time of each run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Distinct keys written.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl PutWorkloadArgs {
+    /// Starts a local cluster whose replicas also get `env`, runs the
+    /// workload on it as `name`, and stops it.
+    pub async fn run_on_fresh_cluster(
+        &self,
+        name: &str,
+        cluster: &ClusterArgs,
+        log_dir: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<LoadResult> {
+        let mut spec = cluster.hearsay_spec(log_dir)?;
+        spec.env.extend(env);
+        let local = LocalCluster::start(spec, cluster.replicas.max(1)).await?;
+        let workload = Workload {
+            sessions: self.sessions,
+            read_ratio: 0.0,
+            keys: self.keys,
+            value_size: self.value_size,
+            duration: self.duration,
+            warmup: self.warmup,
+            seed: self.seed,
+            ..Workload::default()
+        };
+        run(
+            name,
+            &local.addrs(),
+            &workload,
+            Arc::new(AtomicBool::new(false)),
+            false,
+        )
+        .await
+    }
+}
+
 pub async fn run(
     system: &str,
     targets: &[String],

@@ -109,6 +109,20 @@ fn process_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The machine's load averages as `/proc/loadavg` states them (1, 5 and 15
+/// minutes, then runnable/total tasks and the last pid), recorded beside a
+/// result so that a reader can tell a busy machine; `None` off Linux.
+pub fn load_average_line() -> Option<String> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|line| line.trim().to_string())
+}
+
+/// The 1-minute load average; `None` off Linux.
+pub fn load_average() -> Option<f64> {
+    load_average_line()?.split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use crate::compare::{compare, Spread};
 use crate::convergence::{self, ConvergenceArgs, ConvergenceResult};
 use crate::gossip_cost::{self, GossipCostArgs, GossipCostResult};
 use crate::load::Workload;
+use crate::noise::load_average;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ScaleArgs {
@@ -128,15 +129,6 @@ pub async fn run(args: &ScaleArgs, cluster: &ClusterArgs, log_dir: &Path) -> Res
 /// ⌈log₂ N⌉ + 1.
 pub fn goal_rounds(n: usize) -> u32 {
     (n.max(1) as f64).log2().ceil() as u32 + 1
-}
-
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// The table: one row per size.
