@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{kvs_path, wait_until, Body, Cluster, Http};
 
 /// Deadline for replication between running replicas.
@@ -19,16 +19,6 @@ const CATCH_UP: Duration = Duration::from_secs(15);
 
 /// Writers running against the replica that will be killed.
 const WRITERS: usize = 4;
-
-/// The replica's answer for `key` without metadata: value, or `None` (404).
-async fn state_of(http: &Http, addr: &str, key: &str) -> Option<Value> {
-    let reply = http.read(addr, key).await;
-    match reply.status {
-        200 => Some(reply.value().clone()),
-        404 => None,
-        other => panic!("GET {key} at {addr}: unexpected {other}: {reply:?}"),
-    }
-}
 
 /// A three-replica cluster whose replica 2 keeps its data in `dir` with
 /// `sync`, the others in memory.
@@ -104,7 +94,7 @@ async fn killed_under_load_then_restarted(sync: &str) {
     cluster.start_replica(2).await;
     for (key, value) in &acked {
         assert_eq!(
-            state_of(&cluster.http, &target, key).await,
+            cluster.http.state_of(&target, key).await,
             Some(json!(value)),
             "{key}: an acknowledged write is missing after the restart ({sync})"
         );
@@ -123,7 +113,7 @@ async fn killed_under_load_then_restarted(sync: &str) {
         .expect_result(201, "created");
     wait_until(CATCH_UP, "the restarted replica has the new write", || {
         let (http, target) = (&cluster.http, &target);
-        async move { state_of(http, target, "after").await == Some(json!("restart")) }
+        async move { http.state_of(target, "after").await == Some(json!("restart")) }
     })
     .await;
     let (last_key, last_value) = acked.last().unwrap().clone();
@@ -132,7 +122,7 @@ async fn killed_under_load_then_restarted(sync: &str) {
         "the peers hold its last acknowledged write",
         || {
             let (http, addr, key) = (&cluster.http, cluster.addr(0), &last_key);
-            async move { state_of(http, addr, key).await == Some(json!(last_value)) }
+            async move { http.state_of(addr, key).await == Some(json!(last_value)) }
         },
     )
     .await;
@@ -167,7 +157,7 @@ async fn a_replica_away_past_the_grace_period_takes_a_snapshot_and_keeps_deletes
         .expect_result(201, "created");
     wait_until(CATCH_UP, "replica 0 holds the doomed key", || {
         let (http, addr) = (&cluster.http, cluster.addr(0));
-        async move { state_of(http, addr, "doomed").await.is_some() }
+        async move { http.state_of(addr, "doomed").await.is_some() }
     })
     .await;
     cluster.kill(2);
@@ -208,7 +198,7 @@ async fn a_replica_away_past_the_grace_period_takes_a_snapshot_and_keeps_deletes
     })
     .await;
     assert_eq!(
-        state_of(&cluster.http, &target, "doomed").await,
+        cluster.http.state_of(&target, "doomed").await,
         None,
         "a key deleted while the replica was away came back"
     );
@@ -239,7 +229,7 @@ async fn a_damaged_record_is_dropped_and_copied_again_and_a_damaged_state_refuse
     }
     wait_until(CATCH_UP, "replica 0 holds every write", || {
         let (http, addr) = (&cluster.http, cluster.addr(0));
-        async move { state_of(http, addr, "k5").await == Some(json!(5)) }
+        async move { http.state_of(addr, "k5").await == Some(json!(5)) }
     })
     .await;
     let (status, _) = cluster.terminate(2, CATCH_UP).await;
@@ -269,7 +259,7 @@ async fn a_damaged_record_is_dropped_and_copied_again_and_a_damaged_state_refuse
     wait_until(CATCH_UP, "the dropped key is copied again", || {
         let (http, target) = (&cluster.http, &target);
         async move {
-            match state_of(http, target, "k1").await {
+            match http.state_of(target, "k1").await {
                 None => false,
                 Some(value) => {
                     assert_eq!(value, json!(1), "a damaged record was served");
@@ -279,7 +269,7 @@ async fn a_damaged_record_is_dropped_and_copied_again_and_a_damaged_state_refuse
         }
     })
     .await;
-    assert_eq!(state_of(&cluster.http, &target, "k5").await, Some(json!(5)));
+    assert_eq!(cluster.http.state_of(&target, "k5").await, Some(json!(5)));
     let (status, _) = cluster.terminate(2, CATCH_UP).await;
     assert!(status.success());
 

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{wait_for, wait_until, Cluster, Http};
+use support::{wait_for, wait_until, Cluster};
 
 /// How long a replica may keep answering 503 to a session before that is a
 /// failure. Writes spread in about a gossip round (100 ms) and a behind
@@ -24,17 +24,6 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 /// Deadline for every replica to hold the same state.
 const CONVERGE: Duration = Duration::from_secs(15);
 
-/// Each replica's current answer for `key` without metadata: the value, or
-/// `None` for 404.
-async fn state_of(http: &Http, addr: &str, key: &str) -> Option<Value> {
-    let reply = http.read(addr, key).await;
-    match reply.status {
-        200 => Some(reply.value().clone()),
-        404 => None,
-        other => panic!("GET {key} at {addr}: unexpected {other}: {reply:?}"),
-    }
-}
-
 /// Whether every replica answers every key as `expected` says (`None`: 404).
 async fn all_hold(
     cluster: &Cluster,
@@ -43,7 +32,7 @@ async fn all_hold(
 ) -> bool {
     for &i in replicas {
         for (key, want) in expected {
-            if &state_of(&cluster.http, cluster.addr(i), key).await != want {
+            if &cluster.http.state_of(cluster.addr(i), key).await != want {
                 return false;
             }
         }
@@ -53,9 +42,9 @@ async fn all_hold(
 
 /// Whether every replica answers `key` alike; returns that answer.
 async fn agreed(cluster: &Cluster, key: &str) -> Option<Option<Value>> {
-    let first = state_of(&cluster.http, cluster.addr(0), key).await;
+    let first = cluster.http.state_of(cluster.addr(0), key).await;
     for i in 1..cluster.len() {
-        if state_of(&cluster.http, cluster.addr(i), key).await != first {
+        if cluster.http.state_of(cluster.addr(i), key).await != first {
             return None;
         }
     }
@@ -155,7 +144,7 @@ async fn a_stalled_replica_never_answers_with_older_state() {
     let mut other = cluster.session();
     wait_until(CATCH_UP, "C has the old value", || {
         let http = &cluster.http;
-        async move { state_of(http, c, "x").await == Some(json!("old")) }
+        async move { http.state_of(c, "x").await == Some(json!("old")) }
     })
     .await;
 
@@ -189,7 +178,7 @@ async fn a_stalled_replica_never_answers_with_older_state() {
     // A client without metadata sees the new state at C once gossip ran.
     wait_until(CATCH_UP, "C converges on the new value", || {
         let http = &cluster.http;
-        async move { state_of(http, c, "x").await == Some(json!("new")) }
+        async move { http.state_of(c, "x").await == Some(json!("new")) }
     })
     .await;
     other.get(c, "x").await.expect_result(200, "found");
@@ -228,7 +217,7 @@ async fn a_client_that_saw_a_delete_never_reads_the_deleted_value_elsewhere() {
     writer.delete(a, "k").await.expect_result(200, "deleted");
     // Only A knows of the delete, and nothing will tell B or C by itself.
     for addr in [b, c] {
-        assert_eq!(state_of(&cluster.http, addr, "k").await, Some(json!("old")));
+        assert_eq!(cluster.http.state_of(addr, "k").await, Some(json!("old")));
     }
 
     // Two clients that never saw the value learn of the delete at A: one
@@ -376,7 +365,7 @@ async fn a_replica_started_later_gets_everything_before_it_is_ready() {
     // Once ready, C serves all of it without any metadata and without
     // waiting for gossip: the state transfer happened before /ready.
     for (key, want) in &expected {
-        let got = state_of(&cluster.http, cluster.addr(2), key).await;
+        let got = cluster.http.state_of(cluster.addr(2), key).await;
         assert_eq!(&got, want, "late replica, key {key}");
     }
     // The session's metadata is covered too: no 503.
@@ -507,7 +496,7 @@ async fn delete_while_away(cluster: &Cluster, away: usize, at: usize, doomed: &s
                 if view.contains(away_addr) || tombstones != Some(0.0) {
                     return false;
                 }
-                if state_of(&cluster.http, addr, doomed).await.is_some() {
+                if cluster.http.state_of(addr, doomed).await.is_some() {
                     return false;
                 }
             }
@@ -524,7 +513,7 @@ async fn stays_deleted(cluster: &Cluster, replicas: &[usize], key: &str) {
     loop {
         let mut holders = Vec::new();
         for &i in replicas {
-            if let Some(value) = state_of(&cluster.http, cluster.addr(i), key).await {
+            if let Some(value) = cluster.http.state_of(cluster.addr(i), key).await {
                 holders.push(format!("replica {i}: {value}"));
             }
         }
@@ -543,7 +532,7 @@ async fn stays_deleted(cluster: &Cluster, replicas: &[usize], key: &str) {
         Duration::from_millis(50),
         || async move {
             for &i in replicas {
-                if let Some(value) = state_of(&cluster.http, cluster.addr(i), key).await {
+                if let Some(value) = cluster.http.state_of(cluster.addr(i), key).await {
                     return Err(format!("{key} is back at replica {i}: {value}"));
                 }
             }
@@ -575,7 +564,7 @@ async fn deletes_stay_deleted_when_a_replica_returns_after_tombstones_were_colle
     .await;
     stays_deleted(&cluster, &[0, 1, 2], "doomed").await;
     assert_eq!(
-        state_of(&cluster.http, cluster.addr(2), "kept").await,
+        cluster.http.state_of(cluster.addr(2), "kept").await,
         Some(json!("kept"))
     );
 }
@@ -591,7 +580,7 @@ async fn deletes_stay_deleted_when_the_returning_replica_meets_one_restarted_sin
     cluster.start_replica(0).await;
     let (status, _) = cluster.terminate(1, Duration::from_secs(5)).await;
     assert!(status.success());
-    if let Some(value) = state_of(&cluster.http, cluster.addr(0), "doomed").await {
+    if let Some(value) = cluster.http.state_of(cluster.addr(0), "doomed").await {
         panic!("the restarted replica has the deleted key: {value}");
     }
 
@@ -681,7 +670,7 @@ async fn a_starting_replica_is_ready_only_after_its_state_transfer() {
         cluster.start_replica(2).await;
         let mut missing = 0;
         for (key, want) in &expected {
-            if &state_of(&cluster.http, &late, key).await != want {
+            if &cluster.http.state_of(&late, key).await != want {
                 missing += 1;
             }
         }

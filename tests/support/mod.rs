@@ -397,6 +397,17 @@ impl Http {
     pub async fn read(&self, addr: &str, key: &str) -> Reply {
         self.kv("GET", addr, key, Body::None).await
     }
+
+    /// The replica's current answer for `key` without metadata: the value,
+    /// or `None` for 404 (any other status fails the test).
+    pub async fn state_of(&self, addr: &str, key: &str) -> Option<Value> {
+        let reply = self.read(addr, key).await;
+        match reply.status {
+            200 => Some(reply.value().clone()),
+            404 => None,
+            other => panic!("GET {key} at {addr}: unexpected {other}: {reply:?}"),
+        }
+    }
 }
 
 // --------------------------------------------------------------------------
