@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::clock::VClock;
+use super::clock::{Dot, VClock};
 
 /// How far beyond this replica's decision counter an admission record's
 /// version from a peer may be; anything further is refused.
@@ -478,6 +478,15 @@ impl Membership {
             member.incarnation?,
             member.known_clock.joined(&member.pushed_clock),
         ))
+    }
+
+    /// Whether `address`'s known life holds `write` as far as
+    /// [`Membership::push_basis`] can tell (without building that clock).
+    pub fn holds(&self, address: &str, write: &Dot) -> bool {
+        self.members.get(address).is_some_and(|member| {
+            member.incarnation.is_some()
+                && (member.known_clock.covers_dot(write) || member.pushed_clock.covers_dot(write))
+        })
     }
 
     /// Records that a push to `address`'s life `incarnation` was

@@ -239,12 +239,7 @@ impl Node {
         peer: &str,
         write: &Dot,
     ) -> Result<bool, TransferError> {
-        let holds = |node: &Node| {
-            node.replica()
-                .members
-                .push_basis(peer)
-                .is_some_and(|(_, holds)| holds.covers_dot(write))
-        };
+        let holds = |node: &Node| node.replica().members.holds(peer, write);
         if holds(self) {
             return Ok(true);
         }

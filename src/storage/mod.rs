@@ -61,7 +61,8 @@ pub enum StorageError {
     DamagedState { dir: PathBuf, why: String },
 }
 
-/// What a data directory held.
+/// What a data directory held, read whole by [`Disk::open`] (tests).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// The stored state; `None` for a new directory.
@@ -90,9 +91,10 @@ pub struct Disk {
 pub const MAX_PRESIZE: usize = 1 << 24;
 
 impl Disk {
-    /// Opens (creating if need be) `dir` and reads back everything it holds
-    /// (the node reads the versions straight into its store instead, see
-    /// [`Disk::open_state`]).
+    /// Opens (creating if need be) `dir` and reads back everything it holds,
+    /// for tests: the node reads the versions straight into its store
+    /// instead (see [`Disk::open_state`]).
+    #[cfg(test)]
     pub fn open(dir: &Path) -> Result<(Disk, Recovered), StorageError> {
         let (mut disk, state) = Disk::open_state(dir)?;
         let mut versions = Vec::new();

@@ -86,6 +86,12 @@ fn what_pushes_delivered_is_kept_per_life_and_never_counts_for_the_frontier() {
     let (life, basis) = m.push_basis("b").unwrap();
     assert_eq!(life, 5);
     assert_eq!(basis, reported.joined(&pushed));
+    let dot = |origin: &str, seq| Dot {
+        origin: Origin::new(origin, if origin == "a" { 1 } else { 5 }),
+        seq,
+    };
+    assert!(m.holds("b", &dot("a", 7)) && m.holds("b", &dot("b", 3)));
+    assert!(!m.holds("b", &dot("a", 8)));
     // The frontier only believes what b reported itself.
     let mine = reported.joined(&pushed);
     assert!(!m.stability_frontier(&mine, 0).covers(&pushed));

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Replica;
 use crate::core::clock::VClock;
+#[cfg(test)]
 use crate::core::membership::Timing;
 use crate::core::store::{Key, Version};
 
@@ -72,6 +73,12 @@ impl Replica {
     /// again (a snapshot, if their horizon has moved) and a client whose
     /// metadata names a lost write waits for it instead of being served
     /// without it.
+    ///
+    /// For tests, with every version at hand: the node streams them from
+    /// disk through the same steps ([`Replica::reserve_versions`],
+    /// [`Replica::recover_version`], [`Replica::finish_recovery`], then
+    /// [`Replica::adopt_state`] when nothing was dropped).
+    #[cfg(test)]
     pub fn recover(
         address: &str,
         incarnation: u64,
