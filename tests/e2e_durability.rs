@@ -204,15 +204,24 @@ async fn a_replica_away_past_the_grace_period_takes_a_snapshot_and_keeps_deletes
     );
 }
 
-/// Writes `record` under `key` in `partition` of the data directory `dir`
-/// (of a stopped replica), bypassing the replica: damage done on purpose.
-fn damage(dir: &std::path::Path, partition: &str, key: &str, record: &[u8]) {
-    let keyspace = fjall::Config::new(dir).open().unwrap();
-    let handle = keyspace
-        .open_partition(partition, fjall::PartitionCreateOptions::default())
-        .unwrap();
-    handle.insert(key, record).unwrap();
-    keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+/// The data files of `dir` whose names start with `prefix` (`log-`,
+/// `snap-`), oldest first.
+fn data_files(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Flips the byte at `at` of `file` (of a stopped replica), bypassing the
+/// replica: damage done on purpose.
+fn flip_byte(file: &std::path::Path, at: usize) {
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[at] ^= 0x5a;
+    std::fs::write(file, bytes).unwrap();
 }
 
 #[tokio::test]
@@ -236,13 +245,17 @@ async fn a_damaged_record_is_dropped_and_copied_again_and_a_damaged_state_refuse
     assert!(status.success());
 
     // A record whose digest does not match: dropped, logged, and the key
-    // comes back from the peers — never the damaged bytes.
-    damage(
-        dir.path(),
-        "versions",
-        "k1",
-        b"\x00\x01\x02\x03\x04\x05\x06\x07\x91\xa1x",
-    );
+    // comes back from the peers — never the damaged bytes. (The byte after
+    // the key's MessagePack text, inside its version record.)
+    let (log, at) = data_files(dir.path(), "log-")
+        .into_iter()
+        .find_map(|file| {
+            let bytes = std::fs::read(&file).unwrap();
+            let at = bytes.windows(3).position(|w| w == b"\xa2k1")?;
+            Some((file, at + 3))
+        })
+        .expect("the version record of k1");
+    flip_byte(&log, at);
     cluster.start_replica(2).await;
     assert!(
         cluster.log_tail(2, 200).contains("damaged records dropped"),
@@ -274,8 +287,14 @@ async fn a_damaged_record_is_dropped_and_copied_again_and_a_damaged_state_refuse
     assert!(status.success());
 
     // A damaged state: the replica cannot know its lives; it refuses to
-    // start and says which directory to move away.
-    damage(dir.path(), "meta", "state", b"not a state");
+    // start and says which directory to move away. The damage above made
+    // the replica rewrite its directory as a snapshot ending with the new
+    // life's state, which later batches follow.
+    let snapshot = data_files(dir.path(), "snap-")
+        .pop()
+        .expect("the directory rewritten without the damaged record");
+    let len = std::fs::metadata(&snapshot).unwrap().len() as usize;
+    flip_byte(&snapshot, len - 1);
     cluster.spawn(2);
     wait_until(CATCH_UP, "the replica refuses to start", || {
         let exited = cluster.exited(2).is_some();

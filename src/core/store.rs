@@ -608,6 +608,12 @@ pub struct Store {
     origin_ids: HashMap<Origin, OriginId>,
     free_origins: Vec<OriginId>,
     live: usize,
+    /// Keys removed since [`Store::take_removed_keys`] last ran, when
+    /// tracked ([`Store::track_removed_keys`]): a store with a data
+    /// directory behind it tells the disk which keys to remove instead of
+    /// the disk looking each written key up to count them. `None` (in
+    /// memory): nothing is kept.
+    removed_keys: Option<Vec<Key>>,
 }
 
 impl Store {
@@ -663,6 +669,24 @@ impl Store {
     /// The current version of `key`, tombstones included.
     pub fn get(&self, key: &str) -> Option<VersionRef<'_>> {
         self.find(key).map(|slot| self.view(slot))
+    }
+
+    /// From now on, remembers every key removed (collected tombstones,
+    /// versions a snapshot's sender had deleted) until
+    /// [`Store::take_removed_keys`] hands them out. The caller must take
+    /// them regularly: they are kept until then.
+    pub fn track_removed_keys(&mut self) {
+        self.removed_keys.get_or_insert_with(Vec::new);
+    }
+
+    /// The keys removed since the last call (each at most once per
+    /// removal; a key removed and written again is still listed). Empty
+    /// unless [`Store::track_removed_keys`] was called.
+    pub fn take_removed_keys(&mut self) -> Vec<Key> {
+        self.removed_keys
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Keys holding a value (not tombstones).
@@ -872,6 +896,9 @@ impl Store {
             }
         }
         let entry = self.slots[slot as usize].take()?;
+        if let Some(removed) = &mut self.removed_keys {
+            removed.push(Key::from(entry.key()));
+        }
         self.forget(slot, entry);
         self.free.push(slot);
         Some(dot)

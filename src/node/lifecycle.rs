@@ -15,7 +15,7 @@ use super::{lock, Node};
 use crate::config::{Config, SyncPolicy};
 use crate::core::{Refusal, Replica};
 use crate::proto::{Request, Response};
-use crate::storage::{Batch, Disk, Persister, StorageError};
+use crate::storage::{Batch, Disk, Persister, Recovered, StorageError};
 use crate::telemetry::names;
 use crate::transport::Transport;
 
@@ -48,15 +48,25 @@ impl Node {
             return Ok(Node::new(config, transport, wall, seed));
         };
         let started = std::time::Instant::now();
-        let (mut disk, stored) = Disk::open_state(&dir)?;
-        let incarnation = stored
-            .as_ref()
-            .map_or(wall, |state| wall.max(state.incarnation.saturating_add(1)));
+        let (mut disk, recovered) = Disk::open(&dir)?;
+        let Recovered {
+            state: stored,
+            versions,
+            dropped,
+        } = recovered;
+        // Above every life this address had that the disk remembers: the
+        // stored state's, and that of any version written in one.
+        let own_lives = versions
+            .iter()
+            .map(|v| &v.dot.origin)
+            .filter(|o| o.address() == config.socket_address)
+            .map(|o| o.incarnation())
+            .chain(stored.as_ref().map(|s| s.incarnation))
+            .max();
+        let incarnation = own_lives.map_or(wall, |stored| wall.max(stored.saturating_add(1)));
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let random_cluster: u64 = rng.random();
         let cluster = stored.as_ref().map_or(random_cluster, |s| s.cluster);
-        // The versions go straight into the new life's store as they are
-        // decoded (no list of a million versions in between).
         let mut replica = Replica::new(
             &config.socket_address,
             incarnation,
@@ -65,14 +75,13 @@ impl Node {
             0,
         )
         .with_cluster(cluster);
-        // Sized once from the engine's estimate: growing a million-key
-        // table by doubling was most of a recovery's page zeroing.
-        replica.reserve_versions(disk.estimated_versions());
-        let mut kept = 0;
-        let dropped = disk.read_versions(|version| {
-            kept += 1;
+        // Sized once: growing a million-key table by doubling was most of a
+        // recovery's page zeroing.
+        replica.reserve_versions(versions.len());
+        let kept = versions.len();
+        for version in versions {
             replica.recover_version(version);
-        })?;
+        }
         replica.finish_recovery();
         let read = started.elapsed();
         // A dropped record leaves the stored clock claiming a write the
@@ -89,6 +98,8 @@ impl Node {
         } else if let Some(state) = &stored {
             replica.adopt_state(state);
         }
+        // The disk must hear of every key the store drops from now on.
+        replica.track_removed_keys();
         let state = replica.durable_state();
         disk.begin_life(&state)?;
         // Phase times, so that a slow start says where its time went.
@@ -111,13 +122,16 @@ impl Node {
     /// `sync_too`, fsyncs afterwards (`sync = "interval"`).
     async fn persist(&self, storage: &Persister, sync_too: bool) {
         let batch = {
-            let replica = self.replica();
+            let mut replica = self.replica();
+            let persisted = storage.persisted();
+            let mut versions = replica.changes_since(&persisted);
+            let (removed, rewrite) = replica.removals_since(&persisted);
+            versions.extend(rewrite);
             Batch {
                 ticket: storage.issued(),
-                versions: replica.changes_since(&storage.persisted()),
+                versions,
+                removed,
                 state: replica.durable_state(),
-                store_keys: replica.key_count(),
-                held: storage.needs_keys().then(|| replica.keys()),
             }
         };
         let mut outcome = storage.commit(batch).await;

@@ -10,13 +10,12 @@
 //! waiting (group commit).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
-use super::{sync_journal, Disk, StorageError};
+use super::{Disk, StorageError};
 use crate::config::SyncPolicy;
 use crate::core::{Dot, DurableState, Key, VClock, Version};
 use crate::telemetry::names;
@@ -25,8 +24,6 @@ use crate::telemetry::names;
 /// waiting for it.
 pub struct Persister {
     disk: Arc<Mutex<Disk>>,
-    /// The data directory (its journal is fsynced without the disk's lock).
-    dir: PathBuf,
     sync: SyncPolicy,
     /// The newest ticket issued (taken under the replica lock).
     issued: AtomicU64,
@@ -41,8 +38,6 @@ pub struct Persister {
     failed: AtomicBool,
     /// The state last committed (an unchanged one is not written again).
     last: Mutex<DurableState>,
-    /// The store dropped keys: the next batch carries its key set.
-    need_keys: AtomicBool,
     /// The directory held data at start.
     recovered: bool,
     /// Versions written whose dots the persisted clock does not cover yet
@@ -59,12 +54,11 @@ pub struct Batch {
     pub ticket: u64,
     /// The versions the disk lacks.
     pub versions: Vec<Version>,
+    /// Keys the store dropped since the last batch, which leave the disk
+    /// (see [`crate::core::Replica::removals_since`]).
+    pub removed: Vec<Key>,
     /// The state they belong to.
     pub state: DurableState,
-    /// Keys the store held.
-    pub store_keys: usize,
-    /// Those keys, when [`Persister::needs_keys`].
-    pub held: Option<HashSet<Key>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,7 +73,6 @@ impl Persister {
     /// delta instead of taking a snapshot at start).
     pub fn new(disk: Disk, sync: SyncPolicy, state: DurableState, recovered: bool) -> Persister {
         Persister {
-            dir: disk.dir().to_path_buf(),
             disk: Arc::new(Mutex::new(disk)),
             sync,
             issued: AtomicU64::new(0),
@@ -88,7 +81,6 @@ impl Persister {
             persisted: Mutex::new(state.clock.clone()),
             last: Mutex::new(state),
             failed: AtomicBool::new(false),
-            need_keys: AtomicBool::new(false),
             recovered,
             written_uncovered: Mutex::new(HashSet::new()),
         }
@@ -146,12 +138,6 @@ impl Persister {
         self.wake.notified().await
     }
 
-    /// Whether the next batch must carry the store's keys (see
-    /// [`Disk::commit`]).
-    pub fn needs_keys(&self) -> bool {
-        self.need_keys.load(Ordering::Acquire)
-    }
-
     /// Writes a batch taken under the replica lock (nothing if nothing
     /// changed) off the async threads (an fsync blocks), then releases every write up to `ticket`.
     pub async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
@@ -160,9 +146,8 @@ impl Persister {
         let Batch {
             ticket,
             mut versions,
+            removed,
             state,
-            store_keys,
-            held,
         } = batch;
         {
             let written = lock(&self.written_uncovered);
@@ -170,25 +155,37 @@ impl Persister {
                 versions.retain(|v| !written.contains(&v.dot));
             }
         }
-        let unchanged = versions.is_empty() && held.is_none() && *lock(&self.last) == state;
+        let unchanged = versions.is_empty() && removed.is_empty() && *lock(&self.last) == state;
         if unchanged && ticket <= *self.done.borrow() {
             return Ok(());
         }
         let clock = state.clock.clone();
         let written = state.clone();
-        let dots: Vec<Dot> = versions.iter().map(|v| v.dot.clone()).collect();
-        let removing = held.is_some();
-        let outcome = tokio::task::spawn_blocking(move || {
-            lock(&disk).commit(&versions, &state, store_keys, held.as_ref(), sync)
-        })
-        .await
-        .unwrap_or(Err(StorageError::Failed));
+        // Only dots the state does not cover need remembering (a transfer
+        // still under way); usually there are none.
+        let uncovered: Vec<Dot> = versions
+            .iter()
+            .filter(|v| !clock.covers_dot(&v.dot))
+            .map(|v| v.dot.clone())
+            .collect();
+        let removing = !removed.is_empty();
+        let outcome = if sync == SyncPolicy::Always {
+            // An fsync blocks: off the async threads.
+            tokio::task::spawn_blocking(move || {
+                lock(&disk).commit(&versions, &removed, &state, sync)
+            })
+            .await
+            .unwrap_or(Err(StorageError::Failed))
+        } else {
+            // One write the OS takes into its cache: cheaper here than the
+            // hand-off to another thread and back.
+            lock(&disk).commit(&versions, &removed, &state, sync)
+        };
         if outcome.is_ok() {
-            self.note_written(dots, removing, &clock);
+            self.note_written(uncovered, removing, &clock);
         }
         match outcome {
-            Ok(true) => {
-                self.need_keys.store(false, Ordering::Release);
+            Ok(()) => {
                 *lock(&self.persisted) = clock;
                 *lock(&self.last) = written;
                 let mut released = 0;
@@ -199,12 +196,6 @@ impl Persister {
                 });
                 metrics::counter!(names::STORAGE_COMMITS).increment(1);
                 metrics::counter!(names::STORAGE_WRITES_RELEASED).increment(released);
-                Ok(())
-            }
-            Ok(false) => {
-                // Again at once, with the store's keys.
-                self.need_keys.store(true, Ordering::Release);
-                self.wake.notify_one();
                 Ok(())
             }
             Err(error) => {
@@ -226,32 +217,36 @@ impl Persister {
     /// Records the dots just written that `clock` (the state of the batch)
     /// does not cover, and forgets those it covers. A batch that removed
     /// keys may have removed such a version: then nothing is assumed.
-    fn note_written(&self, dots: Vec<Dot>, removed_keys: bool, clock: &VClock) {
+    fn note_written(&self, uncovered: Vec<Dot>, removed_keys: bool, clock: &VClock) {
         let mut written = lock(&self.written_uncovered);
         if removed_keys {
             written.clear();
             return;
         }
-        written.extend(dots);
-        written.retain(|dot| !clock.covers_dot(dot));
+        if !written.is_empty() {
+            written.retain(|dot| !clock.covers_dot(dot));
+        }
+        written.extend(uncovered);
     }
 
     /// fsyncs everything committed so far without holding up the commits
     /// that follow (the periodic fsync of `sync = "interval"`, which runs
     /// beside the storage loop: writes keep being acknowledged once the OS
-    /// holds them while it waits for the disk). See [`sync_journal`]; if
-    /// the journal cannot be found that way, through the engine.
+    /// holds them while it waits for the disk). See [`Disk::sync_handle`].
     pub async fn sync_beside(&self) -> Result<(), StorageError> {
-        let (dir, disk) = (self.dir.clone(), self.disk.clone());
-        tokio::task::spawn_blocking(move || match sync_journal(&dir) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) | Err(_) => lock(&disk).sync(),
+        let disk = self.disk.clone();
+        tokio::task::spawn_blocking(move || {
+            let handle = lock(&disk).sync_handle()?;
+            handle.sync_data().map_err(|source| StorageError::Io {
+                dir: lock(&disk).dir().to_path_buf(),
+                source,
+            })
         })
         .await
         .unwrap_or(Err(StorageError::Failed))
     }
 
-    /// fsyncs everything committed, through the engine.
+    /// fsyncs everything committed.
     pub async fn sync_now(&self) -> Result<(), StorageError> {
         let disk = self.disk.clone();
         tokio::task::spawn_blocking(move || lock(&disk).sync())

@@ -6,11 +6,9 @@
 //! clock last persisted ([`Replica::changes_since`]), found through the
 //! store's per-origin index in `O(origins · log n)` plus the versions
 //! returned. Keys that leave the store (collected tombstones, versions a
-//! snapshot's sender had deleted) are not in any delta; the shell notices
-//! them because the disk then holds more keys than the store
-//! ([`Replica::key_count`]) and removes them.
-
-use std::collections::HashSet;
+//! snapshot's sender had deleted) are not in any delta: the store lists
+//! them ([`Replica::track_removed_keys`]) and each batch removes them from
+//! the disk ([`Replica::removals_since`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -58,9 +56,35 @@ impl Replica {
         }
     }
 
-    /// Keys the store holds, tombstones included.
-    pub fn key_count(&self) -> usize {
-        self.store.live_len() + self.store.tombstone_len()
+    /// From now on, the store lists the keys it removes, for
+    /// [`Replica::removals_since`] (a replica with a data directory; the
+    /// storage loop must take them regularly).
+    pub fn track_removed_keys(&mut self) {
+        self.store.track_removed_keys();
+    }
+
+    /// The keys removed from the store since the last call, for a disk
+    /// that last took a state whose clock was `persisted`: the keys it must
+    /// remove, and the versions it must write again — a removed key whose
+    /// store holds a version again keeps that version on disk instead (one
+    /// [`Replica::changes_since`] already hands out unless `persisted`
+    /// covers it). Removing such a key would leave the clock on disk
+    /// claiming a version the disk lacks.
+    pub fn removals_since(&mut self, persisted: &VClock) -> (Vec<Key>, Vec<Version>) {
+        let mut removed = self.store.take_removed_keys();
+        removed.sort_unstable();
+        removed.dedup();
+        let mut rewrite = Vec::new();
+        removed.retain(|key| match self.store.get(key) {
+            None => true,
+            Some(current) => {
+                if current.covered_by(persisted) {
+                    rewrite.push(current.to_version());
+                }
+                false
+            }
+        });
+        (removed, rewrite)
     }
 
     /// A replica rebuilt from what its data directory held, in a new life
@@ -128,11 +152,6 @@ impl Replica {
         self.clock = state.clock.clone();
         self.horizon = state.horizon.clone();
         self.cluster = state.cluster;
-    }
-
-    /// The keys of every version held (for removing the others from disk).
-    pub fn keys(&self) -> HashSet<Key> {
-        self.store.versions().map(|v| Key::from(v.key())).collect()
     }
 }
 
@@ -204,5 +223,42 @@ mod tests {
             "a client that saw the write waits for peers to vouch for it"
         );
         assert!(recovered.read("a", &VClock::new()).is_ok());
+    }
+
+    #[test]
+    fn keys_the_store_drops_are_handed_to_the_disk_once_unless_written_again() {
+        let none = VClock::new();
+        let mut untracked = Replica::new(A, 5, &view(), T, 0);
+        untracked.write("a", Some("1".into()), &none).unwrap();
+        untracked.write("a", None, &none).unwrap();
+        assert_eq!(untracked.collect_garbage(1), 1);
+        assert_eq!(
+            untracked.removals_since(&VClock::new()),
+            (vec![], vec![]),
+            "in memory nothing is kept"
+        );
+
+        let mut replica = Replica::new(A, 5, &view(), T, 0);
+        replica.track_removed_keys();
+        for key in ["a", "b"] {
+            replica.write(key, Some("1".into()), &none).unwrap();
+            replica.write(key, None, &none).unwrap();
+        }
+        let persisted = replica.durable_state().clock;
+        assert_eq!(replica.collect_garbage(1), 2);
+        // `b` is written again before the next batch: its new version is
+        // in the delta, and the key stays on disk.
+        replica.write("b", Some("2".into()), &none).unwrap();
+        let (removed, rewrite) = replica.removals_since(&persisted);
+        assert_eq!(removed, vec![Key::from("a")]);
+        assert!(rewrite.is_empty());
+        let delta = replica.changes_since(&persisted);
+        assert_eq!(delta.len(), 1);
+        assert_eq!(delta[0].value.as_deref(), Some("2"));
+        assert_eq!(
+            replica.removals_since(&persisted),
+            (vec![], vec![]),
+            "handed out once"
+        );
     }
 }

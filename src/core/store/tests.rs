@@ -227,11 +227,11 @@ mod model {
     /// Lamport times rise with seq per origin and tie across origins 0 and 2.
     fn write(o: u64, seq: u64) -> Version {
         let key = format!("k{}", (seq * 7 + o * 3) % 8);
-        let value = (seq % 4 != 0).then(|| JsonText::from(format!("\"{o}-{seq}\"")));
+        let value = (!seq.is_multiple_of(4)).then(|| JsonText::from(format!("\"{o}-{seq}\"")));
         let mut deps = vec![((o + 1) % ORIGINS, seq / 2), ((o + 2) % ORIGINS, seq % 3)];
         // Mostly its own dot, as every well-formed version; sometimes a
         // different entry for its own origin, to check the exact round trip.
-        deps.push((o, if seq % 5 == 0 { seq + 1 } else { seq }));
+        deps.push((o, if seq.is_multiple_of(5) { seq + 1 } else { seq }));
         Version {
             key: Key::from(key),
             value,
@@ -327,9 +327,11 @@ mod model {
             budget in 1usize..400,
         ) {
             let mut store = Store::new();
+            store.track_removed_keys();
             let mut model: HashMap<Key, Version> = HashMap::new();
             let their = clock(&their);
             for step in steps {
+                let keys_before: HashSet<Key> = model.keys().cloned().collect();
                 match step {
                     Step::Apply(o, seq) => {
                         let v = write(o, seq);
@@ -360,6 +362,14 @@ mod model {
                         );
                     }
                 }
+                // Every key that left the map is reported once, and no other.
+                let left: HashSet<Key> = keys_before
+                    .into_iter()
+                    .filter(|k| !model.contains_key(k))
+                    .collect();
+                let reported = store.take_removed_keys();
+                prop_assert_eq!(reported.len(), left.len());
+                prop_assert_eq!(reported.into_iter().collect::<HashSet<Key>>(), left);
                 check(&store, &model, &their, budget);
             }
             // The origin table holds exactly the origins something still names.

@@ -1,0 +1,212 @@
+//! The record format of the data directory's files, and their names.
+//!
+//! Every file is a sequence of records:
+//!
+//! ```text
+//! [body length: u32 LE][kind: u8][digest: 8 bytes][body]
+//! ```
+//!
+//! The digest is the first 8 bytes of SHA-256 over the length, the kind and
+//! the body, so a flipped byte anywhere in a record — its length included —
+//! fails it. Bodies: a [`Version`] (MessagePack), a removed key (UTF-8), or
+//! a [`DurableState`] (MessagePack). A *batch* is any number of version and
+//! removal records followed by one state record; the state vouches for
+//! exactly the records before it, and a reader applies a batch only once it
+//! has read that state (a batch cut short by a crash is dropped whole).
+//!
+//! Files: `log-<generation>` (appended to; one is active) and
+//! `snap-<generation>` (a compaction's output: everything in the older
+//! generations, as one batch). Generations are 20-digit decimal numbers, so
+//! names sort as numbers do. A snapshot is written as `*.partial` and
+//! renamed once complete and fsynced; a `*.partial` found at start is an
+//! interrupted compaction and is removed.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::core::{DurableState, Key, Version};
+
+/// Bytes before a record's body.
+pub const HEADER: usize = 4 + 1 + DIGEST;
+const DIGEST: usize = 8;
+
+/// What a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Version = 1,
+    Removal = 2,
+    State = 3,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        match byte {
+            1 => Some(Kind::Version),
+            2 => Some(Kind::Removal),
+            3 => Some(Kind::State),
+            _ => None,
+        }
+    }
+}
+
+/// One record decoded.
+#[derive(Debug)]
+pub enum Item {
+    Version(Version),
+    Removal(Key),
+    State(DurableState),
+    /// Its digest or encoding is wrong; `claimed` is the kind its header
+    /// names (`None`: none we know), a hint only.
+    Damaged {
+        claimed: Option<Kind>,
+    },
+}
+
+/// Where one record lies in a file: `start..end` is the whole record.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Splits `bytes` into records by their lengths. Stops at the first length
+/// that runs past the end (a torn write, or a damaged length); returns the
+/// frames and where parsing stopped.
+pub fn frames(bytes: &[u8]) -> (Vec<Frame>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let Some(end) = (at + HEADER).checked_add(len).filter(|&e| e <= bytes.len()) else {
+            break;
+        };
+        out.push(Frame { start: at, end });
+        at = end;
+    }
+    (out, at)
+}
+
+fn digest(len_and_kind: &[u8], body: &[u8]) -> [u8; DIGEST] {
+    let mut hasher = Sha256::new();
+    hasher.update(len_and_kind);
+    hasher.update(body);
+    let full = hasher.finalize();
+    let mut out = [0; DIGEST];
+    out.copy_from_slice(&full[..DIGEST]);
+    out
+}
+
+/// Decodes the record `frame` of `bytes`: never panics, whatever the bytes.
+pub fn decode(bytes: &[u8], frame: Frame) -> Item {
+    let record = &bytes[frame.start..frame.end];
+    let claimed = Kind::from_byte(record[4]);
+    let body = &record[HEADER..];
+    if record[5..HEADER] != digest(&record[..5], body) {
+        return Item::Damaged { claimed };
+    }
+    let decoded = match claimed {
+        Some(Kind::Version) => rmp_serde::from_slice(body).ok().map(Item::Version),
+        Some(Kind::Removal) => std::str::from_utf8(body)
+            .ok()
+            .map(|k| Item::Removal(Key::from(k))),
+        Some(Kind::State) => rmp_serde::from_slice(body).ok().map(Item::State),
+        None => None,
+    };
+    decoded.unwrap_or(Item::Damaged { claimed })
+}
+
+/// The key of a version record without decoding the rest (compaction keeps
+/// the newest record of each key). `None` if the body is not a version.
+pub fn version_key(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    // `Version` is encoded as an array whose first element is the key.
+    rmp::decode::read_array_len(&mut rest).ok()?;
+    let len = rmp::decode::read_str_len(&mut rest).ok()? as usize;
+    std::str::from_utf8(rest.get(..len)?).ok()
+}
+
+/// Appends one record of `kind` to `out`, its body written by `body`.
+fn append(out: &mut Vec<u8>, kind: Kind, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    body(out);
+    let len = u32::try_from(out.len() - start - HEADER).expect("a record under 4 GiB");
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4] = kind as u8;
+    let (head, body) = out[start..].split_at_mut(HEADER);
+    let sum = digest(&head[..5], body);
+    head[5..].copy_from_slice(&sum);
+}
+
+pub fn append_version(out: &mut Vec<u8>, version: &Version) {
+    append(out, Kind::Version, |buf| {
+        rmp_serde::encode::write(buf, version).expect("versions always encode")
+    });
+}
+
+pub fn append_removal(out: &mut Vec<u8>, key: &str) {
+    append(out, Kind::Removal, |buf| {
+        buf.extend_from_slice(key.as_bytes())
+    });
+}
+
+pub fn append_state(out: &mut Vec<u8>, state: &DurableState) {
+    append(out, Kind::State, |buf| {
+        rmp_serde::encode::write(buf, state).expect("states always encode")
+    });
+}
+
+/// The kind a well-formed record's header names.
+pub fn kind_of(record: &[u8]) -> Option<Kind> {
+    record.get(4).copied().and_then(Kind::from_byte)
+}
+
+/// Whether a framed record's digest holds.
+pub fn intact(record: &[u8]) -> bool {
+    record.len() >= HEADER && record[5..HEADER] == digest(&record[..5], &record[HEADER..])
+}
+
+/// The body of a framed record.
+pub fn body(record: &[u8]) -> &[u8] {
+    &record[HEADER..]
+}
+
+/// The two kinds of file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FileKind {
+    /// Sorted before a log of the same generation: a snapshot `G` holds
+    /// every generation below `G`, read before log `G`.
+    Snapshot,
+    Log,
+}
+
+pub fn path_of(dir: &Path, kind: FileKind, generation: u64) -> PathBuf {
+    let prefix = match kind {
+        FileKind::Snapshot => "snap",
+        FileKind::Log => "log",
+    };
+    dir.join(format!("{prefix}-{generation:020}"))
+}
+
+/// The kind and generation a file name stands for (`None`: not ours, or a
+/// `.partial`).
+pub fn parse_name(name: &str) -> Option<(FileKind, u64)> {
+    let (kind, digits) = if let Some(d) = name.strip_prefix("snap-") {
+        (FileKind::Snapshot, d)
+    } else {
+        (FileKind::Log, name.strip_prefix("log-")?)
+    };
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((kind, digits.parse().ok()?))
+}
+
+/// A compaction's output while it is written.
+pub fn partial_path(dir: &Path, generation: u64) -> PathBuf {
+    let mut path = path_of(dir, FileKind::Snapshot, generation).into_os_string();
+    path.push(".partial");
+    PathBuf::from(path)
+}
