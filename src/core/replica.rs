@@ -638,7 +638,7 @@ impl Replica {
 }
 
 mod persist;
-pub use persist::DurableState;
+pub use persist::{DurableState, Recovering};
 
 #[cfg(test)]
 mod tests;

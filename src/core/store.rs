@@ -34,7 +34,7 @@
 //! one that decides overwrites would lose that guarantee.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -605,7 +605,8 @@ pub struct Store {
     slots: Vec<Option<Entry>>,
     free: Vec<Slot>,
     origins: Vec<OriginRecord>,
-    origin_ids: HashMap<Origin, OriginId>,
+    /// hashbrown's default hasher: looked up for every version applied.
+    origin_ids: hashbrown::HashMap<Origin, OriginId>,
     free_origins: Vec<OriginId>,
     live: usize,
     /// Keys removed since [`Store::take_removed_keys`] last ran, when
@@ -715,6 +716,13 @@ impl Store {
     /// must run before the store is read in stamp order (deltas, listings).
     pub fn load(&mut self, version: Version) -> Applied {
         self.apply_ordered(version, false)
+    }
+
+    /// Removes `key`'s version, if any (a recovery replaying a removal on
+    /// top of a snapshot; after [`Store::finish_loading`]). Returns its dot.
+    pub fn remove_key(&mut self, key: &str) -> Option<Dot> {
+        let slot = self.find(key)?;
+        self.remove_slot(slot)
     }
 
     /// Ends a [`Store::load`] sequence: sorts what it left unsorted.

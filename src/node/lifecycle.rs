@@ -13,9 +13,9 @@ use tracing::{debug, info, warn};
 
 use super::{lock, Node};
 use crate::config::{Config, SyncPolicy};
-use crate::core::{Refusal, Replica};
+use crate::core::{Recovering, Refusal, Replica, Version};
 use crate::proto::{Request, Response};
-use crate::storage::{Batch, Disk, Persister, Recovered, StorageError};
+use crate::storage::{Batch, Disk, Persister, Recovered, SnapshotSink, StorageError};
 use crate::telemetry::names;
 use crate::transport::Transport;
 
@@ -48,19 +48,25 @@ impl Node {
             return Ok(Node::new(config, transport, wall, seed));
         };
         let started = std::time::Instant::now();
-        let (mut disk, recovered) = Disk::open(&dir)?;
+        // The snapshot's versions go straight into a store as they are
+        // decoded; the replica around it is built once the state is known
+        // (its incarnation depends on it).
+        let mut recovering = Recovering::new(&config.socket_address);
+        let (mut disk, recovered) = Disk::open(&dir, &mut Sink(&mut recovering))?;
+        let replayed = started.elapsed();
         let Recovered {
             state: stored,
-            versions,
+            changes,
             dropped,
         } = recovered;
+        for version in changes.values().flatten() {
+            recovering.note_life(version);
+        }
         // Above every life this address had that the disk remembers: the
         // stored state's, and that of any version written in one.
-        let own_lives = versions
-            .iter()
-            .map(|v| &v.dot.origin)
-            .filter(|o| o.address() == config.socket_address)
-            .map(|o| o.incarnation())
+        let own_lives = recovering
+            .own_life()
+            .into_iter()
             .chain(stored.as_ref().map(|s| s.incarnation))
             .max();
         let incarnation = own_lives.map_or(wall, |stored| wall.max(stored.saturating_add(1)));
@@ -75,14 +81,9 @@ impl Node {
             0,
         )
         .with_cluster(cluster);
-        // Sized once: growing a million-key table by doubling was most of a
-        // recovery's page zeroing.
-        replica.reserve_versions(versions.len());
-        let kept = versions.len();
-        for version in versions {
-            replica.recover_version(version);
-        }
-        replica.finish_recovery();
+        replica.adopt_recovered(recovering);
+        replica.recover_changes(changes);
+        let kept = replica.store().live_len() + replica.store().tombstone_len();
         let read = started.elapsed();
         // A dropped record leaves the stored clock claiming a write the
         // disk lacks: keep what is intact but claim nothing for it.
@@ -105,6 +106,7 @@ impl Node {
         // Phase times, so that a slow start says where its time went.
         info!(dir = %dir.display(), keys = kept, incarnation,
             previous = stored.map(|s| s.incarnation), sync = ?config.sync,
+            replay_ms = replayed.as_millis() as u64,
             read_ms = read.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "data directory opened");
@@ -400,4 +402,18 @@ fn spawn_periodic<F, Fut>(
             }
         }
     });
+}
+
+/// A recovery's snapshot versions, into the store being filled.
+struct Sink<'a>(&'a mut Recovering);
+
+impl SnapshotSink for Sink<'_> {
+    fn expect(&mut self, versions: usize) {
+        // Capped: a sizing hint from file sizes, never a count.
+        self.0.reserve(versions.min(1 << 24));
+    }
+
+    fn version(&mut self, version: Version) {
+        self.0.take(version);
+    }
 }

@@ -68,14 +68,27 @@ pub enum StorageError {
     DamagedState { dir: PathBuf, why: String },
 }
 
-/// What a data directory held.
+pub use replay::{Change, Changes, SnapshotSink};
+
+/// What a data directory held besides its snapshot's versions (which
+/// [`Disk::open`] hands out as it reads them).
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// The state of the last complete batch; `None` for a new directory.
     pub state: Option<DurableState>,
-    /// Every intact version, one per key, in no particular order.
-    pub versions: Vec<Version>,
+    /// What the logs after the snapshot did, per key: applied on top of
+    /// the snapshot's versions.
+    pub changes: Changes,
     /// Records dropped because their digest or encoding was wrong.
+    pub dropped: usize,
+}
+
+/// Everything a data directory held, one version per key (tests).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub state: Option<DurableState>,
+    pub versions: hashbrown::HashMap<Key, Version>,
     pub dropped: usize,
 }
 
@@ -110,9 +123,42 @@ struct Compaction {
 }
 
 impl Disk {
-    /// Opens (creating if need be) `dir`, reads back everything it holds,
-    /// and cuts off a batch a crash left incomplete.
-    pub fn open(dir: &Path) -> Result<(Disk, Recovered), StorageError> {
+    /// [`Disk::open`], with the snapshot and the changes after it made into
+    /// one version per key (tests).
+    #[cfg(test)]
+    pub fn open_collected(dir: &Path) -> Result<(Disk, Collected), StorageError> {
+        struct Collect(hashbrown::HashMap<Key, Version>);
+        impl SnapshotSink for Collect {
+            fn expect(&mut self, _: usize) {}
+            fn version(&mut self, v: Version) {
+                self.0.insert(v.key.clone(), v);
+            }
+        }
+        let mut collect = Collect(hashbrown::HashMap::new());
+        let (disk, recovered) = Disk::open(dir, &mut collect)?;
+        let mut versions = collect.0;
+        for (key, change) in recovered.changes {
+            match change {
+                Some(version) => versions.insert(key, version),
+                None => versions.remove(&key),
+            };
+        }
+        let collected = Collected {
+            state: recovered.state,
+            versions,
+            dropped: recovered.dropped,
+        };
+        Ok((disk, collected))
+    }
+
+    /// Opens (creating if need be) `dir`, reads back everything it holds —
+    /// the snapshot's versions handed to `snapshot` one by one as they are
+    /// decoded, the logs' changes after it returned — and cuts off a batch
+    /// a crash left incomplete.
+    pub fn open(
+        dir: &Path,
+        snapshot: &mut dyn SnapshotSink,
+    ) -> Result<(Disk, Recovered), StorageError> {
         let io = |source| StorageError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -133,7 +179,7 @@ impl Disk {
         for leftover in leftovers {
             std::fs::remove_file(leftover).map_err(io)?;
         }
-        let replayed = replay::replay(dir).map_err(|error| match error {
+        let replayed = replay::replay(dir, snapshot).map_err(|error| match error {
             replay::ReplayError::Io(source) => io(source),
             replay::ReplayError::DamagedState => StorageError::DamagedState {
                 dir: dir.to_path_buf(),
@@ -185,7 +231,7 @@ impl Disk {
         };
         let recovered = Recovered {
             state: replayed.state,
-            versions: replayed.versions.into_values().collect(),
+            changes: replayed.changes,
             dropped: replayed.damaged,
         };
         Ok((disk, recovered))

@@ -16,27 +16,37 @@
 //!   state record refuses the start: which lives this directory had is then
 //!   unknown.
 
-use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, FileKind, Frame, Item, Kind};
 use crate::core::{DurableState, Key, Version};
 
 /// Records decoded per parallel step (bounded memory between steps).
-const WINDOW: usize = 32 * 1024;
+const WINDOW: usize = 16 * 1024;
 /// Below this many records one thread decodes them all.
 pub(super) const PARALLEL_FROM: usize = 4096;
 
 /// A data file: its kind, generation and path.
 pub type DataFile = (FileKind, u64, PathBuf);
 
-/// What a directory's files held.
+/// What the logs left for one key on top of the snapshot read before
+/// them: its version (`None`: removed). Either way, what the snapshot held
+/// for the key goes.
+pub type Change = Option<Version>;
+
+/// Changes by key, in no order (hashbrown's default hasher: a recovery can
+/// insert a million keys, and SipHash was a tenth of its time).
+pub type Changes = hashbrown::HashMap<Key, Change>;
+
+/// What a directory's files held besides the snapshot's versions (which
+/// [`replay`] hands out as it reads them).
 #[derive(Debug, Default)]
 pub struct Replayed {
     /// The state of the last batch that counts.
     pub state: Option<DurableState>,
-    /// One version per key.
-    pub versions: HashMap<Key, Version>,
+    /// What the logs did on top of the snapshot.
+    pub changes: Changes,
     /// Records dropped as damaged.
     pub damaged: usize,
     /// The files read, in order.
@@ -94,22 +104,36 @@ pub fn list(dir: &Path) -> std::io::Result<(Vec<DataFile>, Vec<PathBuf>)> {
     Ok((ours, leftovers))
 }
 
-/// Reads and replays every file of `dir` that holds data.
-pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
+/// Reads and replays every file of `dir` that holds data. The snapshot's
+/// versions (one per key, and no removals: a compaction's output) go to
+/// `snapshot` as they are decoded, with no table in between; the logs'
+/// batches become [`Replayed::changes`] on top of them.
+pub fn replay(dir: &Path, snapshot: &mut dyn SnapshotSink) -> Result<Replayed, ReplayError> {
     let (files, _) = list(dir)?;
     let mut out = Replayed::default();
     let last = files.len().saturating_sub(1);
-    for (index, (_, _, path)) in files.iter().enumerate() {
-        let bytes = std::fs::read(path)?;
-        out.bytes += bytes.len() as u64;
-        let tail = replay_file(&bytes, &mut out)?;
+    // One buffer for every file: fresh pages for a whole file (the kernel
+    // zeroes each) were a tenth of a large recovery.
+    let mut buffer = Vec::with_capacity(READ_CHUNK);
+    for (index, (kind, _, path)) in files.iter().enumerate() {
+        if *kind == FileKind::Snapshot {
+            let bytes = std::fs::metadata(path)?.len();
+            snapshot.expect(usize::try_from(bytes / SMALLEST_RECORD).unwrap_or(usize::MAX));
+        }
+        let mut reader = Reader {
+            snapshot: (*kind == FileKind::Snapshot).then_some(&mut *snapshot),
+            batch: Batch::default(),
+            out: &mut out,
+        };
+        let tail = reader.file(path, &mut buffer)?;
         if let Some(tail) = tail {
             if index == last {
-                out.torn_at = Some(tail.complete_end as u64);
+                out.torn_at = Some(tail.complete_end);
             } else {
                 // An older file never ends in a cut batch (the tail of the
-                // last one is cut off at start, and files are sealed only
-                // between batches): its records are damage.
+                // last one is cut off at start, files are sealed only
+                // between batches, and a snapshot is complete before it is
+                // named): its records are damage.
                 if tail.damaged_state {
                     return Err(ReplayError::DamagedState);
                 }
@@ -121,67 +145,145 @@ pub fn replay(dir: &Path) -> Result<Replayed, ReplayError> {
     Ok(out)
 }
 
+/// Where a snapshot's versions go as they are read.
+pub trait SnapshotSink {
+    /// At most about this many versions follow (a sizing hint).
+    fn expect(&mut self, versions: usize);
+    /// One version (each key at most once).
+    fn version(&mut self, version: Version);
+}
+
+/// About the smallest version record (header, a short key and value, an
+/// origin): snapshot bytes over it bound the versions it holds.
+const SMALLEST_RECORD: u64 = 64;
+
+/// Bytes read from a file at a time (in tests, less than a record, so that
+/// records cut across reads are the rule).
+const READ_CHUNK: usize = if cfg!(test) { 61 } else { 16 << 20 };
+
 /// Records after a file's last state record.
 struct Tail {
     /// Where the last complete batch ends.
-    complete_end: usize,
+    complete_end: u64,
     /// Records (intact or not) after it, or 1 if only unparseable bytes.
     records: usize,
     /// One of them claimed to be a state record.
     damaged_state: bool,
 }
 
-/// Replays one file into `out`; returns what follows its last complete
-/// batch, if anything does.
-fn replay_file(bytes: &[u8], out: &mut Replayed) -> Result<Option<Tail>, ReplayError> {
-    let (frames, parsed_to) = format::frames(bytes);
-    let mut pending: Vec<Item> = Vec::new();
-    let mut pending_damaged = 0usize;
-    let mut damaged_state = false;
-    let mut complete_end = 0usize;
-    for window in frames.chunks(WINDOW) {
-        let items = decode_all(bytes, window);
-        for (item, frame) in items.into_iter().zip(window) {
-            match item {
-                Item::State(state) => {
-                    if damaged_state {
-                        return Err(ReplayError::DamagedState);
-                    }
-                    for earlier in pending.drain(..) {
-                        match earlier {
-                            Item::Version(v) => {
-                                out.versions.insert(v.key.clone(), v);
-                            }
-                            Item::Removal(key) => {
-                                out.versions.remove(&key);
-                            }
-                            Item::State(_) | Item::Damaged { .. } => {}
-                        }
-                    }
-                    out.damaged += pending_damaged;
-                    pending_damaged = 0;
-                    out.state = Some(state);
-                    complete_end = frame.end;
-                }
-                Item::Damaged { claimed } => {
-                    pending_damaged += 1;
-                    if claimed != Some(Kind::Version) && claimed != Some(Kind::Removal) {
-                        damaged_state = true;
-                    }
-                }
-                other => pending.push(other),
+/// The batch being read.
+#[derive(Default)]
+struct Batch {
+    pending: Vec<Item>,
+    damaged: usize,
+    damaged_state: bool,
+    /// Where the last complete batch ended.
+    complete_end: u64,
+}
+
+/// Reading one file.
+struct Reader<'a> {
+    /// Where a snapshot's versions go (`None`: a log).
+    snapshot: Option<&'a mut dyn SnapshotSink>,
+    batch: Batch,
+    out: &'a mut Replayed,
+}
+
+impl Reader<'_> {
+    /// Replays the file at `path`, reading it a chunk at a time into
+    /// `buffer`; returns what follows its last complete batch, if anything
+    /// does. Decoding (digests, MessagePack: on every core) of one window
+    /// of records runs while the previous window is applied on this thread.
+    fn file(&mut self, path: &Path, buffer: &mut Vec<u8>) -> Result<Option<Tail>, ReplayError> {
+        let mut file = std::fs::File::open(path)?;
+        // The file offset of `buffer[0]`.
+        let mut base = 0u64;
+        buffer.clear();
+        loop {
+            let read = (&mut file).take(READ_CHUNK as u64).read_to_end(buffer)?;
+            let (frames, parsed_to) = format::frames(buffer);
+            let bytes = &buffer[..];
+            let mut windows = frames.chunks(WINDOW);
+            let mut decoded = windows.next().map(|w| (decode_all(bytes, w), w));
+            while let Some((items, window)) = decoded.take() {
+                let next = windows.next();
+                let applied = std::thread::scope(|scope| {
+                    let ahead = next.map(|w| scope.spawn(move || (decode_all(bytes, w), w)));
+                    let applied = items
+                        .into_iter()
+                        .zip(window)
+                        .try_for_each(|(item, frame)| self.apply(item, base + frame.end as u64));
+                    decoded = ahead.map(|thread| {
+                        thread
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    });
+                    applied
+                });
+                applied?;
+            }
+            buffer.drain(..parsed_to);
+            base += parsed_to as u64;
+            if read == 0 {
+                break;
             }
         }
+        let end = base + buffer.len() as u64;
+        self.out.bytes += end;
+        let batch = &self.batch;
+        if batch.complete_end == end {
+            return Ok(None);
+        }
+        let unparsed = usize::from(!buffer.is_empty());
+        Ok(Some(Tail {
+            complete_end: batch.complete_end,
+            records: batch.pending.len() + batch.damaged + unparsed,
+            damaged_state: batch.damaged_state,
+        }))
     }
-    if complete_end == bytes.len() {
-        return Ok(None);
+
+    /// Takes in one record that ends at `end` in its file.
+    fn apply(&mut self, item: Item, end: u64) -> Result<(), ReplayError> {
+        let batch = &mut self.batch;
+        match item {
+            Item::State(state) => {
+                if batch.damaged_state {
+                    return Err(ReplayError::DamagedState);
+                }
+                let changes = &mut self.out.changes;
+                for earlier in batch.pending.drain(..) {
+                    match earlier {
+                        Item::Version(version) => {
+                            changes.insert(version.key.clone(), Some(version));
+                        }
+                        Item::Removal(key) => {
+                            changes.insert(key, None);
+                        }
+                        Item::State(_) | Item::Damaged { .. } => {}
+                    }
+                }
+                self.out.damaged += batch.damaged;
+                batch.damaged = 0;
+                self.out.state = Some(state);
+                batch.complete_end = end;
+            }
+            Item::Damaged { claimed } => {
+                batch.damaged += 1;
+                if claimed != Some(Kind::Version) && claimed != Some(Kind::Removal) {
+                    batch.damaged_state = true;
+                }
+            }
+            Item::Version(version) if self.snapshot.is_some() => {
+                if let Some(snapshot) = self.snapshot.as_mut() {
+                    snapshot.version(version);
+                }
+            }
+            // A snapshot holds no removals: this one is not a compaction's.
+            Item::Removal(_) if self.snapshot.is_some() => batch.damaged += 1,
+            other => batch.pending.push(other),
+        }
+        Ok(())
     }
-    let unparsed = usize::from(parsed_to < bytes.len());
-    Ok(Some(Tail {
-        complete_end,
-        records: pending.len() + pending_damaged + unparsed,
-        damaged_state,
-    }))
 }
 
 /// Checks and decodes `frames`, on one thread per core when there are many.

@@ -44,7 +44,7 @@ fn state_for(versions: &[Version]) -> DurableState {
 /// Writes `count` versions (keys `k0`…), `per_batch` per commit, with
 /// `sync`; returns every version written.
 fn fill(dir: &Path, count: u64, per_batch: usize, sync: SyncPolicy) -> Vec<Version> {
-    let (mut disk, recovered) = Disk::open(dir).unwrap();
+    let (mut disk, recovered) = Disk::open_collected(dir).unwrap();
     assert!(recovered.state.is_none() && recovered.versions.is_empty());
     let all: Vec<Version> = (1..=count)
         .map(|i| version(&format!("k{i}"), Some(&format!("\"value {i}\"")), i))
@@ -56,7 +56,8 @@ fn fill(dir: &Path, count: u64, per_batch: usize, sync: SyncPolicy) -> Vec<Versi
     all
 }
 
-fn sorted(mut versions: Vec<Version>) -> Vec<Version> {
+fn sorted(versions: impl IntoIterator<Item = Version>) -> Vec<Version> {
+    let mut versions: Vec<Version> = versions.into_iter().collect();
     versions.sort_by(|a, b| a.key.cmp(&b.key));
     versions
 }
@@ -65,17 +66,17 @@ fn sorted(mut versions: Vec<Version>) -> Vec<Version> {
 fn what_is_committed_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let all = fill(dir.path(), 50, 7, SyncPolicy::Always);
-    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.dropped, 0);
     assert_eq!(recovered.state, Some(state_for(&all)));
-    assert_eq!(sorted(recovered.versions), sorted(all));
+    assert_eq!(sorted(recovered.versions.into_values()), sorted(all));
 }
 
 #[test]
 fn keys_the_store_dropped_leave_the_disk_with_the_state_that_claims_the_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let all = fill(dir.path(), 3, 3, SyncPolicy::Never);
-    let (mut disk, _) = Disk::open(dir.path()).unwrap();
+    let (mut disk, _) = Disk::open_collected(dir.path()).unwrap();
     let mut newer = state_for(&all);
     newer.lamport = 99;
     // The store collected k2 and took a new k4 since the last batch.
@@ -88,9 +89,9 @@ fn keys_the_store_dropped_leave_the_disk_with_the_state_that_claims_the_deletes(
     )
     .unwrap();
     drop(disk);
-    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.state, Some(newer));
-    let keys: Vec<String> = sorted(recovered.versions)
+    let keys: Vec<String> = sorted(recovered.versions.into_values())
         .iter()
         .map(|v| v.key.to_string())
         .collect();
@@ -124,11 +125,14 @@ fn a_record_with_a_wrong_digest_is_dropped_and_counted_and_the_directory_rewritt
     // One batch: five versions, then the state.
     let all = fill(dir.path(), 5, 5, SyncPolicy::Always);
     damage_record(&logs(dir.path())[0], 2);
-    let (mut disk, recovered) = Disk::open(dir.path()).unwrap();
+    let (mut disk, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.dropped, 1);
     let mut expected = all.clone();
     expected.remove(2);
-    assert_eq!(sorted(recovered.versions), sorted(expected.clone()));
+    assert_eq!(
+        sorted(recovered.versions.into_values()),
+        sorted(expected.clone())
+    );
 
     // The new life claims no clock; the directory is rewritten without the
     // damaged record, so the next start finds none.
@@ -136,10 +140,10 @@ fn a_record_with_a_wrong_digest_is_dropped_and_counted_and_the_directory_rewritt
     fresh.incarnation = 8;
     disk.begin_life(&fresh).unwrap();
     drop(disk);
-    let (_, again) = Disk::open(dir.path()).unwrap();
+    let (_, again) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(again.dropped, 0);
     assert_eq!(again.state, Some(fresh));
-    assert_eq!(sorted(again.versions), sorted(expected));
+    assert_eq!(sorted(again.versions.into_values()), sorted(expected));
 }
 
 #[test]
@@ -154,7 +158,7 @@ fn many_records_decoded_in_parallel_come_back_and_damaged_ones_are_dropped() {
     for &index in &damaged {
         damage_record(log, index);
     }
-    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.dropped, damaged.len());
     let lost = [5usize, 2000 + 7, 2 * 2000 + 1500];
     let expected: Vec<Version> = all
@@ -163,14 +167,14 @@ fn many_records_decoded_in_parallel_come_back_and_damaged_ones_are_dropped() {
         .filter(|(i, _)| !lost.contains(i))
         .map(|(_, v)| v.clone())
         .collect();
-    assert_eq!(sorted(recovered.versions), sorted(expected));
+    assert_eq!(sorted(recovered.versions.into_values()), sorted(expected));
 }
 
 #[test]
 fn the_fsync_beside_the_commits_reaches_the_active_log() {
     let dir = tempfile::tempdir().unwrap();
     let all = fill(dir.path(), 10, 5, SyncPolicy::Interval);
-    let (mut disk, _) = Disk::open(dir.path()).unwrap();
+    let (mut disk, _) = Disk::open_collected(dir.path()).unwrap();
     let handle = disk.sync_handle().unwrap();
     let before = handle.metadata().unwrap().len();
     let more = vec![version("k11", Some("\"eleven\""), 11)];
@@ -192,7 +196,10 @@ fn a_damaged_state_refuses_the_start() {
     // a torn tail.
     fill(dir.path(), 4, 2, SyncPolicy::Always);
     damage_record(&logs(dir.path())[0], 2);
-    let error = Disk::open(dir.path()).err().expect("refused").to_string();
+    let error = Disk::open_collected(dir.path())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(error.contains("stored state is damaged"), "{error}");
     assert!(error.contains(&dir.path().display().to_string()), "{error}");
 }
@@ -200,11 +207,14 @@ fn a_damaged_state_refuses_the_start() {
 #[test]
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, _) = Disk::open(dir.path()).unwrap();
-    let error = Disk::open(dir.path()).err().expect("refused").to_string();
+    let (first, _) = Disk::open_collected(dir.path()).unwrap();
+    let error = Disk::open_collected(dir.path())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(error.contains("in use by another process"), "{error}");
     drop(first);
-    assert!(Disk::open(dir.path()).is_ok());
+    assert!(Disk::open_collected(dir.path()).is_ok());
 }
 
 /// Every regular file under `dir`.
@@ -232,27 +242,33 @@ fn a_torn_last_batch_is_dropped_whole_and_cut_off_before_the_next() {
     let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
     file.set_len(len - 20).unwrap();
     drop(file);
-    let (mut disk, recovered) = Disk::open(dir.path()).unwrap();
+    let (mut disk, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.dropped, 0);
     // The first three batches, with their state: never a state that covers
     // a version the disk lacks.
     assert_eq!(recovered.state, Some(state_for(&all[..30])));
-    assert_eq!(sorted(recovered.versions), sorted(all[..30].to_vec()));
+    assert_eq!(
+        sorted(recovered.versions.into_values()),
+        sorted(all[..30].to_vec())
+    );
     // What is appended next follows the last whole batch, not the cut one.
     let again = &all[30..35];
     disk.commit(again, &[], &state_for(&all[..35]), SyncPolicy::Always)
         .unwrap();
     drop(disk);
-    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.dropped, 0);
     assert_eq!(recovered.state, Some(state_for(&all[..35])));
-    assert_eq!(sorted(recovered.versions), sorted(all[..35].to_vec()));
+    assert_eq!(
+        sorted(recovered.versions.into_values()),
+        sorted(all[..35].to_vec())
+    );
 }
 
 #[test]
 fn compaction_keeps_each_key_once_and_the_directory_small() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut disk, _) = Disk::open(dir.path()).unwrap();
+    let (mut disk, _) = Disk::open_collected(dir.path()).unwrap();
     disk.set_seal_at(4096);
     let mut model: HashMap<String, Version> = HashMap::new();
     let mut seq = 0;
@@ -291,12 +307,12 @@ fn compaction_keeps_each_key_once_and_the_directory_small() {
         on_disk < 4 * 4096 + 37 * 200,
         "{on_disk} bytes: older generations were not removed"
     );
-    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.dropped, 0);
     assert_eq!(recovered.state, Some(state));
     let mut expected: Vec<Version> = model.into_values().collect();
     expected = sorted(expected);
-    assert_eq!(sorted(recovered.versions), expected);
+    assert_eq!(sorted(recovered.versions.into_values()), expected);
 }
 
 #[test]
@@ -310,7 +326,7 @@ fn an_interrupted_compaction_and_the_files_a_snapshot_replaced_are_removed_at_st
     std::fs::write(&stale, b"replaced").unwrap();
     let snapshot = format::path_of(dir.path(), format::FileKind::Snapshot, 1);
     std::fs::copy(&logs(dir.path())[1], &snapshot).unwrap();
-    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(recovered.dropped, 0);
     assert_eq!(recovered.state, Some(state_for(&all)));
     assert!(!format::partial_path(dir.path(), 9).exists());
@@ -347,7 +363,7 @@ proptest! {
         cut in 0.0f64..1.0,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let (mut disk, _) = Disk::open(dir.path()).unwrap();
+        let (mut disk, _) = Disk::open_collected(dir.path()).unwrap();
         disk.set_seal_at(seal_at);
         let mut model: HashMap<String, Version> = HashMap::new();
         // After each batch: the log it went to, where it ends, the model.
@@ -393,7 +409,7 @@ proptest! {
             .iter()
             .rev()
             .find(|(file, end, _, _)| *file != newest || *end <= at);
-        let (_, recovered) = Disk::open(dir.path()).unwrap();
+        let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
         prop_assert_eq!(recovered.dropped, 0);
         match survivor {
             None => {
@@ -404,7 +420,7 @@ proptest! {
                 prop_assert_eq!(recovered.state.as_ref(), Some(state));
                 let mut expected: Vec<Version> = expected.values().cloned().collect();
                 expected = sorted(expected);
-                prop_assert_eq!(sorted(recovered.versions), expected);
+                prop_assert_eq!(sorted(recovered.versions.into_values()), expected);
             }
         }
     }
@@ -441,11 +457,11 @@ fn flipped_bytes_never_come_back_as_data() {
                 }
                 std::fs::write(&target, content).unwrap();
             }
-            match Disk::open(copy.path()) {
+            match Disk::open_collected(copy.path()) {
                 Err(_) => refused += 1,
                 Ok((_, recovered)) => {
                     opened += 1;
-                    for version in &recovered.versions {
+                    for version in recovered.versions.values() {
                         assert!(
                             written.contains(version),
                             "{} at {at}: came back as {version:?}",
@@ -476,7 +492,7 @@ fn a_recovered_replica_starts_a_new_life_above_the_stored_one_and_writes_it_at_o
     let mut state = state_for(&written);
     state.incarnation = wall + 3_600_000;
     {
-        let (mut disk, _) = Disk::open(dir.path()).unwrap();
+        let (mut disk, _) = Disk::open_collected(dir.path()).unwrap();
         disk.commit(&written, &[], &state, SyncPolicy::Always)
             .unwrap();
     }
@@ -495,7 +511,7 @@ fn a_recovered_replica_starts_a_new_life_above_the_stored_one_and_writes_it_at_o
         replica.check_invariants().unwrap();
     });
     drop(node);
-    let (_, recovered) = Disk::open(dir.path()).unwrap();
+    let (_, recovered) = Disk::open_collected(dir.path()).unwrap();
     assert_eq!(
         recovered.state.map(|s| s.incarnation),
         Some(state.incarnation + 1),
@@ -506,7 +522,7 @@ fn a_recovered_replica_starts_a_new_life_above_the_stored_one_and_writes_it_at_o
 #[tokio::test]
 async fn one_commit_releases_every_write_waiting_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (disk, _) = Disk::open(dir.path()).unwrap();
+    let (disk, _) = Disk::open_collected(dir.path()).unwrap();
     let storage = std::sync::Arc::new(Persister::new(
         disk,
         SyncPolicy::Always,
@@ -544,4 +560,55 @@ async fn one_commit_releases_every_write_waiting_for_it() {
     let late = storage.ticket();
     storage.close();
     assert!(storage.wait(late).await.is_err());
+}
+
+#[test]
+fn a_node_recovers_the_snapshot_and_the_changes_after_it_as_the_disk_holds_them() {
+    use crate::config::Config;
+    use crate::node::Node;
+    use crate::transport::memory::SimNetwork;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut disk, _) = Disk::open_collected(dir.path()).unwrap();
+    disk.set_seal_at(512);
+    let mut written: Vec<Version> = Vec::new();
+    let mut commit = |disk: &mut Disk, versions: Vec<Version>, removed: Vec<Key>| {
+        written.retain(|w| !versions.iter().any(|v| v.key == w.key) && !removed.contains(&w.key));
+        written.extend(versions.iter().cloned());
+        disk.commit(&versions, &removed, &state_for(&written), SyncPolicy::Never)
+            .unwrap();
+    };
+    for i in 1..=40 {
+        commit(
+            &mut disk,
+            vec![version(&format!("k{}", i % 13), Some("\"v\""), i)],
+            vec![],
+        );
+    }
+    disk.settle();
+    assert!(
+        files(dir.path())
+            .iter()
+            .any(|f| f.to_string_lossy().contains("snap-")),
+        "a snapshot to recover from"
+    );
+    // After it: a removal, and a key removed then written again with a
+    // version that does not beat the snapshot's (the removal decides).
+    commit(&mut disk, vec![], vec!["k1".into()]);
+    commit(&mut disk, vec![], vec!["k2".into()]);
+    commit(&mut disk, vec![version("k2", Some("\"again\""), 2)], vec![]);
+    drop(disk);
+    let (_, expected) = Disk::open_collected(dir.path()).unwrap();
+    assert!(!expected.versions.contains_key("k1"));
+    assert_eq!(expected.versions["k2"].value.as_deref(), Some("\"again\""));
+
+    let mut config = Config::for_address(ORIGIN, &[ORIGIN.to_string()]);
+    config.data_dir = Some(dir.path().to_path_buf());
+    let network = SimNetwork::new(1);
+    let node = Node::open(config, network.endpoint(ORIGIN), 1).unwrap();
+    node.inspect(|replica| {
+        let held: Vec<Version> = replica.store().versions().map(|v| v.to_version()).collect();
+        assert_eq!(sorted(held), sorted(expected.versions.values().cloned()));
+        replica.check_invariants().unwrap();
+    });
 }

@@ -16,7 +16,7 @@ use super::Replica;
 use crate::core::clock::VClock;
 #[cfg(test)]
 use crate::core::membership::Timing;
-use crate::core::store::{Key, Version};
+use crate::core::store::{Key, Store, Version};
 
 /// Everything besides the versions that a recovered replica needs: written
 /// with the versions it covers, in one atomic batch, so that the clock on
@@ -33,6 +33,62 @@ pub struct DurableState {
     pub horizon: VClock,
     /// The cluster whose data this is.
     pub cluster: u64,
+}
+
+/// A store filled by a recovery before its replica exists (the new life's
+/// incarnation depends on what the disk holds): the versions as they are
+/// read, each key at most once, in any order.
+pub struct Recovering {
+    store: Store,
+    lamport: u64,
+    /// `"<address>@"`: versions of this address's earlier lives.
+    own_prefix: String,
+    own_life: Option<u64>,
+}
+
+impl Recovering {
+    /// For the replica at `address`.
+    pub fn new(address: &str) -> Recovering {
+        Recovering {
+            store: Store::new(),
+            lamport: 0,
+            own_prefix: format!("{address}@"),
+            own_life: None,
+        }
+    }
+
+    /// Makes room for about `versions` more at once (growing a
+    /// million-key table by doubling was most of a recovery's page
+    /// zeroing).
+    pub fn reserve(&mut self, versions: usize) {
+        self.store.reserve(versions);
+    }
+
+    /// Takes in one version read back.
+    pub fn take(&mut self, version: Version) {
+        self.lamport = self.lamport.max(version.lamport);
+        self.note_life(&version);
+        self.store.load(version);
+    }
+
+    /// Notes the life of `version` if it is one of this address's.
+    pub fn note_life(&mut self, version: &Version) {
+        if let Some(life) = version
+            .dot
+            .origin
+            .as_str()
+            .strip_prefix(&self.own_prefix)
+            .and_then(|i| i.parse::<u64>().ok())
+        {
+            self.own_life = self.own_life.max(Some(life));
+        }
+    }
+
+    /// The newest life of this address that a version read names (the new
+    /// life goes above it, even if the stored state was lost).
+    pub fn own_life(&self) -> Option<u64> {
+        self.own_life
+    }
 }
 
 impl Replica {
@@ -99,9 +155,9 @@ impl Replica {
     /// without it.
     ///
     /// For tests, with every version at hand: the node streams them from
-    /// disk through the same steps ([`Replica::reserve_versions`],
-    /// [`Replica::recover_version`], [`Replica::finish_recovery`], then
-    /// [`Replica::adopt_state`] when nothing was dropped).
+    /// disk through the same steps ([`Recovering`],
+    /// [`Replica::adopt_recovered`], then [`Replica::adopt_state`] when
+    /// nothing was dropped).
     #[cfg(test)]
     pub fn recover(
         address: &str,
@@ -112,36 +168,50 @@ impl Replica {
         state: Option<&DurableState>,
         versions: Vec<Version>,
     ) -> Replica {
-        let mut replica = Replica::new(address, incarnation, view, timing, now_ms);
+        let mut recovering = Recovering::new(address);
         for version in versions {
-            replica.recover_version(version);
+            recovering.take(version);
         }
-        replica.finish_recovery();
+        let mut replica = Replica::new(address, incarnation, view, timing, now_ms);
+        replica.adopt_recovered(recovering);
         if let Some(state) = state {
             replica.adopt_state(state);
         }
         replica
     }
 
-    /// Makes room for about `versions` recovered versions before
-    /// [`Replica::recover_version`] takes them in one by one.
-    pub fn reserve_versions(&mut self, versions: usize) {
-        self.store.reserve(versions);
+    /// Takes in the store a recovery filled ([`Recovering`]); must come
+    /// before anything else is written to this replica.
+    pub fn adopt_recovered(&mut self, recovering: Recovering) {
+        debug_assert_eq!(
+            self.store.live_len() + self.store.tombstone_len(),
+            0,
+            "a recovery fills an empty replica"
+        );
+        let Recovering {
+            mut store, lamport, ..
+        } = recovering;
+        store.finish_loading();
+        self.store = store;
+        self.lamport = self.lamport.max(lamport);
     }
 
-    /// [`Replica::recover`] one version at a time, for a shell that reads
-    /// the disk straight into a new replica: takes in one version read back
-    /// (each key at most once). The stored state, if storage vouches for
-    /// every version, comes after the last one ([`Replica::adopt_state`]).
-    /// [`Replica::finish_recovery`] must follow the last one.
-    pub fn recover_version(&mut self, version: Version) {
-        self.lamport = self.lamport.max(version.lamport);
-        self.store.load(version);
-    }
-
-    /// Ends a sequence of [`Replica::recover_version`]s: the store sorts
-    /// what it took in out of order (see [`Store::load`](crate::core::Store::load)).
-    pub fn finish_recovery(&mut self) {
+    /// After [`Replica::adopt_recovered`]: what the logs after the snapshot
+    /// left, per key — its version, or `None` if it was removed. What the
+    /// snapshot held for those keys goes first (the logs are newer, and a
+    /// removal in them decides even over a version that would beat the one
+    /// written after it); the versions are then loaded in any order and
+    /// each origin's log sorted once (inserting them one by one in seq
+    /// order shifted the logs: quadratic).
+    pub fn recover_changes(&mut self, changes: impl IntoIterator<Item = (Key, Option<Version>)>) {
+        let changes: Vec<(Key, Option<Version>)> = changes.into_iter().collect();
+        for (key, _) in &changes {
+            self.store.remove_key(key);
+        }
+        for version in changes.into_iter().filter_map(|(_, v)| v) {
+            self.lamport = self.lamport.max(version.lamport);
+            self.store.load(version);
+        }
         self.store.finish_loading();
     }
 

@@ -1,5 +1,7 @@
 //! Unit tests of [`super`]; kept beside it so that the module itself stays short.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::core::clock::MAX_CLOCK_ENTRIES;
 
