@@ -543,9 +543,16 @@ async fn one_commit_releases_every_write_waiting_for_it() {
     tokio::task::yield_now().await;
     assert!(waiters.iter().all(|w| !w.is_finished()), "released early");
     // One batch, one fsync, carrying all eight writes.
+    let batch_ticket = storage.issued();
+    // A write made after the batch was taken is not in it.
+    let after = storage.ticket();
+    let later = {
+        let storage = storage.clone();
+        tokio::spawn(async move { storage.wait(after).await })
+    };
     storage
         .commit(Batch {
-            ticket: storage.issued(),
+            ticket: batch_ticket,
             versions: written.clone(),
             removed: vec![],
             state: state_for(&written),
@@ -556,9 +563,12 @@ async fn one_commit_releases_every_write_waiting_for_it() {
         waiter.await.unwrap().unwrap();
     }
     assert_eq!(storage.persisted(), state_for(&written).clock);
+    tokio::task::yield_now().await;
+    assert!(!later.is_finished(), "released by a batch it was not in");
     // Once closed, a write is told its durability is unknown, not held.
-    let late = storage.ticket();
     storage.close();
+    assert!(later.await.unwrap().is_err());
+    let late = storage.ticket();
     assert!(storage.wait(late).await.is_err());
 }
 
