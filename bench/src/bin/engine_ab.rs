@@ -1,7 +1,11 @@
-//! A/B of the two embedded engines considered for `data_dir` (redb, fjall):
-//! throughput of durable batched writes (one fsync per batch, as group
-//! commit does), time to reopen and read everything back, and bytes on disk
-//! per key. Run: `cargo run --release -p hearsay-bench --bin engine_ab`.
+//! A/B of the storage engines considered for `data_dir` — two embedded
+//! engines (redb, fjall) and hearsay's own append-only log
+//! (`hearsay::storage::Disk`, which replaced fjall): throughput of durable
+//! batched writes (one fsync per batch, as group commit does), time to
+//! reopen and read everything back, and bytes on disk per key. The log's
+//! records carry a whole version (its dot and dependencies too), the
+//! engines' only the key and value. Run:
+//! `cargo run --release -p hearsay-bench --bin engine_ab`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -107,6 +111,62 @@ fn fjall_run(dir: &Path) -> Outcome {
     }
 }
 
+fn log_run(dir: &Path) -> Outcome {
+    use hearsay::config::SyncPolicy;
+    use hearsay::core::{Dot, DurableState, Origin, VClock, Version};
+    use hearsay::storage::{Disk, SnapshotSink};
+
+    struct Count(usize);
+    impl SnapshotSink for Count {
+        fn expect(&mut self, _: usize) {}
+        fn version(&mut self, _: Version) {
+            self.0 += 1;
+        }
+    }
+    let origin = Origin::new("127.0.0.1:8090", 1);
+    let version = |i: usize| {
+        let seq = i as u64 + 1;
+        Version {
+            key: String::from_utf8(key(i)).unwrap().into(),
+            value: Some(format!("\"{}\"", String::from_utf8(value(i)).unwrap()).into()),
+            dot: Dot {
+                origin: origin.clone(),
+                seq,
+            },
+            lamport: seq,
+            deps: VClock::from_pairs([(origin.clone(), seq)]),
+        }
+    };
+    let state = |seq: u64| DurableState {
+        incarnation: 1,
+        lamport: seq,
+        clock: VClock::from_pairs([(origin.clone(), seq)]),
+        horizon: VClock::new(),
+        cluster: 1,
+    };
+    let (mut disk, _) = Disk::open(dir, &mut Count(0)).unwrap();
+    let start = Instant::now();
+    for batch in 0..KEYS / BATCH {
+        let versions: Vec<Version> = (batch * BATCH..(batch + 1) * BATCH).map(version).collect();
+        let last = ((batch + 1) * BATCH) as u64;
+        disk.commit(&versions, &[], &state(last), SyncPolicy::Always)
+            .unwrap();
+    }
+    let writes_per_s = KEYS as f64 / start.elapsed().as_secs_f64();
+    drop(disk);
+    let start = Instant::now();
+    let mut count = Count(0);
+    let (_disk, recovered) = Disk::open(dir, &mut count).unwrap();
+    let n = count.0 + recovered.changes.values().flatten().count();
+    let reopen = start.elapsed();
+    assert_eq!(n, KEYS / 2);
+    Outcome {
+        writes_per_s,
+        reopen,
+        bytes_per_key: dir_bytes(dir) as f64 / n as f64,
+    }
+}
+
 fn main() {
     println!(
         "{KEYS} writes of {VALUE_BYTES}-byte values over {} keys, {BATCH} per durable commit",
@@ -117,6 +177,7 @@ fn main() {
     for (name, run) in [
         ("redb 2.6", redb_run as fn(&Path) -> Outcome),
         ("fjall 2.11", fjall_run),
+        ("hearsay log", log_run),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let o = run(dir.path());
