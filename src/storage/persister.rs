@@ -9,11 +9,11 @@
 //! such write is released at once: one fsync for all writes that were
 //! waiting (group commit).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{watch, Notify};
 
 use super::{Disk, StorageError};
 use crate::config::SyncPolicy;
@@ -27,12 +27,15 @@ pub struct Persister {
     sync: SyncPolicy,
     /// The newest ticket issued (taken under the replica lock).
     issued: AtomicU64,
-    /// The writes waiting, and the newest ticket released.
-    waiting: Mutex<Waiting>,
+    /// The newest ticket whose write is as durable as `sync` promises.
+    done: watch::Sender<u64>,
     /// Wakes the storage loop for a waiting write.
     wake: Notify,
     /// The clock of the state last committed: what the disk holds.
     persisted: Mutex<VClock>,
+    /// A commit failed: writes are refused from then on (the disk no longer
+    /// matches what the replica would claim after a restart).
+    failed: AtomicBool,
     /// The state last committed (an unchanged one is not written again).
     last: Mutex<DurableState>,
     /// The directory held data at start.
@@ -43,42 +46,6 @@ pub struct Persister {
     /// they are not written again (a large snapshot would otherwise be
     /// rewritten at every batch while it arrives).
     written_uncovered: Mutex<HashSet<Dot>>,
-}
-
-/// Writes waiting for the disk, by ticket: a commit wakes exactly the
-/// writes it made durable (one channel per write; a shared "newest ticket
-/// done" signal woke every waiting write at every commit, and half of them
-/// only to wait again).
-#[derive(Default)]
-struct Waiting {
-    /// The newest ticket whose write is as durable as `sync` promises.
-    done: u64,
-    /// A commit failed, or the storage loop ended: every wait ends with an
-    /// error from then on (the disk no longer matches what the replica
-    /// would claim after a restart).
-    failed: bool,
-    by_ticket: BTreeMap<u64, oneshot::Sender<bool>>,
-}
-
-impl Waiting {
-    /// Releases every write up to `ticket`; returns how many tickets that
-    /// made durable.
-    fn release(&mut self, ticket: u64) -> u64 {
-        let released = ticket.saturating_sub(self.done);
-        self.done = self.done.max(ticket);
-        let later = self.by_ticket.split_off(&ticket.saturating_add(1));
-        for waiter in std::mem::replace(&mut self.by_ticket, later).into_values() {
-            let _ = waiter.send(true);
-        }
-        released
-    }
-
-    fn fail(&mut self) {
-        self.failed = true;
-        for waiter in std::mem::take(&mut self.by_ticket).into_values() {
-            let _ = waiter.send(false);
-        }
-    }
 }
 
 /// What one commit writes, taken under the replica lock.
@@ -109,10 +76,11 @@ impl Persister {
             disk: Arc::new(Mutex::new(disk)),
             sync,
             issued: AtomicU64::new(0),
-            waiting: Mutex::new(Waiting::default()),
+            done: watch::channel(0).0,
             wake: Notify::new(),
             persisted: Mutex::new(state.clock.clone()),
             last: Mutex::new(state),
+            failed: AtomicBool::new(false),
             recovered,
             written_uncovered: Mutex::new(HashSet::new()),
         }
@@ -150,22 +118,18 @@ impl Persister {
             self.wake.notify_one();
             return Ok(());
         }
-        let released = {
-            let mut waiting = lock(&self.waiting);
-            if waiting.done >= ticket {
+        let mut done = self.done.subscribe();
+        self.wake.notify_one();
+        loop {
+            if *done.borrow_and_update() >= ticket {
                 return Ok(());
             }
-            if waiting.failed {
+            if self.failed.load(Ordering::Acquire) {
                 return Err(StorageError::Failed);
             }
-            let (tell, released) = oneshot::channel();
-            waiting.by_ticket.insert(ticket, tell);
-            released
-        };
-        self.wake.notify_one();
-        match released.await {
-            Ok(true) => Ok(()),
-            Ok(false) | Err(_) => Err(StorageError::Failed),
+            if done.changed().await.is_err() {
+                return Err(StorageError::Failed);
+            }
         }
     }
 
@@ -192,7 +156,7 @@ impl Persister {
             }
         }
         let unchanged = versions.is_empty() && removed.is_empty() && *lock(&self.last) == state;
-        if unchanged && ticket <= lock(&self.waiting).done {
+        if unchanged && ticket <= *self.done.borrow() {
             return Ok(());
         }
         let clock = state.clock.clone();
@@ -224,13 +188,19 @@ impl Persister {
             Ok(()) => {
                 *lock(&self.persisted) = clock;
                 *lock(&self.last) = written;
-                let released = lock(&self.waiting).release(ticket);
+                let mut released = 0;
+                self.done.send_if_modified(|done| {
+                    released = ticket.saturating_sub(*done);
+                    *done = (*done).max(ticket);
+                    released > 0
+                });
                 metrics::counter!(names::STORAGE_COMMITS).increment(1);
                 metrics::counter!(names::STORAGE_WRITES_RELEASED).increment(released);
                 Ok(())
             }
             Err(error) => {
-                lock(&self.waiting).fail();
+                self.failed.store(true, Ordering::Release);
+                self.done.send_modify(|_| {});
                 Err(error)
             }
         }
@@ -240,7 +210,8 @@ impl Persister {
     /// or made later, is told its durability is unknown instead of waiting
     /// for ever.
     pub fn close(&self) {
-        lock(&self.waiting).fail();
+        self.failed.store(true, Ordering::Release);
+        self.done.send_modify(|_| {});
     }
 
     /// Records the dots just written that `clock` (the state of the batch)
