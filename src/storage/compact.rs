@@ -59,6 +59,14 @@ pub fn compact(dir: &Path, plan: Plan<'_>) -> Result<u64, CompactError> {
     for (file, path) in plan.inputs.iter().enumerate() {
         let bytes = std::fs::read(path)?;
         let (frames, _) = format::frames(&bytes);
+        // A snapshot's versions count as read (it was complete when it was
+        // named, as the reader takes it); a log's once their batch's state
+        // is read.
+        let snapshot = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(format::parse_name)
+            .is_some_and(|(kind, _)| kind == FileKind::Snapshot);
         let mut pending: Vec<(Box<str>, Option<Location>)> = Vec::new();
         for frame in frames {
             let record = &bytes[frame.start..frame.end];
@@ -69,16 +77,17 @@ pub fn compact(dir: &Path, plan: Plan<'_>) -> Result<u64, CompactError> {
                 return Err(CompactError::Damaged(path.clone()));
             }
             let body = format::body(record);
+            let location = Location {
+                file,
+                start: frame.start,
+                len: record.len(),
+            };
             match format::kind_of(record) {
                 Some(Kind::Version) => match format::version_key(body) {
-                    Some(key) => pending.push((
-                        key.into(),
-                        Some(Location {
-                            file,
-                            start: frame.start,
-                            len: record.len(),
-                        }),
-                    )),
+                    Some(key) if snapshot => {
+                        newest.insert(key.into(), location);
+                    }
+                    Some(key) => pending.push((key.into(), Some(location))),
                     None if plan.skip_damage => {}
                     None => return Err(CompactError::Damaged(path.clone())),
                 },

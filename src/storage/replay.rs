@@ -127,7 +127,8 @@ pub fn replay(dir: &Path, snapshot: &mut dyn SnapshotSink) -> Result<Replayed, R
         };
         let tail = reader.file(path, &mut buffer)?;
         if let Some(tail) = tail {
-            if index == last {
+            // Only the log being appended to can end in a batch cut short.
+            if index == last && *kind == FileKind::Log {
                 out.torn_at = Some(tail.complete_end);
             } else {
                 // An older file never ends in a cut batch (the tail of the

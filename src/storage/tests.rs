@@ -622,3 +622,51 @@ fn a_node_recovers_the_snapshot_and_the_changes_after_it_as_the_disk_holds_them(
         replica.check_invariants().unwrap();
     });
 }
+
+#[test]
+fn a_snapshot_cut_short_is_damage_and_never_cuts_the_log_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut disk, _) = Disk::open_collected(dir.path()).unwrap();
+    disk.set_seal_at(256);
+    let all: Vec<Version> = (1..=20)
+        .map(|i| version(&format!("k{i}"), Some("\"v\""), i))
+        .collect();
+    for (n, v) in all.iter().enumerate() {
+        disk.commit(
+            std::slice::from_ref(v),
+            &[],
+            &state_for(&all[..=n]),
+            SyncPolicy::Never,
+        )
+        .unwrap();
+    }
+    disk.settle();
+    drop(disk);
+    for log in logs(dir.path()) {
+        std::fs::remove_file(log).unwrap();
+    }
+    let snapshot = files(dir.path())
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains("snap-"))
+        .expect("a snapshot");
+    let len = std::fs::metadata(&snapshot).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&snapshot)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let (mut disk, recovered) = Disk::open_collected(dir.path()).unwrap();
+    assert!(recovered.dropped > 0, "a snapshot is complete or damaged");
+    assert_eq!(recovered.state, None, "no state vouches for what was kept");
+    for version in recovered.versions.values() {
+        assert!(all.contains(version));
+    }
+    let fresh = state_for(&[]);
+    disk.begin_life(&fresh).unwrap();
+    drop(disk);
+    let (_, again) = Disk::open_collected(dir.path()).unwrap();
+    assert_eq!(again.dropped, 0, "rewritten without the damage");
+    assert_eq!(again.state, Some(fresh));
+    assert_eq!(again.versions.len(), recovered.versions.len());
+}
