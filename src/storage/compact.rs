@@ -22,7 +22,7 @@ use crate::core::DurableState;
 #[derive(Clone, Copy)]
 struct Location {
     file: usize,
-    start: usize,
+    start: u64,
     len: usize,
 }
 
@@ -56,9 +56,8 @@ pub struct Plan<'a> {
 pub fn compact(dir: &Path, plan: Plan<'_>) -> Result<u64, CompactError> {
     let mut newest: HashMap<Box<str>, Location> = HashMap::new();
     let mut state: Option<Vec<u8>> = None;
+    let mut buffer = Vec::with_capacity(format::READ_CHUNK);
     for (file, path) in plan.inputs.iter().enumerate() {
-        let bytes = std::fs::read(path)?;
-        let (frames, _) = format::frames(&bytes);
         // A snapshot's versions count as read (it was complete when it was
         // named, as the reader takes it); a log's once their batch's state
         // is read.
@@ -68,47 +67,51 @@ pub fn compact(dir: &Path, plan: Plan<'_>) -> Result<u64, CompactError> {
             .and_then(format::parse_name)
             .is_some_and(|(kind, _)| kind == FileKind::Snapshot);
         let mut pending: Vec<(Box<str>, Option<Location>)> = Vec::new();
-        for frame in frames {
-            let record = &bytes[frame.start..frame.end];
-            if !format::intact(record) {
-                if plan.skip_damage {
-                    continue;
-                }
-                return Err(CompactError::Damaged(path.clone()));
-            }
-            let body = format::body(record);
-            let location = Location {
-                file,
-                start: frame.start,
-                len: record.len(),
-            };
-            match format::kind_of(record) {
-                Some(Kind::Version) => match format::version_key(body) {
-                    Some(key) if snapshot => {
-                        newest.insert(key.into(), location);
+        let damaged = || CompactError::Damaged(path.clone());
+        format::read_framed(path, &mut buffer, |bytes, frames, base| {
+            for frame in frames {
+                let record = &bytes[frame.start..frame.end];
+                if !format::intact(record) {
+                    if plan.skip_damage {
+                        continue;
                     }
-                    Some(key) => pending.push((key.into(), Some(location))),
+                    return Err(damaged());
+                }
+                let body = format::body(record);
+                let location = Location {
+                    file,
+                    start: base + frame.start as u64,
+                    len: record.len(),
+                };
+                match format::kind_of(record) {
+                    Some(Kind::Version) => match format::version_key(body) {
+                        Some(key) if snapshot => {
+                            newest.insert(key.into(), location);
+                        }
+                        Some(key) => pending.push((key.into(), Some(location))),
+                        None if plan.skip_damage => {}
+                        None => return Err(damaged()),
+                    },
+                    Some(Kind::Removal) => match std::str::from_utf8(body) {
+                        Ok(key) => pending.push((key.into(), None)),
+                        Err(_) if plan.skip_damage => {}
+                        Err(_) => return Err(damaged()),
+                    },
+                    Some(Kind::State) => {
+                        for (key, location) in pending.drain(..) {
+                            match location {
+                                Some(location) => newest.insert(key, location),
+                                None => newest.remove(&key),
+                            };
+                        }
+                        state = Some(record.to_vec());
+                    }
                     None if plan.skip_damage => {}
-                    None => return Err(CompactError::Damaged(path.clone())),
-                },
-                Some(Kind::Removal) => match std::str::from_utf8(body) {
-                    Ok(key) => pending.push((key.into(), None)),
-                    Err(_) if plan.skip_damage => {}
-                    Err(_) => return Err(CompactError::Damaged(path.clone())),
-                },
-                Some(Kind::State) => {
-                    for (key, location) in pending.drain(..) {
-                        match location {
-                            Some(location) => newest.insert(key, location),
-                            None => newest.remove(&key),
-                        };
-                    }
-                    state = Some(record.to_vec());
+                    None => return Err(damaged()),
                 }
-                None if plan.skip_damage => {}
-                None => return Err(CompactError::Damaged(path.clone())),
             }
-        }
+            Ok(())
+        })?;
         // Records after the last state: a batch cut short, never vouched for.
     }
     let state = match plan.state {
@@ -133,7 +136,7 @@ pub fn compact(dir: &Path, plan: Plan<'_>) -> Result<u64, CompactError> {
         }
         let (_, file) = open.as_ref().expect("opened above");
         record.resize(location.len, 0);
-        file.read_exact_at(&mut record, location.start as u64)?;
+        file.read_exact_at(&mut record, location.start)?;
         out.write_all(&record)?;
         written += record.len() as u64;
     }

@@ -122,6 +122,41 @@ pub fn frames(bytes: &[u8]) -> (Vec<Frame>, usize) {
     (out, at)
 }
 
+/// Bytes read from a file at a time (in tests, less than a record, so that
+/// records cut across reads are the rule).
+pub const READ_CHUNK: usize = if cfg!(test) { 61 } else { 16 << 20 };
+
+/// Reads the file at `path` a chunk at a time into `buffer` (one buffer for
+/// every file: fresh pages for a whole file, which the kernel zeroes, were a
+/// tenth of a large recovery; and memory stays bounded by the chunk, not
+/// the file) and hands `each` every run of whole records read: the bytes,
+/// their frames, and the file offset of the bytes' start. Returns where
+/// the file ends and whether bytes past the last whole record remain (a
+/// record cut short, or a damaged length).
+pub fn read_framed<E: From<std::io::Error>>(
+    path: &Path,
+    buffer: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8], &[Frame], u64) -> Result<(), E>,
+) -> Result<(u64, bool), E> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    // The file offset of `buffer[0]`.
+    let mut base = 0u64;
+    buffer.clear();
+    loop {
+        let read = (&mut file).take(READ_CHUNK as u64).read_to_end(buffer)?;
+        let (frames, parsed_to) = frames(buffer);
+        if !frames.is_empty() {
+            each(buffer, &frames, base)?;
+        }
+        buffer.drain(..parsed_to);
+        base += parsed_to as u64;
+        if read == 0 {
+            return Ok((base + buffer.len() as u64, !buffer.is_empty()));
+        }
+    }
+}
+
 fn digest(len_and_kind: &[u8], body: &[u8]) -> [u8; DIGEST] {
     let mut hasher = Sha256::new();
     hasher.update(len_and_kind);

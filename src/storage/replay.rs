@@ -16,7 +16,6 @@
 //!   state record refuses the start: which lives this directory had is then
 //!   unknown.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, FileKind, Frame, Item, Kind};
@@ -114,7 +113,7 @@ pub fn replay(dir: &Path, snapshot: &mut dyn SnapshotSink) -> Result<Replayed, R
     let last = files.len().saturating_sub(1);
     // One buffer for every file: fresh pages for a whole file (the kernel
     // zeroes each) were a tenth of a large recovery.
-    let mut buffer = Vec::with_capacity(READ_CHUNK);
+    let mut buffer = Vec::with_capacity(format::READ_CHUNK);
     for (index, (kind, _, path)) in files.iter().enumerate() {
         if *kind == FileKind::Snapshot {
             let bytes = std::fs::metadata(path)?.len();
@@ -158,10 +157,6 @@ pub trait SnapshotSink {
 /// origin): snapshot bytes over it bound the versions it holds.
 const SMALLEST_RECORD: u64 = 64;
 
-/// Bytes read from a file at a time (in tests, less than a record, so that
-/// records cut across reads are the rule).
-const READ_CHUNK: usize = if cfg!(test) { 61 } else { 16 << 20 };
-
 /// Records after a file's last state record.
 struct Tail {
     /// Where the last complete batch ends.
@@ -196,14 +191,7 @@ impl Reader<'_> {
     /// does. Decoding (digests, MessagePack: on every core) of one window
     /// of records runs while the previous window is applied on this thread.
     fn file(&mut self, path: &Path, buffer: &mut Vec<u8>) -> Result<Option<Tail>, ReplayError> {
-        let mut file = std::fs::File::open(path)?;
-        // The file offset of `buffer[0]`.
-        let mut base = 0u64;
-        buffer.clear();
-        loop {
-            let read = (&mut file).take(READ_CHUNK as u64).read_to_end(buffer)?;
-            let (frames, parsed_to) = format::frames(buffer);
-            let bytes = &buffer[..];
+        let (end, unparsed) = format::read_framed(path, buffer, |bytes, frames, base| {
             let mut windows = frames.chunks(WINDOW);
             let mut decoded = windows.next().map(|w| (decode_all(bytes, w), w));
             while let Some((items, window)) = decoded.take() {
@@ -223,22 +211,16 @@ impl Reader<'_> {
                 });
                 applied?;
             }
-            buffer.drain(..parsed_to);
-            base += parsed_to as u64;
-            if read == 0 {
-                break;
-            }
-        }
-        let end = base + buffer.len() as u64;
+            Ok::<(), ReplayError>(())
+        })?;
         self.out.bytes += end;
         let batch = &self.batch;
         if batch.complete_end == end {
             return Ok(None);
         }
-        let unparsed = usize::from(!buffer.is_empty());
         Ok(Some(Tail {
             complete_end: batch.complete_end,
-            records: batch.pending.len() + batch.damaged + unparsed,
+            records: batch.pending.len() + batch.damaged + usize::from(unparsed),
             damaged_state: batch.damaged_state,
         }))
     }
