@@ -2,7 +2,9 @@
 //!
 //! Metric names live in [`names`] so that code, docs and benchmarks agree.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -110,4 +112,71 @@ pub fn prometheus() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// At most one log line per period for an event anyone on the network can
+/// cause at will (a refused internal request): a log line per forged
+/// message would let an unauthenticated sender fill the disk the logs go
+/// to. The events in between are counted, and the next line says how many
+/// were left out. Metrics still count every one.
+pub struct LogThrottle {
+    period_ms: u64,
+    /// Milliseconds since [`monotonic_ms`]'s start before which no line is
+    /// written.
+    next_ms: AtomicU64,
+    left_out: AtomicU64,
+}
+
+impl LogThrottle {
+    pub const fn new(period_ms: u64) -> LogThrottle {
+        LogThrottle {
+            period_ms,
+            next_ms: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: write a line now, `n` events since the last line were
+    /// left out; `None`: leave this one out.
+    pub fn admit(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(self.period_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.left_out.swap(0, Ordering::Relaxed));
+        }
+        self.left_out.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// Milliseconds since the first call, on a clock that never steps back.
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::LogThrottle;
+
+    #[test]
+    fn one_line_per_period_and_the_next_counts_what_was_left_out() {
+        let throttle = LogThrottle::new(1000);
+        assert_eq!(throttle.admit(5), Some(0));
+        for now in 6..=1004 {
+            assert_eq!(throttle.admit(now), None, "at {now}");
+        }
+        assert_eq!(throttle.admit(1005), Some(999));
+        assert_eq!(throttle.admit(1006), None);
+        assert_eq!(throttle.admit(10_000), Some(1));
+    }
 }

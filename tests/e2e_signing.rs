@@ -671,3 +671,39 @@ async fn replayed_stale_and_tampered_requests_are_refused() {
         assert!(count.unwrap_or(0.0) >= 1.0, "{name}: {count:?}");
     }
 }
+
+/// Anyone can send forged internal requests: each is refused and counted,
+/// but they cannot fill the replica's log (at most a line a second, which
+/// says how many refusals it left out).
+#[tokio::test]
+async fn a_flood_of_forged_requests_is_counted_but_barely_logged() {
+    let cluster = Cluster::builder(1).set("cluster_key", KEY1).start().await;
+    let addr = cluster.addr(0);
+    let keyring = Keyring::new(&[KEY1]).unwrap();
+    let body = vec![0xc1];
+    let (headers, _) = signed_request_headers(&keyring, "/internal/heartbeat", 2, &body);
+    let started = std::time::Instant::now();
+    const FORGED: usize = 300;
+    for _ in 0..FORGED {
+        // Signed for another body: the MAC does not verify.
+        let (status, _) = post_internal(addr, headers.clone(), vec![0xc0]).await;
+        assert_eq!(status, 401);
+    }
+    let seconds = started.elapsed().as_secs() as usize;
+    let refused = cluster
+        .http
+        .metric(addr, "hearsay_internal_refused_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(refused >= FORGED as f64, "every refusal counted: {refused}");
+    let logged = cluster
+        .log_tail(0, 10_000)
+        .lines()
+        .filter(|line| line.contains("refused internal request"))
+        .count();
+    assert!(
+        logged <= seconds + 2,
+        "{logged} log lines for {FORGED} refusals in {seconds} s"
+    );
+    assert!(logged >= 1, "refusals are still logged");
+}

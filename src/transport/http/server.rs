@@ -23,7 +23,7 @@ use crate::api::body::read_body;
 use crate::api::ApiError;
 use crate::node::Node;
 use crate::proto;
-use crate::telemetry::names;
+use crate::telemetry::{monotonic_ms, names, LogThrottle};
 
 /// Followed by `: ` and the decoder's description of what is wrong.
 pub const ERR_BAD_MESSAGE: &str = "Bad internal message";
@@ -73,9 +73,15 @@ pub async fn internal(
     response
 }
 
+/// Refusals logged: at most one line a second (anyone can send them).
+static REFUSALS_LOGGED: LogThrottle = LogThrottle::new(1000);
+
 /// A refusal of a message whose signature did not pass.
 fn refuse(plane: &Plane, kind: &str, key_id: Option<&str>, failure: Failure) -> ApiError {
-    warn!(%kind, reason = failure.label(), key_id, "refused internal request");
+    if let Some(left_out) = REFUSALS_LOGGED.admit(monotonic_ms()) {
+        warn!(%kind, reason = failure.label(), key_id, left_out,
+            "refused internal request (left_out: refusals since the last such line, not logged)");
+    }
     plane.count_failure("request", key_id, failure);
     metrics::counter!(names::INTERNAL_REFUSED).increment(1);
     ApiError::new(StatusCode::UNAUTHORIZED, failure.message())
