@@ -170,11 +170,11 @@ fn digest(len_and_kind: &[u8], body: &[u8]) -> [u8; DIGEST] {
 /// Decodes the record `frame` of `bytes`: never panics, whatever the bytes.
 pub fn decode(bytes: &[u8], frame: Frame) -> Item {
     let record = &bytes[frame.start..frame.end];
-    let claimed = Kind::from_byte(record[4]);
-    let body = &record[HEADER..];
-    if record[5..HEADER] != digest(&record[..5], body) {
+    let claimed = kind_of(record);
+    if !intact(record) {
         return Item::Damaged { claimed };
     }
+    let body = body(record);
     let decoded = match claimed {
         Some(Kind::Version) => rmp_serde::from_slice::<VersionIn>(body)
             .ok()

@@ -175,11 +175,11 @@ impl Disk {
                 dir: dir.to_path_buf(),
             });
         }
-        let (_, leftovers) = replay::list(dir).map_err(io)?;
+        let (files, leftovers) = replay::list(dir).map_err(io)?;
         for leftover in leftovers {
             std::fs::remove_file(leftover).map_err(io)?;
         }
-        let replayed = replay::replay(dir, snapshot).map_err(|error| match error {
+        let replayed = replay::replay(files, snapshot).map_err(|error| match error {
             replay::ReplayError::Io(source) => io(source),
             replay::ReplayError::DamagedState => StorageError::DamagedState {
                 dir: dir.to_path_buf(),

@@ -53,8 +53,6 @@ pub struct Replayed {
     /// Where the last file's last complete batch ends (anything after it is
     /// a batch cut short), if it has bytes past that.
     pub torn_at: Option<u64>,
-    /// Bytes in the files read.
-    pub bytes: u64,
 }
 
 /// Why a directory cannot be read.
@@ -103,12 +101,14 @@ pub fn list(dir: &Path) -> std::io::Result<(Vec<DataFile>, Vec<PathBuf>)> {
     Ok((ours, leftovers))
 }
 
-/// Reads and replays every file of `dir` that holds data. The snapshot's
+/// Reads and replays `files` (from [`list`], in its order). The snapshot's
 /// versions (one per key, and no removals: a compaction's output) go to
 /// `snapshot` as they are decoded, with no table in between; the logs'
 /// batches become [`Replayed::changes`] on top of them.
-pub fn replay(dir: &Path, snapshot: &mut dyn SnapshotSink) -> Result<Replayed, ReplayError> {
-    let (files, _) = list(dir)?;
+pub fn replay(
+    files: Vec<DataFile>,
+    snapshot: &mut dyn SnapshotSink,
+) -> Result<Replayed, ReplayError> {
     let mut out = Replayed::default();
     let last = files.len().saturating_sub(1);
     // One buffer for every file: fresh pages for a whole file (the kernel
@@ -213,7 +213,6 @@ impl Reader<'_> {
             }
             Ok::<(), ReplayError>(())
         })?;
-        self.out.bytes += end;
         let batch = &self.batch;
         if batch.complete_end == end {
             return Ok(None);

@@ -43,6 +43,19 @@ struct Outcome {
     bytes_per_key: f64,
 }
 
+impl Outcome {
+    /// After `n` keys were read back from `dir`, reopened at `start`.
+    fn read_back(writes_per_s: f64, start: Instant, n: usize, dir: &Path) -> Outcome {
+        let reopen = start.elapsed();
+        assert_eq!(n, KEYS / 2);
+        Outcome {
+            writes_per_s,
+            reopen,
+            bytes_per_key: dir_bytes(dir) as f64 / n as f64,
+        }
+    }
+}
+
 const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("versions");
 
 fn redb_run(dir: &Path) -> Outcome {
@@ -66,13 +79,7 @@ fn redb_run(dir: &Path) -> Outcome {
     let tx = db.begin_read().unwrap();
     let table = tx.open_table(TABLE).unwrap();
     let n = redb::ReadableTable::iter(&table).unwrap().count();
-    let reopen = start.elapsed();
-    assert_eq!(n, KEYS / 2);
-    Outcome {
-        writes_per_s,
-        reopen,
-        bytes_per_key: dir_bytes(dir) as f64 / n as f64,
-    }
+    Outcome::read_back(writes_per_s, start, n, dir)
 }
 
 fn fjall_run(dir: &Path) -> Outcome {
@@ -102,13 +109,7 @@ fn fjall_run(dir: &Path) -> Outcome {
     let start = Instant::now();
     let (_keyspace, part) = open();
     let n = part.iter().count();
-    let reopen = start.elapsed();
-    assert_eq!(n, KEYS / 2);
-    Outcome {
-        writes_per_s,
-        reopen,
-        bytes_per_key: dir_bytes(dir) as f64 / n as f64,
-    }
+    Outcome::read_back(writes_per_s, start, n, dir)
 }
 
 fn log_run(dir: &Path) -> Outcome {
@@ -158,13 +159,7 @@ fn log_run(dir: &Path) -> Outcome {
     let mut count = Count(0);
     let (_disk, recovered) = Disk::open(dir, &mut count).unwrap();
     let n = count.0 + recovered.changes.values().flatten().count();
-    let reopen = start.elapsed();
-    assert_eq!(n, KEYS / 2);
-    Outcome {
-        writes_per_s,
-        reopen,
-        bytes_per_key: dir_bytes(dir) as f64 / n as f64,
-    }
+    Outcome::read_back(writes_per_s, start, n, dir)
 }
 
 fn main() {
