@@ -134,6 +134,20 @@ impl Bounds {
         }
     }
 
+    /// A replica away past the grace period writes a key concurrently with
+    /// a delete that the other collects without it; then one exchange (the
+    /// snapshot it must take). Before re-issuing, its write survived the
+    /// snapshot under a clock that claimed the delete.
+    fn away_past_grace() -> Self {
+        Bounds {
+            writes: 3,
+            exchanges: 1,
+            collections: 1,
+            time_jumps: 1,
+            ..Self::quiet()
+        }
+    }
+
     /// A write concurrent with a delete, three exchanges and one collection:
     /// enough to reach the counterexample to reflection (see
     /// `a_late_chunk_cannot_bring_back_a_collected_delete`).
@@ -156,6 +170,7 @@ impl Bounds {
             ("hostile network", Self::hostile_network()),
             ("restarts", Self::restarts()),
             ("collection", Self::collection()),
+            ("away past the grace period", Self::away_past_grace()),
         ]
         .into_iter()
         .filter(|(name, _)| only.as_deref().is_none_or(|only| only == *name))
@@ -767,7 +782,23 @@ fn deliver(w: &mut World, id: u64) {
                         },
                     );
                 }
-                Ok(PullStep::Done(_)) | Err(_) => {
+                Ok(PullStep::Done(done)) => {
+                    node.pulls.remove(&from);
+                    if done.reissued > 0 {
+                        // New writes of this life: the ledger holds every write.
+                        let replica = &w.nodes[to].replica;
+                        let origin = replica.origin();
+                        let fresh: Vec<Version> = replica
+                            .store()
+                            .versions()
+                            .filter(|v| v.origin() == origin)
+                            .map(|v| v.to_version())
+                            .filter(|v| !w.ledger.iter().any(|l| l.dot == v.dot))
+                            .collect();
+                        w.ledger.extend(fresh);
+                    }
+                }
+                Err(_) => {
                     node.pulls.remove(&from);
                 }
             }

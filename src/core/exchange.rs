@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::VClock;
 use super::membership::Heard;
-use super::replica::Replica;
+use super::replica::{Replica, SnapshotApplied};
 use super::store::{packed, Key, Stamp, Version};
 
 /// Upper bound on chunks in one transfer (with 1 MiB chunks far beyond any
@@ -249,6 +249,9 @@ pub struct PullDone {
     pub snapshot_keys: usize,
     /// Local versions dropped because the peer had deleted and collected them.
     pub dropped: usize,
+    /// Local values re-issued as new writes because a delete the peer
+    /// collected may have beaten them (see [`Replica::complete_snapshot`]).
+    pub reissued: usize,
 }
 
 impl Pull {
@@ -347,17 +350,18 @@ impl Pull {
             }
             None => {
                 let first = first.clone();
-                let dropped = if self.snapshot {
+                let applied = if self.snapshot {
                     replica.complete_snapshot(&first, &self.snapshot_keys)
                 } else {
                     replica.complete_transfer(&first);
-                    0
+                    SnapshotApplied::default()
                 };
                 Ok(PullStep::Done(PullDone {
                     peer: chunk.from,
                     snapshot: self.snapshot,
                     snapshot_keys: self.snapshot_keys.len(),
-                    dropped,
+                    dropped: applied.dropped,
+                    reissued: applied.reissued,
                 }))
             }
         }

@@ -26,7 +26,7 @@ pub use membership::{
     MAX_MEMBERS,
 };
 pub use replica::{
-    ApplyReport, DurableState, NotYet, ReadOutcome, Recovering, Replica, WriteError, WriteOutcome,
-    MAX_LAMPORT_LEAP, MAX_SEQ_LEAP,
+    ApplyReport, DurableState, NotYet, ReadOutcome, Recovering, Replica, SnapshotApplied,
+    WriteError, WriteOutcome, MAX_LAMPORT_LEAP, MAX_SEQ_LEAP,
 };
 pub use store::{packed, Footprint, JsonText, Key, Stamp, Store, Version, VersionRef};

@@ -91,6 +91,18 @@ pub struct ApplyReport {
     pub refused: usize,
 }
 
+/// What [`Replica::complete_snapshot`] did beyond applying the versions.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct SnapshotApplied {
+    /// Local versions dropped: the sender had deleted and collected them,
+    /// or they came in a transfer that never completed and a collected
+    /// delete may have beaten them.
+    pub dropped: usize,
+    /// Values re-issued as new writes of this life because a collected
+    /// delete may have beaten them ([`Replica::complete_snapshot`]).
+    pub reissued: usize,
+}
+
 /// A missing key's answer carries metadata too: the client's joined with the
 /// dependencies of the tombstone it observed (if the store still holds one),
 /// so a client that saw a delete is never served the deleted value afterwards
@@ -561,19 +573,107 @@ impl Replica {
     }
 
     /// A full snapshot completed: drop versions the sender had deleted and
-    /// collected, then adopt its guarantee and its horizon.
-    pub fn complete_snapshot(&mut self, covers: &Covers, snapshot_keys: &HashSet<Key>) -> usize {
+    /// collected, adopt its guarantee and its horizon, and re-issue the
+    /// writes that only this replica holds and that a collected delete may
+    /// have beaten (see [`Replica::exposed_to_collected_deletes`]).
+    pub fn complete_snapshot(
+        &mut self,
+        covers: &Covers,
+        snapshot_keys: &HashSet<Key>,
+    ) -> SnapshotApplied {
         if !self.plausible_covers(covers) || !self.consistent_guarantee(&covers.clock) {
-            return 0;
+            return SnapshotApplied::default();
         }
+        let exposed = self.exposed_to_collected_deletes(covers, snapshot_keys);
         let dropped = self
             .store
             .drop_versions_deleted_elsewhere(&covers.clock, snapshot_keys);
         self.complete_transfer(covers);
         self.horizon.merge(&covers.horizon);
+        let mut applied = SnapshotApplied {
+            dropped,
+            reissued: 0,
+        };
+        for version in exposed {
+            if !self.clock.covers_dot(&version.dot) {
+                // Received in a transfer whose guarantee never came, and
+                // never acknowledged here: its writer still holds it.
+                self.store.remove_key(&version.key);
+                self.uncovered.remove(&version.key);
+                applied.dropped += 1;
+            } else if self.reissue(version).is_ok() {
+                applied.reissued += 1;
+            }
+        }
         self.debug_check_clock();
         debug_assert_eq!(self.check_invariants(), Ok(()));
-        dropped
+        applied
+    }
+
+    /// The values this replica holds that a delete it never saw may have
+    /// beaten, when a snapshot's sender has collected tombstones this
+    /// replica's clock does not cover (it was cut off, or never heard of,
+    /// for longer than the grace period): values of keys the snapshot lacks,
+    /// that the sender's clock does not cover, and whose dependencies do not
+    /// cover the sender's horizon (a value that depends on the horizon is
+    /// causally after every delete collected below it, so it wins anyway).
+    ///
+    /// Kept as they are, such values would be refused where the tombstone
+    /// is still held and taken where it is gone: replicas would disagree for
+    /// good. No replica can tell any more whether the collected delete beat
+    /// them, so they are re-issued instead: each becomes a new write of this
+    /// life, stamped above everything the snapshot covers, and wins
+    /// everywhere. An acknowledged write is never lost; the price is that a
+    /// delete concurrent with it (made while this replica was away past the
+    /// grace period) does not win.
+    fn exposed_to_collected_deletes(
+        &self,
+        covers: &Covers,
+        snapshot_keys: &HashSet<Key>,
+    ) -> Vec<Version> {
+        if self.clock.covers(&covers.horizon) {
+            // Every tombstone collected below the horizon is held here, or
+            // something that beats it.
+            return Vec::new();
+        }
+        self.store
+            .versions()
+            .filter(|v| {
+                !v.is_tombstone()
+                    && !snapshot_keys.contains(v.key())
+                    && !v.covered_by(&covers.clock)
+                    && !v.deps_cover(&covers.horizon)
+            })
+            .map(|v| v.to_version())
+            .collect()
+    }
+
+    /// Writes `version`'s value again as a new write of this life that
+    /// depends on it (see [`Replica::exposed_to_collected_deletes`]).
+    fn reissue(&mut self, version: Version) -> Result<(), WriteError> {
+        let (Some(next_seq), Some(lamport)) =
+            (self.next_seq.checked_add(1), self.lamport.checked_add(1))
+        else {
+            return Err(WriteError::CountersExhausted);
+        };
+        let dot = Dot {
+            origin: self.origin.clone(),
+            seq: self.next_seq,
+        };
+        self.next_seq = next_seq;
+        self.lamport = lamport;
+        let mut deps = version.deps;
+        deps.raise(&dot.origin, dot.seq);
+        self.clock.raise(&dot.origin, dot.seq);
+        let applied = self.store.apply(Version {
+            key: version.key,
+            value: version.value,
+            dot,
+            lamport,
+            deps,
+        });
+        debug_assert!(matches!(applied, Applied::Replaced { .. }));
+        Ok(())
     }
 
     /// Raises the horizon to the stability frontier (what every member not

@@ -547,6 +547,11 @@ impl<'a> VersionRef<'a> {
         VClock::from_pairs(self.deps_iter().map(|(o, n)| (o.clone(), n)))
     }
 
+    /// Whether this version depends on everything `clock` covers.
+    pub fn deps_cover(&self, clock: &VClock) -> bool {
+        self.deps().covers(clock)
+    }
+
     /// Raises `clock` to cover this version's dependencies (what a reader
     /// inherits), without building them as a clock first.
     pub fn merge_deps_into(&self, clock: &mut VClock) {
@@ -719,7 +724,8 @@ impl Store {
     }
 
     /// Removes `key`'s version, if any (a recovery replaying a removal on
-    /// top of a snapshot; after [`Store::finish_loading`]). Returns its dot.
+    /// top of a snapshot, after [`Store::finish_loading`]; a snapshot
+    /// dropping a version that was never covered). Returns its dot.
     pub fn remove_key(&mut self, key: &str) -> Option<Dot> {
         let slot = self.find(key)?;
         self.remove_slot(slot)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rand::seq::IndexedRandom;
 use tokio::time::Instant;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::{lock, Node};
 use crate::core::{Dot, ExchangeError, Pull, PullRequest, PullStep, Push, PushRequest, VClock};
@@ -159,7 +159,16 @@ impl Node {
                 PullStep::More => continue,
                 PullStep::Done(done) => {
                     if done.snapshot {
-                        info!(%peer, keys = done.snapshot_keys, dropped = done.dropped, "state transfer: snapshot applied");
+                        info!(%peer, keys = done.snapshot_keys, dropped = done.dropped, reissued = done.reissued, "state transfer: snapshot applied");
+                        if done.reissued > 0 {
+                            warn!(
+                                %peer,
+                                reissued = done.reissued,
+                                "values written while cut off past the grace period were re-issued \
+                                 as new writes: a delete collected meanwhile may have been concurrent \
+                                 with them"
+                            );
+                        }
                         metrics::counter!(names::STATE_TRANSFERS).increment(1);
                     }
                     if let Some(record) = lock(&self.peers).get_mut(peer) {

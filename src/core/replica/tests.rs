@@ -506,3 +506,85 @@ fn a_guarantee_claiming_our_own_writes_or_an_unknown_newer_life_is_not_adopted()
     forged.deps = VClock::from_pairs([(ours, 2)]);
     assert_eq!(a.apply_versions(vec![forged]).refused, 1);
 }
+
+/// Makes `r[at]` hear every replica in `heard` at `now` (with its current
+/// clock) and then notice that everybody else has been silent since time 0.
+fn hear_only(r: &mut [Replica], at: usize, heard: &[usize], now: u64) {
+    for &other in heard {
+        let (address, clock) = (r[other].address().to_string(), r[other].clock().clone());
+        r[at].members.heard_from(&address, 1, now);
+        r[at].members.record_clock(&address, 1, &clock);
+    }
+    r[at].members.tick(now);
+}
+
+/// Pulls from `r[from]` into `r[into]` (a delta, or the snapshot `r[from]` demands).
+fn pull(r: &mut [Replica], from: usize, into: usize) -> crate::core::PullDone {
+    let (from, into) = if from < into {
+        let (left, right) = r.split_at_mut(into);
+        (&mut left[from], &mut right[0])
+    } else {
+        let (left, right) = r.split_at_mut(from);
+        (&mut right[0], &mut left[into])
+    };
+    let done = crate::core::exchange::pull_all(from, into, false, 1 << 20, 0).unwrap();
+    into.check_invariants().unwrap();
+    done
+}
+
+/// The dead-past-grace gap: r2, cut off for longer than the grace period,
+/// writes `k` concurrently with a delete that r0 then collects without it
+/// (r1 still holds the tombstone). Before the fix r2 kept its write through
+/// the snapshot — under a clock that claimed the delete — and passed it on:
+/// r0 (which had collected the tombstone) took it, r1 (which had not) kept
+/// the delete, and the two disagreed for good. Now r2 re-issues the write
+/// above everything the snapshot holds: every replica ends with it, and no
+/// acknowledged write is lost.
+#[test]
+fn a_write_from_past_the_grace_period_concurrent_with_a_collected_delete_converges() {
+    let mut r = replicas(3);
+    let m = VClock::new();
+    r[0].write("k", v("1"), &m).unwrap();
+    pull(&mut r, 0, 1);
+    pull(&mut r, 0, 2);
+    // r2 is cut off and overwrites k; r0 deletes k with a later stamp.
+    let WriteOutcome::Replaced {
+        metadata: seen_at_r2,
+    } = r[2].write("k", v("2"), &m).unwrap()
+    else {
+        panic!()
+    };
+    r[0].write("j", v("9"), &m).unwrap();
+    r[0].write("k", None, &m).unwrap();
+    assert!(r[0].store().get("k").unwrap().stamp() > r[2].store().get("k").unwrap().stamp());
+    pull(&mut r, 0, 1);
+    // Past the grace period r0 collects the tombstone without r2; r1 still holds it.
+    let now = 100_000;
+    hear_only(&mut r, 0, &[1], now);
+    assert_eq!(r[0].collect_garbage(now), 1);
+    assert!(r[1].store().get("k").is_some_and(|t| t.is_tombstone()));
+    // r2 comes back: r0 sends it to a snapshot.
+    assert!(pull(&mut r, 0, 2).snapshot);
+    // Everybody pulls from everybody, twice.
+    for _ in 0..2 {
+        for (from, into) in [(2, 0), (2, 1), (0, 1), (1, 0), (0, 2), (1, 2)] {
+            pull(&mut r, from, into);
+        }
+    }
+    for replica in &r {
+        assert_eq!(
+            replica.read("k", &m).map(|found| match found {
+                ReadOutcome::Found { value, .. } => Some(value),
+                ReadOutcome::NotFound { .. } => None,
+            }),
+            Ok(v("2")),
+            "{} disagrees",
+            replica.address()
+        );
+        assert!(
+            replica.satisfies(&seen_at_r2),
+            "{} lost r2's write",
+            replica.address()
+        );
+    }
+}
