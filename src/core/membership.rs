@@ -588,7 +588,7 @@ impl Membership {
     /// | dead for at most the grace period, admitted or not | yes, with its last clock |
     /// | dead for longer than the grace period | no: it must take a snapshot if it returns |
     /// | left (said goodbye after handing off its writes) | no |
-    /// | never heard from | yes, with an empty clock, until the grace period after it was admitted: it may run cut off from us and hold writes concurrent with a delete (the model check found that schedule) |
+    /// | never heard from | yes, with an empty clock, until it is declared dead (it may be starting up); then no: nobody gave it data, and should it appear it takes a snapshot, which re-issues what it wrote that a collected delete may have beaten (`Replica::complete_snapshot`) |
     pub fn stability_frontier(&self, mine: &VClock, now_ms: u64) -> VClock {
         let mut frontier = mine.clone();
         for member in self.members.values() {
@@ -598,7 +598,9 @@ impl Membership {
             let gone = match member.liveness {
                 Liveness::Left => true,
                 Liveness::Dead => {
-                    now_ms.saturating_sub(member.last_heard_ms) > self.timing.dead_member_grace_ms
+                    member.incarnation.is_none()
+                        || now_ms.saturating_sub(member.last_heard_ms)
+                            > self.timing.dead_member_grace_ms
                 }
                 Liveness::Alive | Liveness::Suspect => false,
             };
