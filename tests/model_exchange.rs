@@ -1149,13 +1149,24 @@ fn summary(w: &World) -> String {
 
 /// (1) No replica's clock covers a write unless it holds that write or a
 /// version of the key with a greater stamp, or the key is absent and the
-/// horizon covers the write (its tombstone was collected).
+/// horizon covers the write (its tombstone was collected); and (C1) no
+/// clock covers a write without covering that write's dependencies.
 fn reflection(w: &World) -> Result<(), String> {
     for node in &w.nodes {
         let r = &node.replica;
         for write in &w.ledger {
             if !r.clock().covers_dot(&write.dot) {
                 continue;
+            }
+            // C1: a clock that covers a write covers its dependencies (what
+            // lets a client's metadata name a write's dot alone).
+            if !r.clock().covers(&write.deps) {
+                return Err(format!(
+                    "{} claims {:?} but not its dependencies {:?}",
+                    r.life(),
+                    write.dot,
+                    write.deps
+                ));
             }
             // Held, or beaten by a tombstone the replica collected (below
             // its horizon): I1's "or held such a tombstone and collected it".
@@ -1203,12 +1214,13 @@ fn unique_dots(w: &World) -> Result<(), String> {
 /// that is not older than every such write.
 fn causal_reads(w: &World) -> Result<(), String> {
     for (client, metadata) in w.sessions.iter().enumerate() {
+        let past = causal_past(w, metadata);
         for node in w.nodes.iter().filter(|n| n.ready) {
             let r = &node.replica;
             if !r.satisfies(metadata) {
                 continue;
             }
-            for seen in w.ledger.iter().filter(|v| metadata.covers_dot(&v.dot)) {
+            for seen in w.ledger.iter().filter(|v| past.covers_dot(&v.dot)) {
                 let older =
                     |dot: &hearsay::core::Dot| seen.dot != *dot && seen.deps.covers_dot(dot);
                 let stale = match r.store().get(&seen.key) {
@@ -1236,6 +1248,24 @@ fn causal_reads(w: &World) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Everything a session has seen: its metadata names only the latest writes
+/// it observed, and through them (transitively) their dependencies, which
+/// the ledger knows.
+fn causal_past(w: &World, metadata: &VClock) -> VClock {
+    let mut past = metadata.clone();
+    loop {
+        let before = past.clone();
+        for write in &w.ledger {
+            if past.covers_dot(&write.dot) {
+                past.merge(&write.deps);
+            }
+        }
+        if past == before {
+            return past;
+        }
+    }
 }
 
 /// (4) A key whose latest write (by stamp) that every replica has applied

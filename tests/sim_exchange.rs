@@ -671,3 +671,84 @@ fn a_forged_digest_does_not_move_an_empty_replica_to_another_cluster() {
         });
     }
 }
+
+/// The reviewer's eleventh finding: client metadata grew by one entry per
+/// replica life (after 20 restarts a long-lived client carried 21 entries,
+/// and a new client inherited them all with one GET). An answer now names
+/// only the latest writes the client observed — a replica whose clock covers
+/// a write covers its dependencies (C1) — so two long-lived sessions writing
+/// and reading across fifty restarts stay within `live replicas + 2`
+/// entries, and so does a new client's first read. Reflection (with C1) and
+/// the core invariants are checked after every round.
+#[test]
+fn client_metadata_stays_small_through_fifty_restarts() {
+    run_seeded(380, |seed| async move {
+        const RESTARTS: usize = 50;
+        const REPLICAS: usize = 3;
+        let mut cluster = Cluster::start(REPLICAS, seed).await;
+        let mut ledger = Ledger::default();
+        let mut sessions = vec![VClock::new(); 2];
+        let (mut largest, mut answered, mut unavailable) = (0, 0, 0);
+        for round in 0..RESTARTS {
+            for (s, metadata) in sessions.iter_mut().enumerate() {
+                for op in 0..4 {
+                    let live = cluster.live();
+                    let addr = live[(round + s + op) % live.len()].clone();
+                    let key = format!("k{}", (round * 7 + s * 3 + op) % 5);
+                    let node = cluster.node(&addr).clone();
+                    let answer = if op % 2 == 0 {
+                        let value = format!("\"s{s}-r{round}-{op}\"");
+                        node.write(&key, Some(value.as_str().into()), metadata)
+                            .await
+                            .map(|outcome| outcome.metadata().clone())
+                            .map_err(|e| format!("{e:?}"))
+                    } else {
+                        node.read(&key, metadata)
+                            .await
+                            .map(|outcome| match outcome {
+                                ReadOutcome::Found { metadata, .. }
+                                | ReadOutcome::NotFound { metadata } => metadata,
+                            })
+                            .map_err(|e| format!("{e:?}"))
+                    };
+                    match answer {
+                        Ok(seen) => {
+                            largest = largest.max(seen.len());
+                            *metadata = seen;
+                            answered += 1;
+                        }
+                        Err(_) => unavailable += 1,
+                    }
+                }
+            }
+            ledger.observe(&cluster);
+            cluster.check_reflection(&ledger)?;
+            cluster.check_invariants()?;
+            cluster.restart(&address(round % REPLICAS)).await;
+        }
+        let newcomer = match cluster.node(&address(0)).read("k0", &VClock::new()).await {
+            Ok(ReadOutcome::Found { metadata, .. } | ReadOutcome::NotFound { metadata }) => {
+                metadata.len()
+            }
+            Err(e) => return Err(format!("a new client's read: {e:?}")),
+        };
+        let bound = REPLICAS + 2;
+        if largest > bound || newcomer > bound {
+            return Err(format!(
+                "metadata of {largest} entries (a new client's: {newcomer}) after \
+                 {RESTARTS} restarts; bound {bound}"
+            ));
+        }
+        if answered < 4 * unavailable {
+            return Err(format!(
+                "{unavailable} requests unavailable, {answered} answered"
+            ));
+        }
+        let clock = cluster.node(&address(0)).inspect(|r| r.clock().len());
+        Ok(format!(
+            "after {RESTARTS} restarts: largest client metadata {largest} entries, a new \
+             client's {newcomer}; {answered} answered, {unavailable} unavailable; replica \
+             clock {clock} entries"
+        ))
+    });
+}

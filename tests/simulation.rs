@@ -46,6 +46,9 @@ struct Write {
     past: BTreeSet<usize>,
     /// Its identity in causal metadata.
     dot: Dot,
+    /// The dependencies the replica stored with it: the metadata the
+    /// session sent, and its own dot.
+    deps: VClock,
 }
 
 #[derive(Default)]
@@ -63,9 +66,12 @@ impl History {
         key: &str,
         value: Option<String>,
         dot: Dot,
+        sent: &VClock,
         session_past: &mut BTreeSet<usize>,
     ) -> usize {
         let id = self.writes.len();
+        let mut deps = sent.clone();
+        deps.raise(&dot.origin, dot.seq);
         session_past.insert(id);
         if let Some(v) = &value {
             self.by_value.insert(v.clone(), id);
@@ -75,16 +81,37 @@ impl History {
             value,
             past: session_past.clone(),
             dot,
+            deps,
         });
         id
     }
 
+    /// Everything `metadata` stands for: an answer names only the latest
+    /// writes a client observed, and a replica whose clock covers a write
+    /// covers that write's dependencies too — so their dependencies count,
+    /// transitively.
+    fn closure_of(&self, metadata: &VClock) -> VClock {
+        let mut closure = metadata.clone();
+        loop {
+            let before = closure.clone();
+            for w in &self.writes {
+                if closure.covers_dot(&w.dot) {
+                    closure.merge(&w.deps);
+                }
+            }
+            if closure == before {
+                return closure;
+            }
+        }
+    }
+
     /// A session with causal past `past` was told `key` is missing, with
-    /// `metadata`: every delete of `key` that metadata covers is observed,
-    /// with its causal past.
+    /// `metadata`: every delete of `key` that metadata stands for is
+    /// observed, with its causal past.
     fn observe_missing(&self, key: &str, metadata: &VClock, past: &mut BTreeSet<usize>) {
+        let closure = self.closure_of(metadata);
         for w in &self.writes {
-            if w.key == key && w.value.is_none() && metadata.covers_dot(&w.dot) {
+            if w.key == key && w.value.is_none() && closure.covers_dot(&w.dot) {
                 past.extend(w.past.iter().copied());
             }
         }
@@ -158,9 +185,9 @@ async fn step(
         Dot { origin, seq }
     };
     let sent = session.metadata.clone();
-    // Every answer's metadata must cover what the session sent.
+    // Every answer's metadata must stand for everything the session sent.
     let check_covers = |metadata: &VClock, what: &str| {
-        if !metadata.covers(&sent) {
+        if !history.borrow().closure_of(metadata).covers(&sent) {
             history.borrow_mut().violations.push(format!(
                 "{addr}: {what} answered metadata {metadata:?} below the request's {sent:?}"
             ));
@@ -179,12 +206,12 @@ async fn step(
             .await
         {
             Ok(WriteOutcome::Created { metadata } | WriteOutcome::Replaced { metadata }) => {
-                check_covers(&metadata, "put");
                 let dot = dot_of(&metadata);
-                session.metadata = metadata;
                 history
                     .borrow_mut()
-                    .record_write(&key, Some(value), dot, &mut session.past);
+                    .record_write(&key, Some(value), dot, &sent, &mut session.past);
+                check_covers(&metadata, "put");
+                session.metadata = metadata;
                 history.borrow_mut().ok += 1;
             }
             Ok(other) => history
@@ -196,12 +223,12 @@ async fn step(
     } else if roll < 0.6 {
         match node.write(&key, None, &session.metadata).await {
             Ok(WriteOutcome::Deleted { metadata }) => {
-                check_covers(&metadata, "delete");
                 let dot = dot_of(&metadata);
-                session.metadata = metadata;
                 history
                     .borrow_mut()
-                    .record_write(&key, None, dot, &mut session.past);
+                    .record_write(&key, None, dot, &sent, &mut session.past);
+                check_covers(&metadata, "delete");
+                session.metadata = metadata;
                 history.borrow_mut().ok += 1;
             }
             Ok(WriteOutcome::NotFound { metadata }) => {
@@ -488,8 +515,20 @@ fn a_seed_replays_identically() {
 fn checker_flags_stale_reads_bad_404s_and_lost_writes() {
     let mut h = History::default();
     let mut alice = BTreeSet::new();
-    let w0 = h.record_write("x", Some("\"a\"".into()), dot(1), &mut alice);
-    let w1 = h.record_write("x", Some("\"b\"".into()), dot(2), &mut alice);
+    let w0 = h.record_write(
+        "x",
+        Some("\"a\"".into()),
+        dot(1),
+        &VClock::new(),
+        &mut alice,
+    );
+    let w1 = h.record_write(
+        "x",
+        Some("\"b\"".into()),
+        dot(2),
+        &VClock::new(),
+        &mut alice,
+    );
     // Alice wrote a then b: reading a again is stale, reading b is fine.
     assert!(h.check_read("x", Some(w0), &alice).is_some());
     assert!(h.check_read("x", Some(w1), &alice).is_none());
@@ -497,7 +536,7 @@ fn checker_flags_stale_reads_bad_404s_and_lost_writes() {
     assert!(h.check_read("x", None, &alice).is_some());
     // ... but allowed once a concurrent delete exists (bob never saw b).
     let mut bob = BTreeSet::new();
-    let d = h.record_write("x", None, dot(3), &mut bob);
+    let d = h.record_write("x", None, dot(3), &VClock::new(), &mut bob);
     assert!(h.check_read("x", None, &alice).is_none());
     // A session that has not observed anything may read anything.
     assert!(h.check_read("x", Some(w0), &BTreeSet::new()).is_none());
@@ -517,8 +556,14 @@ fn dot(seq: u64) -> Dot {
 fn checker_flags_an_older_value_read_after_a_404_that_covered_a_delete() {
     let mut h = History::default();
     let mut alice = BTreeSet::new();
-    let w0 = h.record_write("x", Some("\"a\"".into()), dot(1), &mut alice);
-    let d = h.record_write("x", None, dot(2), &mut alice);
+    let w0 = h.record_write(
+        "x",
+        Some("\"a\"".into()),
+        dot(1),
+        &VClock::new(),
+        &mut alice,
+    );
+    let d = h.record_write("x", None, dot(2), &VClock::new(), &mut alice);
     let covering = VClock::from_pairs([(dot(2).origin, 2)]);
     // Carol is told x is missing with metadata covering the delete: from
     // then on a (at another replica, say) is a stale read.

@@ -24,6 +24,13 @@
 //!   never claims a write whose causal past is missing here.
 //! * **I3 (Lamport).** `lamport` is at least the Lamport time of every write the
 //!   clock covers, so a new local write's stamp beats everything it depends on.
+//! * **C1 (closed clock).** If the clock covers a write, it covers that
+//!   write's dependencies. A clock grows only by this life's own writes
+//!   (whose dependencies it covered when the client was served), by
+//!   adopting a peer's whole clock (closed by the same law; a guarantee is
+//!   never adopted in part), or by a recovery's stored clock (a clock it
+//!   had). So a write's dot stands for its causal past, and answers name
+//!   only the latest writes a client observed (`observed`).
 //!
 //! Versions received in an incomplete transfer are applied at once (they are
 //! safe to read: clients inherit their dependencies and are held back if they
@@ -51,7 +58,7 @@ use std::collections::HashSet;
 use super::clock::{Dot, Origin, VClock, MAX_CLOCK_ENTRIES};
 use super::exchange::{Covers, Refusal};
 use super::membership::{Membership, Timing};
-use super::store::{Applied, JsonText, Key, Store, Version};
+use super::store::{Applied, JsonText, Key, Store, Version, VersionRef};
 
 /// How far beyond this replica's Lamport time a version (or a transfer's
 /// guarantee) from the network may be; anything further is refused.
@@ -327,14 +334,10 @@ impl Replica {
             return Err(NotYet);
         }
         Ok(match self.store.get(key) {
-            Some(version) if !version.is_tombstone() => {
-                let mut joined = metadata.clone();
-                version.merge_deps_into(&mut joined);
-                ReadOutcome::Found {
-                    value: JsonText::from(version.value().unwrap_or_default()),
-                    metadata: joined,
-                }
-            }
+            Some(version) if !version.is_tombstone() => ReadOutcome::Found {
+                value: JsonText::from(version.value().unwrap_or_default()),
+                metadata: observed(metadata, &version),
+            },
             _ => ReadOutcome::NotFound {
                 metadata: self.metadata_for_missing(key, metadata),
             },
@@ -347,11 +350,7 @@ impl Replica {
     /// nothing).
     fn metadata_for_missing(&self, key: &str, metadata: &VClock) -> VClock {
         match self.store.get(key) {
-            Some(tombstone) if tombstone.is_tombstone() => {
-                let mut joined = metadata.clone();
-                tombstone.merge_deps_into(&mut joined);
-                joined
-            }
+            Some(tombstone) if tombstone.is_tombstone() => observed(metadata, &tombstone),
             _ => metadata.clone(),
         }
     }
@@ -387,12 +386,14 @@ impl Replica {
         };
         let mut deps = metadata.clone();
         deps.raise(&dot.origin, seq);
+        // The write's dot alone stands for everything it depends on (C1).
+        let seen = VClock::from_pairs([(dot.origin.clone(), seq)]);
         let version = Version {
             key: Key::from(key),
             value,
             dot,
             lamport: self.lamport,
-            deps: deps.clone(),
+            deps,
         };
         let applied = self.store.apply(version);
         debug_assert!(
@@ -401,9 +402,9 @@ impl Replica {
         );
         self.clock.raise(&self.origin, seq);
         Ok(match (deleting, exists) {
-            (true, _) => WriteOutcome::Deleted { metadata: deps },
-            (false, true) => WriteOutcome::Replaced { metadata: deps },
-            (false, false) => WriteOutcome::Created { metadata: deps },
+            (true, _) => WriteOutcome::Deleted { metadata: seen },
+            (false, true) => WriteOutcome::Replaced { metadata: seen },
+            (false, false) => WriteOutcome::Created { metadata: seen },
         })
     }
 
@@ -735,6 +736,32 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// What a client that has seen `metadata` has seen once it observes
+/// `version` (a value it read, or the delete behind a 404), in as few
+/// entries as that takes.
+///
+/// Every replica's clock is causally closed (C1 in the module docs): a
+/// clock that covers a write covers that write's dependencies. So the
+/// write's dot stands for all of them — any replica that can serve the
+/// answer holds them — and the entries of `metadata` they cover are
+/// dropped. If `metadata` covers the dot already, it covers (through the
+/// same law) everything the write depends on, and is the answer as it is.
+fn observed(metadata: &VClock, version: &VersionRef<'_>) -> VClock {
+    let dot = version.dot();
+    if metadata.covers_dot(&dot) {
+        return metadata.clone();
+    }
+    let deps = version.deps();
+    let mut seen = VClock::from_pairs(
+        metadata
+            .iter()
+            .filter(|(origin, seq)| deps.get(origin) < **seq)
+            .map(|(origin, seq)| (origin.clone(), *seq)),
+    );
+    seen.raise(&dot.origin, dot.seq);
+    seen
 }
 
 mod persist;

@@ -217,7 +217,8 @@ impl Cluster {
     /// Checks *reflection* (I1) on every live replica against every write
     /// that `ledger` has seen anywhere: a replica whose clock covers a write
     /// holds it, or a version of its key with a greater stamp, or collected
-    /// such a tombstone (the key is absent and its horizon covers the write).
+    /// such a tombstone (the key is absent and its horizon covers the write);
+    /// and *closure* (C1): it covers that write's dependencies too.
     /// Call [`Ledger::observe`] often so that it sees writes before they are
     /// overwritten everywhere.
     pub fn check_reflection(&self, ledger: &Ledger) -> Result<(), String> {
@@ -226,6 +227,15 @@ impl Cluster {
                 for (dot, (key, stamp)) in &ledger.writes {
                     if !r.clock().covers_dot(dot) {
                         continue;
+                    }
+                    // C1: covering a write means covering its dependencies.
+                    if let Some(deps) = ledger.deps.get(dot) {
+                        if !r.clock().covers(deps) {
+                            return Err(format!(
+                                "{addr}: clock {:?} covers {dot:?} but not its dependencies {deps:?}",
+                                r.clock()
+                            ));
+                        }
                     }
                     // Held, or beaten by a tombstone it collected (below its
                     // horizon): I1's "or held such a tombstone and collected it".
@@ -300,6 +310,8 @@ pub struct Ledger {
     pub writes: BTreeMap<hearsay::core::Dot, (String, hearsay::core::Stamp)>,
     /// The dots of the writes that are deletes.
     pub tombstones: std::collections::BTreeSet<hearsay::core::Dot>,
+    /// Each write's dependencies.
+    pub deps: BTreeMap<hearsay::core::Dot, hearsay::core::VClock>,
 }
 
 impl Ledger {
@@ -314,6 +326,7 @@ impl Ledger {
                     self.writes
                         .entry(v.dot())
                         .or_insert_with(|| (v.key().to_string(), v.stamp()));
+                    self.deps.entry(v.dot()).or_insert_with(|| v.deps());
                 }
             });
         }
