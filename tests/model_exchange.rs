@@ -5,8 +5,10 @@
 //! client sessions doing PUT, DELETE and GET with causal metadata on one or
 //! two keys, a network that loses, duplicates and reorders every message,
 //! crashes and restarts (a new empty life with a larger incarnation, or one
-//! whose incarnation did not grow and must be refused at its join), time
-//! that jumps past the dead-member grace period, and tombstone collection.
+//! whose incarnation did not grow and must be refused at its join, or one
+//! whose `VIEW` names only itself), operator decisions (remove a running
+//! replica, add one back) carried by heartbeats, time that jumps past the
+//! dead-member grace period, and tombstone collection.
 //! The model only chooses which action happens next; every rule is the
 //! core's.
 //!
@@ -69,6 +71,13 @@ struct Bounds {
     restarts: u32,
     /// Whether a restart may reuse the incarnation of the crashed life.
     stale_restarts: bool,
+    /// Whether a restart may start with a `VIEW` naming only itself (a
+    /// replica an operator added).
+    alone_restarts: bool,
+    /// Operator `PUT`/`DELETE /view` decisions.
+    operator_changes: u32,
+    /// Heartbeats: one replica's admission records and clock reach another.
+    heartbeats: u32,
     collections: u32,
     time_jumps: u32,
     drops: u32,
@@ -89,6 +98,9 @@ impl Bounds {
             exchanges: 0,
             restarts: 0,
             stale_restarts: false,
+            alone_restarts: false,
+            operator_changes: 0,
+            heartbeats: 0,
             collections: 0,
             time_jumps: 0,
             drops: 0,
@@ -148,6 +160,34 @@ impl Bounds {
         }
     }
 
+    /// An operator removes a running replica (or adds one back), heartbeats
+    /// carry the decision, with writes, deletes, an exchange and a
+    /// collection around it.
+    fn operators() -> Self {
+        Bounds {
+            writes: 2,
+            exchanges: 1,
+            operator_changes: 1,
+            heartbeats: 2,
+            collections: 1,
+            ..Self::quiet()
+        }
+    }
+
+    /// A restart with a `VIEW` naming only itself (a replica an operator
+    /// had added), then exchanges and heartbeats with the peer that still
+    /// knows it.
+    fn restart_alone() -> Self {
+        Bounds {
+            writes: 2,
+            exchanges: 1,
+            restarts: 1,
+            alone_restarts: true,
+            heartbeats: 1,
+            ..Self::quiet()
+        }
+    }
+
     /// A write concurrent with a delete, three exchanges and one collection:
     /// enough to reach the counterexample to reflection (see
     /// `a_late_chunk_cannot_bring_back_a_collected_delete`).
@@ -171,6 +211,8 @@ impl Bounds {
             ("restarts", Self::restarts()),
             ("collection", Self::collection()),
             ("away past the grace period", Self::away_past_grace()),
+            ("operators", Self::operators()),
+            ("restart alone", Self::restart_alone()),
         ]
         .into_iter()
         .filter(|(name, _)| only.as_deref().is_none_or(|only| only == *name))
@@ -255,6 +297,8 @@ struct Left {
     reads: u32,
     exchanges: u32,
     restarts: u32,
+    operator_changes: u32,
+    heartbeats: u32,
     collections: u32,
     time_jumps: u32,
     drops: u32,
@@ -329,6 +373,20 @@ enum Action {
     Restart {
         at: usize,
         grown: bool,
+        /// Its `VIEW` names only itself.
+        alone: bool,
+    },
+    /// An operator adds (`admit`) or removes `target` at replica `at`.
+    Operator {
+        at: usize,
+        target: usize,
+        admit: bool,
+    },
+    /// A heartbeat from `from` reaches `to`: its life, clock and admission
+    /// records (what `Node::observe` takes in).
+    Heartbeat {
+        from: usize,
+        to: usize,
     },
     /// A restarted replica announces itself to `via` (refused if `via`
     /// knows a life at least as new; it then opens a newer life and joins
@@ -426,6 +484,8 @@ impl ExchangeModel {
                 reads: b.reads,
                 exchanges: b.exchanges,
                 restarts: b.restarts,
+                operator_changes: b.operator_changes,
+                heartbeats: b.heartbeats,
                 collections: b.collections,
                 time_jumps: b.time_jumps,
                 drops: b.drops,
@@ -486,13 +546,16 @@ impl ExchangeModel {
                 }
                 continue;
             }
+            // A replica that knows it was removed refuses writes (the shell
+            // answers 503); it still serves reads.
+            let removed = node.replica.members.removed();
             for (client, metadata) in w.sessions.iter().enumerate() {
                 if !node.replica.satisfies(metadata) {
                     continue;
                 }
                 for key in 0..self.bounds.keys {
                     let name = key_name(key);
-                    if w.left.writes > 0 {
+                    if w.left.writes > 0 && !removed {
                         out.push(Action::Put { client, at, key });
                         let live = node
                             .replica
@@ -504,8 +567,10 @@ impl ExchangeModel {
                         }
                     }
                     if w.left.reads > 0 {
-                        if let Ok(ReadOutcome::Found { metadata: seen, .. }) =
-                            node.replica.read(&name, metadata)
+                        if let Ok(
+                            ReadOutcome::Found { metadata: seen, .. }
+                            | ReadOutcome::NotFound { metadata: seen },
+                        ) = node.replica.read(&name, metadata)
                         {
                             if seen != *metadata {
                                 out.push(Action::Get { client, at, key });
@@ -520,6 +585,23 @@ impl ExchangeModel {
                     if Push::start(&node.replica, &address(peer)).is_some() {
                         out.push(Action::StartPush { at, to: peer });
                     }
+                }
+            }
+            for peer in (0..n).filter(|&peer| peer != at) {
+                if w.left.operator_changes > 0 {
+                    out.push(Action::Operator {
+                        at,
+                        target: peer,
+                        admit: false,
+                    });
+                    out.push(Action::Operator {
+                        at,
+                        target: peer,
+                        admit: true,
+                    });
+                }
+                if w.left.heartbeats > 0 {
+                    out.push(Action::Heartbeat { from: at, to: peer });
                 }
             }
             if w.left.collections > 0 {
@@ -541,7 +623,18 @@ impl ExchangeModel {
         }
         if w.left.restarts > 0 {
             for (at, node) in w.nodes.iter().enumerate() {
-                out.push(Action::Restart { at, grown: true });
+                out.push(Action::Restart {
+                    at,
+                    grown: true,
+                    alone: false,
+                });
+                if self.bounds.alone_restarts {
+                    out.push(Action::Restart {
+                        at,
+                        grown: true,
+                        alone: true,
+                    });
+                }
                 // A restart whose incarnation did not grow is modelled only
                 // where every peer knows the crashed life, so that its join
                 // is refused: with no peer to refuse it, it would reissue
@@ -557,7 +650,11 @@ impl ExchangeModel {
                             .is_some_and(|known| known >= life.incarnation)
                 });
                 if self.bounds.stale_restarts && node.ready && refused_everywhere {
-                    out.push(Action::Restart { at, grown: false });
+                    out.push(Action::Restart {
+                        at,
+                        grown: false,
+                        alone: false,
+                    });
                 }
             }
         }
@@ -852,7 +949,7 @@ fn deliver(w: &mut World, id: u64) {
     }
 }
 
-fn restart(w: &mut World, at: usize, grown: bool) {
+fn restart(w: &mut World, at: usize, grown: bool, alone: bool) {
     w.left.restarts -= 1;
     let incarnation = if grown {
         w.incarnations[at] + 1
@@ -860,7 +957,11 @@ fn restart(w: &mut World, at: usize, grown: bool) {
         w.nodes[at].replica.incarnation()
     };
     w.incarnations[at] = w.incarnations[at].max(incarnation);
-    let view = view(w.nodes.len());
+    let view = if alone {
+        vec![address(at)]
+    } else {
+        view(w.nodes.len())
+    };
     w.nodes[at] = Node {
         replica: Replica::new(&address(at), incarnation, &view, TIMING, w.now),
         // A larger incarnation may serve at once, as a replica that reached
@@ -905,6 +1006,26 @@ fn join(w: &mut World, at: usize, via: usize) {
         }
         node.ready = true;
         return;
+    }
+}
+
+/// What a heartbeat's receiver takes in (`Node::observe`): the sender's
+/// life (refused if stale), its clock, and its admission records.
+fn heartbeat(w: &mut World, from: usize, to: usize) {
+    let now = w.now;
+    let sender = &w.nodes[from].replica;
+    let (life, clock, records) = (
+        sender.life(),
+        sender.clock().clone(),
+        sender.members.admissions(),
+    );
+    let receiver = &mut w.nodes[to].replica;
+    receiver.members.merge_admissions(&records, now);
+    match receiver.hear(&life, now) {
+        Ok(_) => receiver
+            .members
+            .record_clock(&life.address, life.incarnation, &clock),
+        Err(refusal) => refused(&mut w.nodes[from], &refusal, now),
     }
 }
 
@@ -958,7 +1079,9 @@ fn apply(w: &mut World, action: &Action) {
             let read = w.nodes[at]
                 .replica
                 .read(&key_name(key), &w.sessions[client]);
-            if let Ok(ReadOutcome::Found { metadata, .. }) = read {
+            if let Ok(ReadOutcome::Found { metadata, .. } | ReadOutcome::NotFound { metadata }) =
+                read
+            {
                 w.sessions[client] = metadata;
             }
         }
@@ -981,7 +1104,21 @@ fn apply(w: &mut World, action: &Action) {
                 entry.copies += 1;
             }
         }
-        Action::Restart { at, grown } => restart(w, at, grown),
+        Action::Restart { at, grown, alone } => restart(w, at, grown, alone),
+        Action::Operator { at, target, admit } => {
+            w.left.operator_changes -= 1;
+            let now = w.now;
+            let members = &mut w.nodes[at].replica.members;
+            if admit {
+                members.admit(&address(target), now);
+            } else {
+                members.remove(&address(target));
+            }
+        }
+        Action::Heartbeat { from, to } => {
+            w.left.heartbeats -= 1;
+            heartbeat(w, from, to);
+        }
         Action::Join { at, via } => join(w, at, via),
         Action::JumpTime => {
             w.left.time_jumps -= 1;
@@ -1033,7 +1170,10 @@ fn describe_node(node: &Node) -> String {
     for member in r.members.members() {
         text.push_str(&format!("{member:?};"));
     }
-    text.push_str("] pulls=[");
+    text.push_str(&format!(
+        "] admissions={:?} pulls=[",
+        r.members.admissions()
+    ));
     for (peer, session) in &node.pulls {
         text.push_str(&format!("{peer}:{:?};", session.fed));
     }
