@@ -749,19 +749,18 @@ impl Replica {
 /// dropped. If `metadata` covers the dot already, it covers (through the
 /// same law) everything the write depends on, and is the answer as it is.
 fn observed(metadata: &VClock, version: &VersionRef<'_>) -> VClock {
-    let dot = version.dot();
-    if metadata.covers_dot(&dot) {
+    let (origin, seq) = (version.origin(), version.seq());
+    if metadata.get(origin) >= seq {
         return metadata.clone();
     }
-    let deps = version.deps();
-    let mut seen = VClock::from_pairs(
+    // One allocation: the entries the version does not depend on, and its dot.
+    VClock::from_pairs(
         metadata
             .iter()
-            .filter(|(origin, seq)| deps.get(origin) < **seq)
-            .map(|(origin, seq)| (origin.clone(), *seq)),
-    );
-    seen.raise(&dot.origin, dot.seq);
-    seen
+            .filter(|(o, n)| version.dep(o) < **n)
+            .map(|(o, n)| (o.clone(), *n))
+            .chain(std::iter::once((origin.clone(), seq))),
+    )
 }
 
 mod persist;

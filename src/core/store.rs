@@ -547,6 +547,18 @@ impl<'a> VersionRef<'a> {
         VClock::from_pairs(self.deps_iter().map(|(o, n)| (o.clone(), n)))
     }
 
+    /// Its sequence number within its origin.
+    pub fn seq(&self) -> u64 {
+        self.entry.seq
+    }
+
+    /// Its dependency on `origin` (0: none).
+    pub fn dep(&self, origin: &Origin) -> u64 {
+        self.deps_iter()
+            .find(|(o, _)| *o == origin)
+            .map_or(0, |(_, seq)| seq)
+    }
+
     /// Whether this version depends on everything `clock` covers.
     pub fn deps_cover(&self, clock: &VClock) -> bool {
         self.deps().covers(clock)

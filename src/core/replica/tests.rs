@@ -588,3 +588,45 @@ fn a_write_from_past_the_grace_period_concurrent_with_a_collected_delete_converg
         );
     }
 }
+
+/// An answer names the latest writes the client observed: the value's dot
+/// replaces the client's entries the value depends on, entries it does not
+/// depend on stay, and metadata that covers the dot comes back unchanged.
+#[test]
+fn an_answer_names_only_the_latest_writes_observed() {
+    let mut r = replicas(3);
+    let none = VClock::new();
+    let WriteOutcome::Created { metadata: a } = r[0].write("a", v("1"), &none).unwrap() else {
+        panic!()
+    };
+    assert_eq!(a.len(), 1);
+    // b depends on a: after writing it, the client names b alone.
+    let WriteOutcome::Created { metadata: b } = r[0].write("b", v("2"), &a).unwrap() else {
+        panic!()
+    };
+    assert_eq!(b, VClock::from_pairs([(r[0].origin().clone(), 2)]));
+    // A write at r1 that knows nothing of r0's.
+    let WriteOutcome::Created { metadata: c } = r[1].write("c", v("3"), &none).unwrap() else {
+        panic!()
+    };
+    pull(&mut r, 0, 2);
+    pull(&mut r, 1, 2);
+    // Reading c with b: c does not depend on b, so both stay.
+    let ReadOutcome::Found { metadata: bc, .. } = r[2].read("c", &b).unwrap() else {
+        panic!()
+    };
+    assert_eq!(bc, b.joined(&c));
+    // Reading a with b: b already covers a's dot, so nothing changes.
+    let ReadOutcome::Found { metadata: same, .. } = r[2].read("a", &b).unwrap() else {
+        panic!()
+    };
+    assert_eq!(same, b);
+    // Reading b with a: b's dot stands for a.
+    let ReadOutcome::Found {
+        metadata: just_b, ..
+    } = r[2].read("b", &a).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(just_b, b);
+}
