@@ -37,6 +37,9 @@ pub mod names {
     pub const VIEW_CHANGES: &str = "hearsay_view_changes_total";
     pub const LIVENESS_CHANGES: &str = "hearsay_liveness_changes_total";
     pub const STATE_TRANSFERS: &str = "hearsay_state_transfers_total";
+    /// Values re-issued after a snapshot because a delete collected while
+    /// this replica was away past the grace period may have beaten them.
+    pub const WRITES_REISSUED: &str = "hearsay_writes_reissued_total";
     /// Lives this process started after its first (a peer knew a newer one).
     pub const NEW_LIVES: &str = "hearsay_new_lives_total";
     pub const TOMBSTONES_COLLECTED: &str = "hearsay_tombstones_collected_total";

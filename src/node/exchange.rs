@@ -161,6 +161,8 @@ impl Node {
                     if done.snapshot {
                         info!(%peer, keys = done.snapshot_keys, dropped = done.dropped, reissued = done.reissued, "state transfer: snapshot applied");
                         if done.reissued > 0 {
+                            metrics::counter!(names::WRITES_REISSUED)
+                                .increment(done.reissued as u64);
                             warn!(
                                 %peer,
                                 reissued = done.reissued,
