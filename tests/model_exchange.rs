@@ -23,6 +23,8 @@
 //! `HEARSAY_MODEL_DEPTH=deep cargo test --release --test model_exchange`
 //! explores a larger world (see README).
 
+mod causal;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Instant;
@@ -1354,7 +1356,7 @@ fn unique_dots(w: &World) -> Result<(), String> {
 /// that is not older than every such write.
 fn causal_reads(w: &World) -> Result<(), String> {
     for (client, metadata) in w.sessions.iter().enumerate() {
-        let past = causal_past(w, metadata);
+        let past = causal::closure(metadata, w.ledger.iter().map(|v| (&v.dot, &v.deps)));
         for node in w.nodes.iter().filter(|n| n.ready) {
             let r = &node.replica;
             if !r.satisfies(metadata) {
@@ -1388,24 +1390,6 @@ fn causal_reads(w: &World) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Everything a session has seen: its metadata names only the latest writes
-/// it observed, and through them (transitively) their dependencies, which
-/// the ledger knows.
-fn causal_past(w: &World, metadata: &VClock) -> VClock {
-    let mut past = metadata.clone();
-    loop {
-        let before = past.clone();
-        for write in &w.ledger {
-            if past.covers_dot(&write.dot) {
-                past.merge(&write.deps);
-            }
-        }
-        if past == before {
-            return past;
-        }
-    }
 }
 
 /// (4) A key whose latest write (by stamp) that every replica has applied

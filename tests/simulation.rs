@@ -23,6 +23,7 @@
 //! Causality is tracked explicitly: every acknowledged write records the set
 //! of writes in its causal past (its session's observations).
 
+mod causal;
 mod sim;
 
 use std::cell::{Cell, RefCell};
@@ -86,23 +87,9 @@ impl History {
         id
     }
 
-    /// Everything `metadata` stands for: an answer names only the latest
-    /// writes a client observed, and a replica whose clock covers a write
-    /// covers that write's dependencies too — so their dependencies count,
-    /// transitively.
+    /// Everything `metadata` stands for (see [`causal::closure`]).
     fn closure_of(&self, metadata: &VClock) -> VClock {
-        let mut closure = metadata.clone();
-        loop {
-            let before = closure.clone();
-            for w in &self.writes {
-                if closure.covers_dot(&w.dot) {
-                    closure.merge(&w.deps);
-                }
-            }
-            if closure == before {
-                return closure;
-            }
-        }
+        causal::closure(metadata, self.writes.iter().map(|w| (&w.dot, &w.deps)))
     }
 
     /// A session with causal past `past` was told `key` is missing, with
@@ -515,20 +502,8 @@ fn a_seed_replays_identically() {
 fn checker_flags_stale_reads_bad_404s_and_lost_writes() {
     let mut h = History::default();
     let mut alice = BTreeSet::new();
-    let w0 = h.record_write(
-        "x",
-        Some("\"a\"".into()),
-        dot(1),
-        &VClock::new(),
-        &mut alice,
-    );
-    let w1 = h.record_write(
-        "x",
-        Some("\"b\"".into()),
-        dot(2),
-        &VClock::new(),
-        &mut alice,
-    );
+    let w0 = record(&mut h, Some("\"a\""), 1, &mut alice);
+    let w1 = record(&mut h, Some("\"b\""), 2, &mut alice);
     // Alice wrote a then b: reading a again is stale, reading b is fine.
     assert!(h.check_read("x", Some(w0), &alice).is_some());
     assert!(h.check_read("x", Some(w1), &alice).is_none());
@@ -536,12 +511,23 @@ fn checker_flags_stale_reads_bad_404s_and_lost_writes() {
     assert!(h.check_read("x", None, &alice).is_some());
     // ... but allowed once a concurrent delete exists (bob never saw b).
     let mut bob = BTreeSet::new();
-    let d = h.record_write("x", None, dot(3), &VClock::new(), &mut bob);
+    let d = record(&mut h, None, 3, &mut bob);
     assert!(h.check_read("x", None, &alice).is_none());
     // A session that has not observed anything may read anything.
     assert!(h.check_read("x", Some(w0), &BTreeSet::new()).is_none());
     // Maximal writes of x: b (alice) and the concurrent delete (bob).
     assert_eq!(h.maximal("x"), vec![w1, d]);
+}
+
+/// Records a write of `x` with no causal metadata (the checker's own tests).
+fn record(h: &mut History, value: Option<&str>, seq: u64, session: &mut BTreeSet<usize>) -> usize {
+    h.record_write(
+        "x",
+        value.map(str::to_string),
+        dot(seq),
+        &VClock::new(),
+        session,
+    )
 }
 
 fn dot(seq: u64) -> Dot {
@@ -556,14 +542,8 @@ fn dot(seq: u64) -> Dot {
 fn checker_flags_an_older_value_read_after_a_404_that_covered_a_delete() {
     let mut h = History::default();
     let mut alice = BTreeSet::new();
-    let w0 = h.record_write(
-        "x",
-        Some("\"a\"".into()),
-        dot(1),
-        &VClock::new(),
-        &mut alice,
-    );
-    let d = h.record_write("x", None, dot(2), &VClock::new(), &mut alice);
+    let w0 = record(&mut h, Some("\"a\""), 1, &mut alice);
+    let d = record(&mut h, None, 2, &mut alice);
     let covering = VClock::from_pairs([(dot(2).origin, 2)]);
     // Carol is told x is missing with metadata covering the delete: from
     // then on a (at another replica, say) is a stale read.

@@ -564,14 +564,6 @@ impl<'a> VersionRef<'a> {
         self.deps().covers(clock)
     }
 
-    /// Raises `clock` to cover this version's dependencies (what a reader
-    /// inherits), without building them as a clock first.
-    pub fn merge_deps_into(&self, clock: &mut VClock) {
-        for (origin, seq) in self.deps_iter() {
-            clock.raise(origin, seq);
-        }
-    }
-
     /// An owned copy.
     pub fn to_version(&self) -> Version {
         Version {

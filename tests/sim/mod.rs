@@ -224,23 +224,21 @@ impl Cluster {
     pub fn check_reflection(&self, ledger: &Ledger) -> Result<(), String> {
         for (addr, node) in &self.nodes {
             node.inspect(|r| {
-                for (dot, (key, stamp)) in &ledger.writes {
+                for (dot, (key, stamp, deps)) in &ledger.writes {
                     if !r.clock().covers_dot(dot) {
                         continue;
                     }
                     // C1: covering a write means covering its dependencies.
-                    if let Some(deps) = ledger.deps.get(dot) {
-                        if !r.clock().covers(deps) {
-                            return Err(format!(
-                                "{addr}: clock {:?} covers {dot:?} but not its dependencies {deps:?}",
-                                r.clock()
-                            ));
-                        }
+                    if !r.clock().covers(deps) {
+                        return Err(format!(
+                            "{addr}: clock {:?} covers {dot:?} but not its dependencies {deps:?}",
+                            r.clock()
+                        ));
                     }
                     // Held, or beaten by a tombstone it collected (below its
                     // horizon): I1's "or held such a tombstone and collected it".
                     let collected = || {
-                        ledger.writes.iter().any(|(t_dot, (t_key, t_stamp))| {
+                        ledger.writes.iter().any(|(t_dot, (t_key, t_stamp, _))| {
                             t_key == key
                                 && ledger.tombstones.contains(t_dot)
                                 && t_stamp >= stamp
@@ -304,14 +302,12 @@ impl Cluster {
     }
 }
 
-/// Every write seen in any replica's store: its key and stamp, by dot.
+/// Every write seen in any replica's store: its key, stamp and dependencies, by dot.
 #[derive(Default)]
 pub struct Ledger {
-    pub writes: BTreeMap<hearsay::core::Dot, (String, hearsay::core::Stamp)>,
+    pub writes: BTreeMap<hearsay::core::Dot, (String, hearsay::core::Stamp, hearsay::core::VClock)>,
     /// The dots of the writes that are deletes.
     pub tombstones: std::collections::BTreeSet<hearsay::core::Dot>,
-    /// Each write's dependencies.
-    pub deps: BTreeMap<hearsay::core::Dot, hearsay::core::VClock>,
 }
 
 impl Ledger {
@@ -325,8 +321,7 @@ impl Ledger {
                     }
                     self.writes
                         .entry(v.dot())
-                        .or_insert_with(|| (v.key().to_string(), v.stamp()));
-                    self.deps.entry(v.dot()).or_insert_with(|| v.deps());
+                        .or_insert_with(|| (v.key().to_string(), v.stamp(), v.deps()));
                 }
             });
         }
