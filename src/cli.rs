@@ -175,6 +175,7 @@ fn on_runtime<T>(
 fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
     let loaded = config::load(&settings.overrides()?)?;
     telemetry::init_logging(loaded.config.log_format);
+    keep_heap_in_small_pages();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let threads = loaded.config.effective_worker_threads(cores);
     tokio::runtime::Builder::new_multi_thread()
@@ -186,6 +187,27 @@ fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
             crate::server::termination_signal(),
         ))?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Turns transparent huge pages off for this process before the store
+/// grows. mimalloc asks for huge pages on its arenas; each one then becomes
+/// resident 2 MiB at a time, however little of it is in use, and freed
+/// memory inside one cannot be handed back page by page. Measured with 200,000
+/// small keys (bench/RESULTS.md): resident size grew 132-137 bytes per key
+/// without huge pages against 150-153 with them, the idle replica's resident
+/// size fell from 13-15 MiB to 8 MiB, and CPU per operation did not change.
+/// The kernel applies the flag to later faults in existing mappings too.
+fn keep_heap_in_small_pages() {
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory
+    // map; it reads no pointers.
+    let refused = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;
+    if refused {
+        // Old or non-Linux kernels: the store still works, only larger.
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not turn transparent huge pages off: resident size per key may be larger"
+        );
+    }
 }
 
 fn show_config(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
