@@ -13,8 +13,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::load::{self, LoadResult, Workload, WorkloadSettings};
-use crate::others::Others;
+use crate::load::{self, LoadResult, Shape, Workload, WorkloadSettings};
+use crate::others::{Others, SPLIT_CEILING};
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct RunPair {
@@ -310,6 +310,10 @@ pub async fn compare_with(
         let mut order: Vec<(&str, Option<&[String]>)> =
             vec![("ceiling", ceiling), ("hearsay", hearsay)];
         for (other, targets) in &others.systems {
+            // All load on one process of the split ceiling is the ceiling.
+            if other == SPLIT_CEILING && w.shape == Shape::One {
+                continue;
+            }
             order.push((other, Some(targets)));
         }
         if i % 2 == 1 {
@@ -317,8 +321,11 @@ pub async fn compare_with(
         }
         for (system, targets) in order {
             if let Some(targets) = targets {
-                let r =
-                    load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
+                let r = if system == SPLIT_CEILING {
+                    split_ceiling_run(targets, &w).await?
+                } else {
+                    load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?
+                };
                 eprintln!(
                     "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}  server CPU {} µs/op  foreign CPU {}%",
                     i + 1,
@@ -351,6 +358,37 @@ pub async fn compare_with(
         );
     }
     Ok(cmp)
+}
+
+/// One run against the split ceiling: its processes share nothing, so each is
+/// preloaded with every key (as every hearsay replica holds every key) before
+/// the sessions start.
+async fn split_ceiling_run(targets: &[String], w: &Workload) -> Result<LoadResult> {
+    if !w.no_preload {
+        for target in targets {
+            load::preload(
+                std::slice::from_ref(target),
+                w.keys,
+                w.value_size,
+                w.sessions,
+                w.seed,
+                false,
+            )
+            .await?;
+        }
+    }
+    let w = Workload {
+        no_preload: true,
+        ..w.clone()
+    };
+    load::run(
+        SPLIT_CEILING,
+        targets,
+        &w,
+        Arc::new(AtomicBool::new(false)),
+        true,
+    )
+    .await
 }
 
 #[cfg(test)]

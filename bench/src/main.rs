@@ -256,7 +256,7 @@ async fn run(command: Command) -> Result<()> {
             let others = if no_others || system != System::Both {
                 Others::none()
             } else {
-                Others::start_installed(&log_dir).await
+                Others::start_installed(&log_dir, hearsay.as_ref().map_or(0, Vec::len)).await
             };
             let cmp = compare_with(
                 &name,

@@ -11,6 +11,15 @@
 //!   driven through the v3 HTTP/JSON gateway. Their data directories are in
 //!   `/dev/shm` when it exists, so that etcd's fsync per write measures etcd,
 //!   not this machine's disk.
+//!
+//! Beside them, when hearsay runs as several local replicas, the **split
+//! ceiling**: one ceiling process per replica, every one preloaded with every
+//! key, driven in the same shape. It does no replication and keeps no
+//! causality, so what it loses against the one-process ceiling is the price
+//! of splitting the same cores among several processes (more wake-ups and
+//! context switches per request); that bounds what hearsay's spread shape can
+//! reach on a machine whose replicas share cores. With all load on one
+//! replica it would only repeat the ceiling, so it is not run in that shape.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -20,7 +29,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::client::{Outcome, Session};
-use crate::cluster::free_ports;
+use crate::cluster::{free_ports, LocalCluster, ProcSpec};
+
+/// The split ceiling's name among [`Others::systems`].
+pub const SPLIT_CEILING: &str = "split-ceiling";
 
 /// How long a store may take to answer its first request.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,6 +46,8 @@ pub struct Others {
     pub notes: Vec<String>,
     children: Vec<Child>,
     dirs: Vec<tempfile::TempDir>,
+    /// The split ceiling's processes, stopped when this is dropped.
+    split_ceiling: Option<LocalCluster>,
 }
 
 impl Others {
@@ -42,12 +56,21 @@ impl Others {
         Others::default()
     }
 
-    /// Start every installed one; never fails (a failure becomes a note).
-    pub async fn start_installed(log_dir: &Path) -> Self {
+    /// Start every installed one, and a split ceiling of `replicas`
+    /// processes when that is more than one; never fails (a failure becomes
+    /// a note).
+    pub async fn start_installed(log_dir: &Path, replicas: usize) -> Self {
         let mut others = Others::default();
         if let Err(e) = std::fs::create_dir_all(log_dir) {
             others.notes.push(format!("others: no log directory: {e}"));
             return others;
+        }
+        if replicas > 1 {
+            if let Err(e) = others.start_split_ceiling(log_dir, replicas).await {
+                others
+                    .notes
+                    .push(format!("{SPLIT_CEILING}: skipped: {e:#}"));
+            }
         }
         match which("redis-server") {
             None => others
@@ -84,6 +107,15 @@ impl Others {
             .spawn()
             .with_context(|| format!("starting {:?}", cmd.get_program()))?;
         self.children.push(child);
+        Ok(())
+    }
+
+    async fn start_split_ceiling(&mut self, log_dir: &Path, processes: usize) -> Result<()> {
+        let mut spec = ProcSpec::ceiling(log_dir, READY_TIMEOUT)?;
+        spec.name = SPLIT_CEILING.into();
+        let cluster = LocalCluster::start(spec, processes).await?;
+        self.systems.push((SPLIT_CEILING.into(), cluster.addrs()));
+        self.split_ceiling = Some(cluster);
         Ok(())
     }
 

@@ -468,7 +468,7 @@ fn md_load_others(s: &mut String, load: &[Comparison]) {
     }
     let _ = writeln!(
         s,
-        "\nOther stores in the same rounds, as ratios to the same ceiling runs (Redis: one node, no persistence; etcd: 3 members, HTTP/JSON gateway):\n"
+        "\nOther stores in the same rounds, as ratios to the same ceiling runs (Redis: one node, no persistence; etcd: 3 members, HTTP/JSON gateway; split-ceiling: one ceiling process per hearsay replica, each holding every key, spread shape only: what splitting the cores among that many processes costs by itself):\n"
     );
     let _ = writeln!(s, "| workload | system | ops/s | ratio | GET ratio | PUT ratio | GET p99 ratio | PUT p99 ratio | errors + 503s |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");

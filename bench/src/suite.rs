@@ -226,7 +226,7 @@ async fn load_section(
     let others = if args.no_others {
         crate::others::Others::none()
     } else {
-        crate::others::Others::start_installed(log_dir).await
+        crate::others::Others::start_installed(log_dir, hearsay.len()).await
     };
     for &shape in &args.shape {
         for (name, mut w) in workloads(args.sessions, duration, args.quick, args.wait_quiet) {
