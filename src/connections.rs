@@ -165,11 +165,16 @@ struct Activity {
     write_stalled_ms: AtomicU64,
     /// The body of the current request did not arrive in time.
     body_timed_out: AtomicBool,
-    /// Wakes the watchdog when its deadline moves earlier.
+    /// When the watchdog's timer will fire (ms since `opened`; `NOT_ARMED`
+    /// when it has none). The watchdog may wake before the deadline and
+    /// re-arm; it must never wake after it.
+    armed_ms: AtomicU64,
+    /// Wakes the watchdog when the deadline moves before `armed_ms`.
     changed: Notify,
 }
 
 const NOT_STALLED: u64 = u64::MAX;
+const NOT_ARMED: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Activity {
@@ -179,6 +184,7 @@ impl Activity {
             since_ms: AtomicU64::new(0),
             write_stalled_ms: AtomicU64::new(NOT_STALLED),
             body_timed_out: AtomicBool::new(false),
+            armed_ms: AtomicU64::new(NOT_ARMED),
             changed: Notify::new(),
         }
     }
@@ -187,9 +193,22 @@ impl Activity {
         self.opened.elapsed().as_millis() as u64
     }
 
-    fn enter(&self, phase: u8) {
-        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+    /// Enters `phase` now; returns when (ms since `opened`).
+    fn enter(&self, phase: u8) -> u64 {
+        let now = self.now_ms();
+        self.since_ms.store(now, Ordering::Relaxed);
         self.phase.store(phase, Ordering::Release);
+        now
+    }
+
+    /// Wakes the watchdog if a deadline `limit` after `from_ms` comes before
+    /// its timer. Under steady traffic each new deadline is later than the
+    /// armed one, so a request costs neither a wake-up nor a timer change.
+    fn deadline_set(&self, from_ms: u64, limit: Duration) {
+        let due = from_ms.saturating_add(limit.as_millis() as u64);
+        if due < self.armed_ms.load(Ordering::Relaxed) {
+            self.changed.notify_one();
+        }
     }
 
     /// The instant this connection is to be closed, as things stand.
@@ -221,16 +240,18 @@ async fn serve_connection<S>(
     let io = TokioIo::new(Watched {
         stream,
         activity: activity.clone(),
+        limits,
     });
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            activity.enter(BUSY);
+            let since = activity.enter(BUSY);
             activity.body_timed_out.store(false, Ordering::Relaxed);
             let request = request.map(|incoming| {
                 axum::body::Body::new(DeadlineBody {
                     inner: incoming,
-                    deadline: tokio::time::sleep(limits.body_read),
+                    due: activity.opened + Duration::from_millis(since) + limits.body_read,
+                    timer: None,
                     activity: activity.clone(),
                 })
             });
@@ -246,7 +267,11 @@ async fn serve_connection<S>(
                 } else {
                     response
                 };
-                Ok::<_, Infallible>(response.map(|body| Tracked { body, activity }))
+                Ok::<_, Infallible>(response.map(|body| Tracked {
+                    body,
+                    activity,
+                    idle: limits.idle,
+                }))
             }
         })
     };
@@ -256,19 +281,36 @@ async fn serve_connection<S>(
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(connection);
+    // One timer for the connection's life. It is re-armed only when it has
+    // fired (then the deadline is checked and the timer set to the current
+    // one) or when the deadline moves before it (`Activity::deadline_set`
+    // wakes this loop): a request that merely pushes the deadline later
+    // changes nothing here.
+    let watchdog = tokio::time::sleep_until(far_future());
+    tokio::pin!(watchdog);
+    let mut armed = false;
     let mut draining = false;
     loop {
         let deadline = activity.deadline(&limits);
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            // Dropping the connection closes the socket.
+            return;
+        }
+        let due = deadline.unwrap_or_else(far_future);
+        if !armed || due < watchdog.deadline() {
+            watchdog.as_mut().reset(due);
+            armed = true;
+            let due_ms = due.saturating_duration_since(activity.opened).as_millis();
+            activity.armed_ms.store(
+                u64::try_from(due_ms).unwrap_or(NOT_ARMED),
+                Ordering::Relaxed,
+            );
+        }
         let changed = activity.changed.notified();
         tokio::select! {
             _ = connection.as_mut() => return,
             _ = changed => {}
-            _ = sleep_until_some(deadline) => {
-                if activity.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
-                    // Dropping the connection closes the socket.
-                    return;
-                }
-            }
+            _ = watchdog.as_mut(), if armed => armed = false,
             _ = stop.cancelled(), if !draining => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
@@ -277,11 +319,9 @@ async fn serve_connection<S>(
     }
 }
 
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+/// A watchdog instant that stands for "no deadline" (a busy connection).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
 /// The answer when a request's body did not arrive in time (the handler saw
@@ -305,6 +345,7 @@ pin_project! {
         #[pin]
         stream: TcpStream,
         activity: Arc<Activity>,
+        limits: Limits,
     }
 }
 
@@ -318,8 +359,8 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = this.stream.poll_read(cx, buf);
         if buf.filled().len() > before && this.activity.phase.load(Ordering::Acquire) == IDLE {
-            this.activity.enter(READING_HEADER);
-            this.activity.changed.notify_one();
+            let since = this.activity.enter(READING_HEADER);
+            this.activity.deadline_set(since, this.limits.header_read);
         }
         polled
     }
@@ -330,8 +371,9 @@ impl Watched {
         let stalled = &self.activity.write_stalled_ms;
         if polled.is_pending() {
             if stalled.load(Ordering::Relaxed) == NOT_STALLED {
-                stalled.store(self.activity.now_ms(), Ordering::Relaxed);
-                self.activity.changed.notify_one();
+                let now = self.activity.now_ms();
+                stalled.store(now, Ordering::Relaxed);
+                self.activity.deadline_set(now, self.limits.idle);
             }
         } else if stalled.load(Ordering::Relaxed) != NOT_STALLED {
             stalled.store(NOT_STALLED, Ordering::Relaxed);
@@ -374,12 +416,14 @@ impl AsyncWrite for Watched {
 }
 
 pin_project! {
-    /// A request body that fails once its deadline has passed.
+    /// A request body that fails once its deadline has passed. The timer is
+    /// made only when a read has to wait: a body that arrived with its
+    /// header (nearly all of them) costs none.
     struct DeadlineBody {
         #[pin]
         inner: Incoming,
-        #[pin]
-        deadline: Sleep,
+        due: Instant,
+        timer: Option<Pin<Box<Sleep>>>,
         activity: Arc<Activity>,
     }
 }
@@ -395,7 +439,12 @@ impl HttpBody for DeadlineBody {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => match this.deadline.poll(cx) {
+            Poll::Pending => match this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.due)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     this.activity.body_timed_out.store(true, Ordering::Relaxed);
                     Poll::Ready(Some(Err("request body was not received in time".into())))
@@ -419,6 +468,7 @@ impl HttpBody for DeadlineBody {
 struct Tracked {
     body: axum::body::Body,
     activity: Arc<Activity>,
+    idle: Duration,
 }
 
 impl Drop for Tracked {
@@ -426,7 +476,9 @@ impl Drop for Tracked {
         self.activity
             .write_stalled_ms
             .store(NOT_STALLED, Ordering::Relaxed);
-        self.activity.enter(IDLE);
+        let since = self.activity.enter(IDLE);
+        // A watchdog that woke while the request was busy armed no timer.
+        self.activity.deadline_set(since, self.idle);
     }
 }
 

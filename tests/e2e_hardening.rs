@@ -122,3 +122,80 @@ async fn half_open_connections_neither_starve_health_nor_stay_open() {
         .await
         .starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_left_idle_after_a_request_is_closed() {
+    let idle = Duration::from_millis(500);
+    let cluster = Cluster::builder(1)
+        .set("idle_timeout_ms", idle.as_millis())
+        .start()
+        .await;
+    let mut stream = TcpStream::connect(cluster.addr(0))
+        .await
+        .expect("connecting");
+    assert!(health_over(&mut stream).await.starts_with("HTTP/1.1 200"));
+
+    // The answer has been read; the connection now sits idle and must be
+    // closed by the replica (end of stream or reset) once the idle timeout
+    // has passed, with a generous margin for a slow machine.
+    let closed = tokio::time::timeout(idle * 10, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection stayed open for {:?} with idle_timeout_ms = {}",
+        idle * 10,
+        idle.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn a_connection_idle_after_a_request_that_outlasted_the_header_timeout_is_closed() {
+    let (header, idle) = (Duration::from_millis(300), Duration::from_millis(500));
+    let cluster = Cluster::builder(1)
+        .set("header_read_timeout_ms", header.as_millis())
+        .set("idle_timeout_ms", idle.as_millis())
+        .set("body_read_timeout_ms", 10_000)
+        .start()
+        .await;
+    let mut stream = TcpStream::connect(cluster.addr(0))
+        .await
+        .expect("connecting");
+    // The header at once, the body only after the header timeout has
+    // passed: the connection is busy (not reading a header) meanwhile, and
+    // must then be watched as idle again.
+    let body = br#"{"value": 1}"#;
+    let head = format!(
+        "PUT /kvs/slow HTTP/1.1\r\nHost: hearsay\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("header");
+    tokio::time::sleep(header * 3).await;
+    stream.write_all(body).await.expect("body");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(idle * 10, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 201"), "answer: {text}");
+    assert!(
+        closed.is_ok(),
+        "the connection stayed open for {:?} after its answer (idle_timeout_ms = {})",
+        idle * 10,
+        idle.as_millis()
+    );
+}
