@@ -165,7 +165,7 @@ fn bytes_per_key_by_structure() {
         per_key(f.deps)
     );
     println!(
-        "  origin logs (seq, lamport, slot)          {:6.1}",
+        "  origin logs (seq, slot)                   {:6.1}",
         per_key(f.logs)
     );
     println!(

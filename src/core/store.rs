@@ -343,10 +343,11 @@ impl Entry {
 }
 
 /// One origin in the store's table: its name, what refers to it, and its
-/// log — the seq, Lamport time and slot of every current version it wrote,
-/// in seq order (which is also Lamport order: a life's Lamport time rises with
-/// every write it makes). Removed versions stay as `DEAD` until more than half
-/// the log is dead, so removal is `O(log n)` and searches stay binary.
+/// log — the seq and slot of every current version it wrote, in seq order
+/// (which is also Lamport order: a life's Lamport time rises with every write
+/// it makes). A version's Lamport time is read from its entry, not stored
+/// twice. Removed versions stay as `DEAD` until more than half the log is
+/// dead, so removal is `O(log n)` and searches stay binary.
 #[derive(Debug, Default)]
 struct OriginRecord {
     /// `None` while the id is free for reuse.
@@ -354,7 +355,6 @@ struct OriginRecord {
     /// Entries whose dot names it, plus dependency lists that name it.
     refs: usize,
     seqs: Vec<u64>,
-    lamports: Vec<u64>,
     slots: Vec<Slot>,
     dead: usize,
     /// Versions were appended out of seq order by [`Store::load`]; sorted
@@ -372,12 +372,11 @@ impl OriginRecord {
 
     /// Appends a version whatever its seq, leaving the log unsorted if it
     /// is out of order: `O(1)`, for loading many versions at once.
-    fn append(&mut self, seq: u64, lamport: u64, slot: Slot) {
+    fn append(&mut self, seq: u64, slot: Slot) {
         if self.seqs.last().is_some_and(|&last| last > seq) {
             self.unsorted = true;
         }
         self.seqs.push(seq);
-        self.lamports.push(lamport);
         self.slots.push(slot);
     }
 
@@ -392,25 +391,22 @@ impl OriginRecord {
         let mut order: Vec<usize> = (0..self.seqs.len()).collect();
         order.sort_by_key(|&i| self.seqs[i]);
         self.seqs = order.iter().map(|&i| self.seqs[i]).collect();
-        self.lamports = order.iter().map(|&i| self.lamports[i]).collect();
         self.slots = order.iter().map(|&i| self.slots[i]).collect();
         self.unsorted = false;
     }
 
     /// Where a version with `seq` belongs (after any equal seqs).
-    fn insert(&mut self, seq: u64, lamport: u64, slot: Slot) {
+    fn insert(&mut self, seq: u64, slot: Slot) {
         self.sort();
         let at = self.seqs.partition_point(|&s| s <= seq);
         if at == self.seqs.len() {
             // The usual case: a life's writes arrive in order.
             self.seqs.push(seq);
-            self.lamports.push(lamport);
             self.slots.push(slot);
         } else {
             // Out of order (versions of one life relayed by different
             // peers): a shift, bounded by this origin's log.
             self.seqs.insert(at, seq);
-            self.lamports.insert(at, lamport);
             self.slots.insert(at, slot);
         }
     }
@@ -437,18 +433,14 @@ impl OriginRecord {
         for i in 0..self.slots.len() {
             if self.slots[i] != DEAD {
                 self.seqs[keep] = self.seqs[i];
-                self.lamports[keep] = self.lamports[i];
                 self.slots[keep] = self.slots[i];
                 keep += 1;
             }
         }
         self.seqs.truncate(keep);
-        self.lamports.truncate(keep);
         self.slots.truncate(keep);
-        for log in [&mut self.seqs, &mut self.lamports] {
-            if log.capacity() > 2 * log.len() + 16 {
-                log.shrink_to_fit();
-            }
+        if self.seqs.capacity() > 2 * self.seqs.len() + 16 {
+            self.seqs.shrink_to_fit();
         }
         if self.slots.capacity() > 2 * self.slots.len() + 16 {
             self.slots.shrink_to_fit();
@@ -796,12 +788,12 @@ impl Store {
             }
         };
         let entry = self.entry(slot);
-        let (origin, seq, lamport) = (entry.origin, entry.seq, entry.lamport);
+        let (origin, seq) = (entry.origin, entry.seq);
         let log = &mut self.origins[origin as usize];
         if ordered {
-            log.insert(seq, lamport, slot);
+            log.insert(seq, slot);
         } else {
-            log.append(seq, lamport, slot);
+            log.append(seq, slot);
         }
         if live {
             self.live += 1;
@@ -1040,7 +1032,6 @@ impl Store {
                 .iter()
                 .map(|r| {
                     r.seqs.capacity() * 8
-                        + r.lamports.capacity() * 8
                         + r.slots.capacity() * std::mem::size_of::<Slot>()
                         + r.origin.as_ref().map_or(0, |o| o.as_str().len() + 16)
                 })
@@ -1075,16 +1066,17 @@ impl<'a> StampOrder<'a> {
             let seen = their.get(origin);
             let mut start = record.seqs.partition_point(|&s| s <= seen);
             if let Some(cursor) = after {
-                // The first entry whose stamp is above the cursor: logs are in
-                // Lamport order, and seq order among equal Lamport times.
-                let past = record.seqs.partition_point_by_index(|i| {
-                    (record.lamports[i], origin, record.seqs[i])
+                // The first live entry whose stamp is above the cursor: logs
+                // are in Lamport order, and seq order among equal Lamport
+                // times.
+                let past = live_partition_point(record, |i, slot| {
+                    (store.entry(slot).lamport, origin, record.seqs[i])
                         <= (cursor.lamport, &cursor.origin, cursor.seq)
                 });
                 start = start.max(past);
             }
             if let Some(next) = Self::next_live(record, start) {
-                heap.push(Reverse((record.lamports[next], rank, id, next)));
+                heap.push(Reverse((store.lamport_at(record, next), rank, id, next)));
             }
         }
         StampOrder { store, heap }
@@ -1102,32 +1094,45 @@ impl Iterator for StampOrder<'_> {
         let Reverse((_, rank, id, at)) = self.heap.pop()?;
         let record = &self.store.origins[id as usize];
         if let Some(next) = Self::next_live(record, at + 1) {
-            self.heap
-                .push(Reverse((record.lamports[next], rank, id, next)));
+            let lamport = self.store.lamport_at(record, next);
+            self.heap.push(Reverse((lamport, rank, id, next)));
         }
         Some(record.slots[at])
     }
 }
 
-/// `partition_point` over positions rather than elements, for searches over
-/// the parallel arrays of an origin's log.
-trait PartitionByIndex {
-    fn partition_point_by_index(&self, pred: impl FnMut(usize) -> bool) -> usize;
+impl Store {
+    /// The Lamport time of the live version at position `at` of `record`'s log.
+    fn lamport_at(&self, record: &OriginRecord, at: usize) -> u64 {
+        self.entry(record.slots[at]).lamport
+    }
 }
 
-impl<T> PartitionByIndex for Vec<T> {
-    fn partition_point_by_index(&self, mut pred: impl FnMut(usize) -> bool) -> usize {
-        let (mut low, mut high) = (0, self.len());
-        while low < high {
-            let mid = low + (high - low) / 2;
-            if pred(mid) {
-                low = mid + 1;
-            } else {
-                high = mid;
-            }
+/// A position in `record`'s log such that every live entry before it
+/// satisfies `below` (given the position and slot) and no live entry from
+/// it on does; `below` must hold for a prefix of the live entries. Removed
+/// entries (`DEAD`) have no entry to ask, so each probe moves to the first
+/// live entry at or after the middle; the scan is bounded by the part of
+/// the range still open, so a search costs `O(log n)` probes plus at most
+/// the length of the removed runs it meets (removed entries are at most
+/// half of a log: see [`OriginRecord::remove`]).
+fn live_partition_point(
+    record: &OriginRecord,
+    mut below: impl FnMut(usize, Slot) -> bool,
+) -> usize {
+    let (mut low, mut high) = (0, record.slots.len());
+    while low < high {
+        let mid = low + (high - low) / 2;
+        match (mid..high).find(|&i| record.slots[i] != DEAD) {
+            // Only removed entries from the middle on: nothing to decide there.
+            None => high = mid,
+            Some(live) if below(live, record.slots[live]) => low = live + 1,
+            // The entries between `mid` and `live` are removed: any of
+            // those positions leads to `live` next.
+            Some(_) => high = mid,
         }
-        low
     }
+    low
 }
 
 #[cfg(test)]
