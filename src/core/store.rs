@@ -292,8 +292,9 @@ type Slot = u32;
 /// An index into the store's origin table.
 type OriginId = u32;
 
-/// Marks a removed version in an origin's log (its seq and Lamport time stay,
-/// so the log remains searchable until it is compacted).
+/// Marks a removed version in an origin's log (its seq stays, so the log
+/// remains searchable by seq until it is compacted; searches by stamp step
+/// over it, see [`live_partition_point`]).
 const DEAD: Slot = Slot::MAX;
 
 /// `Entry::meta`: the version is a tombstone.
