@@ -157,6 +157,8 @@ const BUSY: u8 = 2;
 /// watchdog. Times are milliseconds since `opened`.
 struct Activity {
     opened: Instant,
+    /// The bounds this connection is held to.
+    limits: Limits,
     phase: AtomicU8,
     /// When the current phase began.
     since_ms: AtomicU64,
@@ -177,9 +179,10 @@ const NOT_STALLED: u64 = u64::MAX;
 const NOT_ARMED: u64 = u64::MAX;
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(limits: Limits) -> Activity {
         Activity {
             opened: Instant::now(),
+            limits,
             phase: AtomicU8::new(IDLE),
             since_ms: AtomicU64::new(0),
             write_stalled_ms: AtomicU64::new(NOT_STALLED),
@@ -212,7 +215,8 @@ impl Activity {
     }
 
     /// The instant this connection is to be closed, as things stand.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
+        let limits = &self.limits;
         let at = |ms: u64, limit: Duration| self.opened + Duration::from_millis(ms) + limit;
         let since = self.since_ms.load(Ordering::Relaxed);
         match self.phase.load(Ordering::Acquire) {
@@ -236,11 +240,10 @@ async fn serve_connection<S>(
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(limits));
     let io = TokioIo::new(Watched {
         stream,
         activity: activity.clone(),
-        limits,
     });
     let service = {
         let activity = activity.clone();
@@ -267,11 +270,7 @@ async fn serve_connection<S>(
                 } else {
                     response
                 };
-                Ok::<_, Infallible>(response.map(|body| Tracked {
-                    body,
-                    activity,
-                    idle: limits.idle,
-                }))
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, activity }))
             }
         })
     };
@@ -291,7 +290,7 @@ async fn serve_connection<S>(
     let mut armed = false;
     let mut draining = false;
     loop {
-        let deadline = activity.deadline(&limits);
+        let deadline = activity.deadline();
         if deadline.is_some_and(|d| d <= Instant::now()) {
             // Dropping the connection closes the socket.
             return;
@@ -345,7 +344,6 @@ pin_project! {
         #[pin]
         stream: TcpStream,
         activity: Arc<Activity>,
-        limits: Limits,
     }
 }
 
@@ -360,7 +358,8 @@ impl AsyncRead for Watched {
         let polled = this.stream.poll_read(cx, buf);
         if buf.filled().len() > before && this.activity.phase.load(Ordering::Acquire) == IDLE {
             let since = this.activity.enter(READING_HEADER);
-            this.activity.deadline_set(since, this.limits.header_read);
+            this.activity
+                .deadline_set(since, this.activity.limits.header_read);
         }
         polled
     }
@@ -373,7 +372,7 @@ impl Watched {
             if stalled.load(Ordering::Relaxed) == NOT_STALLED {
                 let now = self.activity.now_ms();
                 stalled.store(now, Ordering::Relaxed);
-                self.activity.deadline_set(now, self.limits.idle);
+                self.activity.deadline_set(now, self.activity.limits.idle);
             }
         } else if stalled.load(Ordering::Relaxed) != NOT_STALLED {
             stalled.store(NOT_STALLED, Ordering::Relaxed);
@@ -468,7 +467,6 @@ impl HttpBody for DeadlineBody {
 struct Tracked {
     body: axum::body::Body,
     activity: Arc<Activity>,
-    idle: Duration,
 }
 
 impl Drop for Tracked {
@@ -478,7 +476,7 @@ impl Drop for Tracked {
             .store(NOT_STALLED, Ordering::Relaxed);
         let since = self.activity.enter(IDLE);
         // A watchdog that woke while the request was busy armed no timer.
-        self.activity.deadline_set(since, self.idle);
+        self.activity.deadline_set(since, self.activity.limits.idle);
     }
 }
 

@@ -32,6 +32,24 @@ async fn health_over(stream: &mut TcpStream) -> String {
     text.lines().next().unwrap_or_default().to_string()
 }
 
+/// Reads `stream` until the replica closes it (end of stream or reset) or
+/// `limit` has passed; returns what was read and whether it was closed.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut read = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (read, closed)
+}
+
 #[tokio::test]
 async fn half_open_connections_neither_starve_health_nor_stay_open() {
     let header_timeout = Duration::from_millis(1000);
@@ -138,18 +156,9 @@ async fn a_keep_alive_connection_left_idle_after_a_request_is_closed() {
     // The answer has been read; the connection now sits idle and must be
     // closed by the replica (end of stream or reset) once the idle timeout
     // has passed, with a generous margin for a slow machine.
-    let closed = tokio::time::timeout(idle * 10, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await;
+    let (_, closed) = read_until_closed(&mut stream, idle * 10).await;
     assert!(
-        closed.is_ok(),
+        closed,
         "an idle keep-alive connection stayed open for {:?} with idle_timeout_ms = {}",
         idle * 10,
         idle.as_millis()
@@ -179,21 +188,11 @@ async fn a_connection_idle_after_a_request_that_outlasted_the_header_timeout_is_
     stream.write_all(head.as_bytes()).await.expect("header");
     tokio::time::sleep(header * 3).await;
     stream.write_all(body).await.expect("body");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    let closed = tokio::time::timeout(idle * 10, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let (answer, closed) = read_until_closed(&mut stream, idle * 10).await;
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 201"), "answer: {text}");
     assert!(
-        closed.is_ok(),
+        closed,
         "the connection stayed open for {:?} after its answer (idle_timeout_ms = {})",
         idle * 10,
         idle.as_millis()

@@ -321,11 +321,13 @@ pub async fn compare_with(
         }
         for (system, targets) in order {
             if let Some(targets) = targets {
-                let r = if system == SPLIT_CEILING {
-                    split_ceiling_run(targets, &w).await?
+                let w = if system == SPLIT_CEILING {
+                    preload_every_process(targets, &w).await?
                 } else {
-                    load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?
+                    w.clone()
                 };
+                let r =
+                    load::run(system, targets, &w, Arc::new(AtomicBool::new(false)), true).await?;
                 eprintln!(
                     "{name} #{}: {system:>7} {:>9.0} ops/s  get p50 {:.2} p99 {:.2} ms  put p50 {:.2} p99 {:.2} ms  503 {}  errors {}  server CPU {} µs/op  foreign CPU {}%",
                     i + 1,
@@ -360,10 +362,10 @@ pub async fn compare_with(
     Ok(cmp)
 }
 
-/// One run against the split ceiling: its processes share nothing, so each is
-/// preloaded with every key (as every hearsay replica holds every key) before
-/// the sessions start.
-async fn split_ceiling_run(targets: &[String], w: &Workload) -> Result<LoadResult> {
+/// The split ceiling's processes share nothing, so each is preloaded with
+/// every key (as every hearsay replica holds every key); returns the workload
+/// to run on them, which then preloads nothing more.
+async fn preload_every_process(targets: &[String], w: &Workload) -> Result<Workload> {
     if !w.no_preload {
         for target in targets {
             load::preload(
@@ -377,18 +379,10 @@ async fn split_ceiling_run(targets: &[String], w: &Workload) -> Result<LoadResul
             .await?;
         }
     }
-    let w = Workload {
+    Ok(Workload {
         no_preload: true,
         ..w.clone()
-    };
-    load::run(
-        SPLIT_CEILING,
-        targets,
-        &w,
-        Arc::new(AtomicBool::new(false)),
-        true,
-    )
-    .await
+    })
 }
 
 #[cfg(test)]

@@ -33,14 +33,28 @@ fn v(s: &str) -> Option<JsonText> {
     Some(JsonText::from(s))
 }
 
+/// Writes a new key at `r` and returns the metadata of its `created` answer.
+fn created(r: &mut Replica, key: &str, value: &str, metadata: &VClock) -> VClock {
+    match r.write(key, v(value), metadata) {
+        Ok(WriteOutcome::Created { metadata }) => metadata,
+        other => panic!("{key} was not created: {other:?}"),
+    }
+}
+
+/// Reads `key` at `r` and returns the metadata of its `found` answer.
+fn found(r: &Replica, key: &str, metadata: &VClock) -> VClock {
+    match r.read(key, metadata) {
+        Ok(ReadOutcome::Found { metadata, .. }) => metadata,
+        other => panic!("{key} was not found: {other:?}"),
+    }
+}
+
 #[test]
 fn causal_metadata_holds_back_a_replica_that_is_behind() {
     let mut r = replicas(2);
     let (a, b) = r.split_at_mut(1);
     let (a, b) = (&mut a[0], &mut b[0]);
-    let WriteOutcome::Created { metadata } = a.write("x", v("1"), &VClock::new()).unwrap() else {
-        panic!()
-    };
+    let metadata = created(a, "x", "1", &VClock::new());
     assert_eq!(b.read("x", &metadata), Err(NotYet));
     sync(a, b, 1 << 20);
     assert_eq!(
@@ -57,10 +71,7 @@ fn returned_metadata_is_minimal() {
     let mut r = replicas(1);
     let a = &mut r[0];
     a.write("x", v("1"), &VClock::new()).unwrap();
-    let WriteOutcome::Created { metadata: my } = a.write("y", v("2"), &VClock::new()).unwrap()
-    else {
-        panic!()
-    };
+    let my = created(a, "y", "2", &VClock::new());
     assert_eq!(my.get(a.origin()), 2);
     let ReadOutcome::Found { metadata, .. } = a.read("x", &VClock::new()).unwrap() else {
         panic!()
@@ -104,11 +115,7 @@ fn create_replace_delete_outcomes() {
 fn a_missing_key_answers_with_the_clients_metadata_unchanged() {
     let mut r = replicas(1);
     let a = &mut r[0];
-    let WriteOutcome::Created { metadata: seen } =
-        a.write("other", v("1"), &VClock::new()).unwrap()
-    else {
-        panic!()
-    };
+    let seen = created(a, "other", "1", &VClock::new());
     assert_eq!(
         a.read("never", &seen),
         Ok(ReadOutcome::NotFound {
@@ -127,9 +134,7 @@ fn a_missing_key_answers_with_the_clients_metadata_unchanged() {
 fn a_404_for_a_deleted_key_carries_the_tombstones_dependencies() {
     let mut r = replicas(3);
     let none = VClock::new();
-    let WriteOutcome::Created { metadata: put } = r[0].write("k", v("1"), &none).unwrap() else {
-        panic!()
-    };
+    let put = created(&mut r[0], "k", "1", &none);
     let (left, right) = r.split_at_mut(1);
     sync(&mut left[0], &mut right[0], 1 << 20);
     sync(&mut left[0], &mut right[1], 1 << 20);
@@ -149,12 +154,7 @@ fn a_404_for_a_deleted_key_carries_the_tombstones_dependencies() {
         panic!()
     };
     assert_eq!(by_delete, deleted);
-    let WriteOutcome::Created {
-        metadata: elsewhere,
-    } = r[1].write("j", v("2"), &none).unwrap()
-    else {
-        panic!()
-    };
+    let elsewhere = created(&mut r[1], "j", "2", &none);
     let (left, right) = r.split_at_mut(1);
     sync(&mut right[0], &mut left[0], 1 << 20);
     let Ok(ReadOutcome::NotFound { metadata: joined }) = r[0].read("k", &elsewhere) else {
@@ -190,9 +190,7 @@ fn a_collected_tombstone_forces_a_snapshot_and_prevents_resurrection() {
     sync(&mut left[0], &mut right[0], 1 << 20);
     sync(&mut left[0], &mut right[1], 1 << 20);
     // r2 is cut off; r0 deletes; r1 learns; r2 is forgotten (past grace).
-    let WriteOutcome::Created { .. } = r[0].write("j", v("9"), &m).unwrap() else {
-        panic!()
-    };
+    created(&mut r[0], "j", "9", &m);
     r[0].write("k", None, &m).unwrap();
     let (left, right) = r.split_at_mut(1);
     sync(&mut left[0], &mut right[0], 1 << 20);
@@ -596,37 +594,19 @@ fn a_write_from_past_the_grace_period_concurrent_with_a_collected_delete_converg
 fn an_answer_names_only_the_latest_writes_observed() {
     let mut r = replicas(3);
     let none = VClock::new();
-    let WriteOutcome::Created { metadata: a } = r[0].write("a", v("1"), &none).unwrap() else {
-        panic!()
-    };
+    let a = created(&mut r[0], "a", "1", &none);
     assert_eq!(a.len(), 1);
     // b depends on a: after writing it, the client names b alone.
-    let WriteOutcome::Created { metadata: b } = r[0].write("b", v("2"), &a).unwrap() else {
-        panic!()
-    };
+    let b = created(&mut r[0], "b", "2", &a);
     assert_eq!(b, VClock::from_pairs([(r[0].origin().clone(), 2)]));
     // A write at r1 that knows nothing of r0's.
-    let WriteOutcome::Created { metadata: c } = r[1].write("c", v("3"), &none).unwrap() else {
-        panic!()
-    };
+    let c = created(&mut r[1], "c", "3", &none);
     pull(&mut r, 0, 2);
     pull(&mut r, 1, 2);
     // Reading c with b: c does not depend on b, so both stay.
-    let ReadOutcome::Found { metadata: bc, .. } = r[2].read("c", &b).unwrap() else {
-        panic!()
-    };
-    assert_eq!(bc, b.joined(&c));
+    assert_eq!(found(&r[2], "c", &b), b.joined(&c));
     // Reading a with b: b already covers a's dot, so nothing changes.
-    let ReadOutcome::Found { metadata: same, .. } = r[2].read("a", &b).unwrap() else {
-        panic!()
-    };
-    assert_eq!(same, b);
+    assert_eq!(found(&r[2], "a", &b), b);
     // Reading b with a: b's dot stands for a.
-    let ReadOutcome::Found {
-        metadata: just_b, ..
-    } = r[2].read("b", &a).unwrap()
-    else {
-        panic!()
-    };
-    assert_eq!(just_b, b);
+    assert_eq!(found(&r[2], "b", &a), b);
 }
