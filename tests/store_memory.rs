@@ -153,7 +153,7 @@ fn bytes_per_key_by_structure() {
         per_key(f.table)
     );
     println!(
-        "  entries (48 B each, at capacity)          {:6.1}",
+        "  entries (40 B each, at capacity)          {:6.1}",
         per_key(f.entries)
     );
     println!(

@@ -20,9 +20,9 @@
 //! it is kept, and at worst sent out of stamp order.)
 //!
 //! Memory is what bounds a fully replicated store, so versions are stored
-//! compacted (`Entry`): key and value text in one allocation, origins
-//! interned in a per-store table, and of the dependencies only the entries
-//! beyond the version's own dot. [`Store::get`] hands out a borrowed
+//! compacted (`Entry`, 40 bytes): key and value text and the dependencies
+//! beyond the version's own dot in one allocation, origins interned in a
+//! per-store table, entries in fixed chunks that never move. [`Store::get`] hands out a borrowed
 //! [`VersionRef`]; [`Version`] stays the owned form that is applied and sent.
 //!
 //! Why chunks are cut in stamp order: a receiver may only raise its clock to
@@ -302,30 +302,40 @@ const TOMBSTONE: u32 = 1 << 31;
 /// `Entry::meta`: the version's dependencies name its own dot (always so
 /// for well-formed versions); the dot itself is then not stored twice.
 const OWN_DOT_IN_DEPS: u32 = 1 << 30;
+/// `Entry::meta`: dependencies beyond the own dot follow the text in
+/// `Entry::data`.
+const HAS_DEPS: u32 = 1 << 29;
 /// `Entry::meta`: the key's length in bytes. Keys are bounded far below
 /// this by the API (50 characters) and by `max_message_bytes` (≤ 64 MiB).
-const KEY_LEN: u32 = (1 << 30) - 1;
+const KEY_LEN: u32 = (1 << 29) - 1;
 
-/// One stored version, compacted: key and value text in one allocation,
-/// the origin as an index into the store's table, and of the dependencies
-/// only what the dot does not already say (a write with null metadata stores
-/// none, and no allocation for them).
-// Size checked in a test: one cache-line-friendly 48 bytes per version.
+/// Bytes per stored dependency in `Entry::data`: origin id (u32) and seq
+/// (u64), little-endian.
+const DEP_BYTES: usize = 12;
+/// Bytes of the dependency count that ends `Entry::data` when `HAS_DEPS`
+/// is set (a clock has at most `MAX_CLOCK_ENTRIES` = 4096 entries).
+const DEP_COUNT_BYTES: usize = 2;
+
+/// One stored version, compacted into 40 bytes plus one allocation: key
+/// and value text and the dependencies share that allocation, the origin
+/// is an index into the store's table, and of the dependencies only what
+/// the dot does not already say is kept (a write with null metadata stores
+/// none).
+///
+/// `data` is the key's UTF-8 text, then the value's (nothing for a
+/// tombstone); when `HAS_DEPS` is set, then the dependencies other than
+/// `(origin, seq)` sorted by origin text, `DEP_BYTES` each, and last their
+/// count as a little-endian u16. One allocation instead of a text and a
+/// dependency list saves the list's pointer in every entry (48 → 40
+/// bytes) and, for versions with dependencies, an allocation.
+// Size checked in a test.
 #[derive(Debug)]
 struct Entry {
-    /// The key's text followed by the value's (empty for a tombstone).
-    text: Box<str>,
+    data: Box<[u8]>,
     seq: u64,
     lamport: u64,
-    /// Dependencies other than `(origin, seq)`, sorted by origin text.
-    // Boxed on purpose: a thin 8-byte pointer in every entry, where a
-    // `Box<[_]>` takes 16 and a `Vec` 24; only versions with such
-    // dependencies pay the second allocation.
-    #[allow(clippy::box_collection)]
-    deps: Option<Box<Vec<(OriginId, u64)>>>,
     origin: OriginId,
-    /// The key's length and the flags above, in one word (the entry is
-    /// 48 bytes, not 56).
+    /// The key's length and the flags above, in one word.
     meta: u32,
 }
 
@@ -334,12 +344,113 @@ impl Entry {
         (self.meta & KEY_LEN) as usize
     }
 
+    fn deps_len(&self) -> usize {
+        if !self.is(HAS_DEPS) {
+            return 0;
+        }
+        let end = self.data.len();
+        let count = &self.data[end - DEP_COUNT_BYTES..];
+        u16::from_le_bytes([count[0], count[1]]) as usize
+    }
+
+    /// Where the text ends in `data`.
+    fn text_len(&self) -> usize {
+        if self.is(HAS_DEPS) {
+            self.data.len() - DEP_COUNT_BYTES - self.deps_len() * DEP_BYTES
+        } else {
+            self.data.len()
+        }
+    }
+
+    /// The key's text followed by the value's.
+    fn text(&self) -> &str {
+        let text = &self.data[..self.text_len()];
+        debug_assert!(std::str::from_utf8(text).is_ok());
+        // SAFETY: `Store::compact` is the only writer of `data`, and it
+        // copies the text part from a key and a value that are `str`s;
+        // `text_len` ends it where they end, so it is their UTF-8 bytes.
+        unsafe { std::str::from_utf8_unchecked(text) }
+    }
+
     fn key(&self) -> &str {
-        &self.text[..self.key_len()]
+        &self.text()[..self.key_len()]
+    }
+
+    /// Dependencies other than `(origin, seq)`, sorted by origin text.
+    fn deps(&self) -> impl Iterator<Item = (OriginId, u64)> + '_ {
+        let start = self.text_len();
+        self.data[start..start + self.deps_len() * DEP_BYTES]
+            .chunks_exact(DEP_BYTES)
+            .map(|dep| {
+                let (id, seq) = dep.split_at(4);
+                (
+                    OriginId::from_le_bytes(id.try_into().expect("4 bytes")),
+                    u64::from_le_bytes(seq.try_into().expect("8 bytes")),
+                )
+            })
     }
 
     fn is(&self, flag: u32) -> bool {
         self.meta & flag != 0
+    }
+}
+
+/// Entries per chunk of [`Entries`]: 4096 × 40 B = 160 KiB.
+const CHUNK: usize = 4096;
+
+/// The entry array, in fixed chunks of [`CHUNK`] entries: growing adds a
+/// chunk and never moves or frees one. A doubling `Vec` would copy every
+/// entry under the replica's lock at each doubling (10 MiB at 262,144 keys),
+/// keep up to half of its capacity unused, and free the old block, which
+/// the allocator may keep resident for a while (measured in
+/// `bench/RESULTS.md`, "40-byte entries in chunks": with a doubling array,
+/// resident size per key varied by up to 30 B between identical runs).
+#[derive(Debug, Default)]
+struct Entries {
+    /// Every chunk but the last is full; each was allocated with exactly
+    /// `CHUNK` capacity, so pushing never reallocates it.
+    chunks: Vec<Vec<Option<Entry>>>,
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
+    }
+
+    /// Entries allocated room for (touched or not).
+    fn capacity(&self) -> usize {
+        self.chunks.len() * CHUNK
+    }
+
+    fn push(&mut self, entry: Option<Entry>) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => last.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(entry);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<Entry>> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for Entries {
+    type Output = Option<Entry>;
+
+    fn index(&self, at: usize) -> &Option<Entry> {
+        &self.chunks[at / CHUNK][at % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Entries {
+    fn index_mut(&mut self, at: usize) -> &mut Option<Entry> {
+        &mut self.chunks[at / CHUNK][at % CHUNK]
     }
 }
 
@@ -470,7 +581,7 @@ impl<'a> VersionRef<'a> {
 
     /// The value's JSON text; `None` for a tombstone.
     pub fn value(&self) -> Option<&'a str> {
-        (!self.is_tombstone()).then(|| &self.entry.text[self.entry.key_len()..])
+        (!self.is_tombstone()).then(|| &self.entry.text()[self.entry.key_len()..])
     }
 
     /// Whether this version is a delete.
@@ -519,11 +630,8 @@ impl<'a> VersionRef<'a> {
             .then(|| (self.origin(), self.entry.seq));
         let rest = self
             .entry
-            .deps
-            .as_deref()
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .map(move |&(id, seq)| (store.origin(id), seq));
+            .deps()
+            .map(move |(id, seq)| (store.origin(id), seq));
         // Both parts are sorted by origin text; merge them.
         let mut own = own;
         let mut rest = rest.peekable();
@@ -569,7 +677,7 @@ impl<'a> VersionRef<'a> {
     }
 
     fn encoded_size_hint(&self) -> usize {
-        24 + self.entry.text.len() + 12 * (self.entry.deps.as_ref().map_or(0, |d| d.len()) + 1)
+        24 + self.entry.text_len() + 12 * (self.entry.deps_len() + 1)
     }
 }
 
@@ -594,7 +702,7 @@ impl PartialEq<Version> for VersionRef<'_> {
 /// its own, no I/O.
 ///
 /// Layout (see `bench/RESULTS.md`, "Memory per key", for the measured bytes):
-/// versions live in `slots`, one compact [`Entry`] each; `table` finds a
+/// versions live in `slots` (chunks of [`Entries`]), one compact [`Entry`] each; `table` finds a
 /// key's slot by hashing the key text stored in the entry (the key is not
 /// stored a second time); each origin's log orders its versions by seq and
 /// Lamport time, which serves both the first version a peer lacks and the
@@ -604,7 +712,7 @@ pub struct Store {
     table: HashTable<Slot>,
     hasher: DefaultHashBuilder,
     /// `None`: a free slot, listed in `free`.
-    slots: Vec<Option<Entry>>,
+    slots: Entries,
     free: Vec<Slot>,
     origins: Vec<OriginRecord>,
     /// hashbrown's default hasher: looked up for every version applied.
@@ -642,7 +750,6 @@ impl Store {
                 .key()
         };
         table.reserve(additional, |s| hasher.hash_one(key_of(s)));
-        slots.reserve(additional);
     }
 
     fn origin(&self, id: OriginId) -> &Origin {
@@ -857,7 +964,7 @@ impl Store {
         let key_len = u32::try_from(key.len())
             .ok()
             .filter(|&n| n <= KEY_LEN)
-            .expect("keys are bounded by the message size, far below 1 GiB");
+            .expect("keys are bounded by the message size, far below 512 MiB");
         let mut meta = key_len | if value.is_none() { TOMBSTONE } else { 0 };
         let mut rest = Vec::new();
         for (o, &n) in deps.iter() {
@@ -867,16 +974,31 @@ impl Store {
                 rest.push((self.hold_origin(o), n));
             }
         }
-        let mut text = String::with_capacity(key.len() + value.as_ref().map_or(0, |v| v.len()));
-        text.push_str(&key);
+        let text_len = key.len() + value.as_ref().map_or(0, |v| v.len());
+        let deps_bytes = if rest.is_empty() {
+            0
+        } else {
+            meta |= HAS_DEPS;
+            rest.len() * DEP_BYTES + DEP_COUNT_BYTES
+        };
+        let mut data = Vec::with_capacity(text_len + deps_bytes);
+        data.extend_from_slice(key.as_bytes());
         if let Some(value) = &value {
-            text.push_str(value);
+            data.extend_from_slice(value.as_bytes());
+        }
+        if !rest.is_empty() {
+            for (id, n) in &rest {
+                data.extend_from_slice(&id.to_le_bytes());
+                data.extend_from_slice(&n.to_le_bytes());
+            }
+            let count = u16::try_from(rest.len())
+                .expect("a clock has at most MAX_CLOCK_ENTRIES (4096) entries");
+            data.extend_from_slice(&count.to_le_bytes());
         }
         Entry {
-            text: text.into_boxed_str(),
+            data: data.into_boxed_slice(),
             seq: dot.seq,
             lamport,
-            deps: (!rest.is_empty()).then(|| Box::new(rest)),
             origin,
             meta,
         }
@@ -886,7 +1008,7 @@ impl Store {
     fn forget(&mut self, slot: Slot, entry: Entry) {
         self.origins[entry.origin as usize].remove(entry.seq, slot);
         self.release_origin(entry.origin);
-        for &(id, _) in entry.deps.as_deref().map_or(&[][..], Vec::as_slice) {
+        for (id, _) in entry.deps() {
             self.release_origin(id);
         }
         if !entry.is(TOMBSTONE) {
@@ -991,9 +1113,9 @@ pub struct Footprint {
     pub table: usize,
     /// The entry array, at its capacity.
     pub entries: usize,
-    /// Key and value text (one allocation per version).
+    /// Key and value text (in one allocation per version, with the deps).
     pub text: usize,
-    /// Dependency lists beyond each version's own dot.
+    /// Dependencies beyond each version's own dot, stored after the text.
     pub deps: usize,
     /// The origins' logs (seq, Lamport time, slot per version) and the origin table.
     pub logs: usize,
@@ -1017,15 +1139,14 @@ impl Store {
         let mut f = Footprint {
             table: buckets * (std::mem::size_of::<Slot>() + 1),
             entries: self.slots.capacity() * std::mem::size_of::<Option<Entry>>()
+                + self.slots.chunks.capacity() * std::mem::size_of::<Vec<Option<Entry>>>()
                 + self.free.capacity() * std::mem::size_of::<Slot>(),
             ..Footprint::default()
         };
         for entry in self.slots.iter().flatten() {
-            f.text += entry.text.len();
-            if let Some(deps) = &entry.deps {
-                f.deps += std::mem::size_of::<Vec<(OriginId, u64)>>()
-                    + deps.capacity() * std::mem::size_of::<(OriginId, u64)>();
-            }
+            let text = entry.text_len();
+            f.text += text;
+            f.deps += entry.data.len() - text;
         }
         f.logs = self.origins.capacity() * std::mem::size_of::<OriginRecord>()
             + self

@@ -422,8 +422,8 @@ mod model {
 }
 
 #[test]
-fn an_entry_is_48_bytes() {
-    assert_eq!(std::mem::size_of::<Option<Entry>>(), 48);
+fn an_entry_is_40_bytes() {
+    assert_eq!(std::mem::size_of::<Option<Entry>>(), 40);
 }
 
 #[test]
@@ -440,4 +440,56 @@ fn a_reserved_store_takes_that_many_keys_without_growing() {
     assert_eq!(s.live_len(), 1001);
     assert_eq!(s.get("before").unwrap().value(), Some("0"));
     assert_eq!(s.get("k999").unwrap().value(), Some("1"));
+}
+
+#[test]
+fn entries_past_several_chunks_stay_in_place_and_freed_slots_are_reused() {
+    let keys = 3 * CHUNK + 5;
+    let mut s = Store::new();
+    for i in 0..keys {
+        let value = format!("{i}");
+        s.apply(version(
+            &format!("k{i}"),
+            Some(&value),
+            "a",
+            i as u64 + 1,
+            i as u64 + 1,
+        ));
+    }
+    assert_eq!(s.slots.len(), keys);
+    assert_eq!(s.slots.capacity(), 4 * CHUNK);
+    // Every chunk but the last is full and none grew past its capacity.
+    assert!(s.slots.chunks.iter().all(|c| c.capacity() == CHUNK));
+    // Remove keys on both sides of each chunk boundary, then write new keys:
+    // they take the freed slots instead of growing the array.
+    let removed = [CHUNK - 1, CHUNK, 2 * CHUNK - 1, 2 * CHUNK, keys - 1];
+    for i in removed {
+        let seq = s.get(&format!("k{i}")).unwrap().seq();
+        s.apply(version(&format!("k{i}"), None, "b", seq, keys as u64 + seq));
+    }
+    let everything_of_b = VClock::from_pairs([(Origin::new("b", 1), u64::MAX)]);
+    assert_eq!(s.collect_tombstones(&everything_of_b).len(), removed.len());
+    for j in 0..5u64 {
+        s.apply(version(
+            &format!("new{j}"),
+            Some("1"),
+            "c",
+            j + 1,
+            10 * keys as u64 + j,
+        ));
+    }
+    assert_eq!(s.slots.len(), keys);
+    for i in 0..keys {
+        let found = s
+            .get(&format!("k{i}"))
+            .map(|v| v.value().map(str::to_string));
+        if removed.contains(&i) {
+            assert_eq!(found, None, "k{i}");
+        } else {
+            assert_eq!(found, Some(Some(format!("{i}"))), "k{i}");
+        }
+    }
+    for j in 0..5 {
+        assert_eq!(s.get(&format!("new{j}")).unwrap().value(), Some("1"));
+    }
 }
