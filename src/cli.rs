@@ -190,13 +190,17 @@ fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// Turns transparent huge pages off for this process before the store
-/// grows. mimalloc asks for huge pages on its arenas; each one then becomes
-/// resident 2 MiB at a time, however little of it is in use, and freed
-/// memory inside one cannot be handed back page by page. Measured with 200,000
-/// small keys (bench/RESULTS.md): resident size grew 132-137 bytes per key
-/// without huge pages against 150-153 with them, the idle replica's resident
-/// size fell from 13-15 MiB to 8 MiB, and CPU per operation did not change.
-/// The kernel applies the flag to later faults in existing mappings too.
+/// grows. Resident memory per key is a fully replicated store's capacity,
+/// and a huge page becomes resident 2 MiB at a time, however little of it
+/// is in use, while memory freed inside one cannot be handed back page by
+/// page. Measured with 200,000 small keys (bench/RESULTS.md): resident size
+/// grew 132-137 bytes per key without huge pages against 150-153 with them,
+/// and CPU per operation did not change.
+///
+/// mimalloc is built without its request for huge pages (the `no_thp`
+/// feature: no `madvise(MADV_HUGEPAGE)` on its arenas), which is all a
+/// kernel in `madvise` mode needs, from the first allocation on; this call
+/// covers kernels in `always` mode for everything faulted in from here on.
 fn keep_heap_in_small_pages() {
     // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory
     // map; it reads no pointers.
