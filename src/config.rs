@@ -724,7 +724,10 @@ impl Config {
     /// ceiling against 0.71× with two threads), while with the load spread
     /// over three co-located replicas the extra threads cost 0–10 % more CPU
     /// per request on a busy machine (~30 % on a quiet one in November;
-    /// `bench/RESULTS.md`, 2026-12-02, "thread choice").
+    /// `bench/RESULTS.md`, 2026-12-02, "thread choice"). No setting serves
+    /// both shapes on shared cores, and a replica cannot know its shape at
+    /// start: independent single-threaded runtimes per core were worse in
+    /// both (`bench/RESULTS.md`, "The thread choice").
     pub fn effective_worker_threads(&self, cores: usize) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
