@@ -493,3 +493,39 @@ fn entries_past_several_chunks_stay_in_place_and_freed_slots_are_reused() {
         assert_eq!(s.get(&format!("new{j}")).unwrap().value(), Some("1"));
     }
 }
+
+#[test]
+fn a_version_with_the_most_dependencies_a_clock_may_have_round_trips() {
+    // Deps are stored after the text with a u16 count: the largest clock
+    // any decoder accepts, plus the version's own dot, must fit and read
+    // back intact.
+    let mut deps: Vec<(Origin, u64)> = (0..MAX_CLOCK_ENTRIES)
+        .map(|i| {
+            (
+                Origin::new(&format!("10.0.{}.{}:8090", i / 256, i % 256), 1),
+                u64::MAX - i as u64,
+            )
+        })
+        .collect();
+    let own = Origin::new("a", 1);
+    deps.push((own.clone(), 7));
+    let v = Version {
+        key: Key::from("k"),
+        value: Some(JsonText::from("\"v\"")),
+        dot: Dot {
+            origin: own,
+            seq: 7,
+        },
+        lamport: u64::MAX,
+        deps: VClock::from_pairs(deps),
+    };
+    let mut s = Store::new();
+    s.apply(v.clone());
+    let stored = s.get("k").unwrap();
+    assert_eq!(stored, v);
+    assert_eq!(stored.to_version(), v);
+    assert_eq!(
+        s.footprint().deps,
+        MAX_CLOCK_ENTRIES * DEP_BYTES + DEP_COUNT_BYTES
+    );
+}
