@@ -93,6 +93,11 @@ pub fn spawn_metrics_upkeep() -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The request duration histogram's bucket bounds, in seconds.
+pub const HTTP_DURATION_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -101,10 +106,7 @@ pub fn prometheus() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(names::HTTP_DURATION.to_string()),
-                    &[
-                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                        0.25, 0.5, 1.0, 2.5,
-                    ],
+                    &HTTP_DURATION_BUCKETS,
                 )
                 .expect("bucket list is not empty");
             match builder.install_recorder() {

@@ -17,8 +17,10 @@
 //!   The timer is only armed if the request does not complete on its first
 //!   poll, which is the common case for a replica that is caught up.
 //! * **Metrics.** `hearsay_http_requests_total{endpoint,method,status}` and
-//!   `hearsay_http_request_duration_seconds{endpoint,method}`; handles are
-//!   resolved once per label combination and then reused.
+//!   `hearsay_http_request_duration_seconds{endpoint,method}`, tallied per
+//!   thread and folded into the exporter when `/metrics` is scraped (exact:
+//!   a scrape counts every request answered before it), so a request writes
+//!   no cache line another core writes.
 //! * **Log.** One `debug` event per request (method, path, status, µs).
 //!
 //! The no-allocation fast path is an uncontended slot plus a handler that
@@ -27,7 +29,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,7 +44,7 @@ use tokio::time::Sleep;
 use tower::{Layer, Service, ServiceExt};
 
 use super::ApiError;
-use crate::telemetry::names;
+use crate::telemetry::{self, names};
 
 /// Wraps a service (the router) in the edge.
 #[derive(Clone)]
@@ -53,7 +55,6 @@ pub struct EdgeLayer {
 struct Shared {
     slots: Arc<Semaphore>,
     timeout: Duration,
-    metrics: RequestMetrics,
 }
 
 impl EdgeLayer {
@@ -63,7 +64,6 @@ impl EdgeLayer {
             shared: Arc::new(Shared {
                 slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
                 timeout,
-                metrics: RequestMetrics::default(),
             }),
         }
     }
@@ -217,9 +217,7 @@ where
         };
         let elapsed = this.started.elapsed();
         let status = response.status();
-        this.shared
-            .metrics
-            .record(*this.endpoint, *this.method, status, elapsed);
+        record_request(*this.endpoint, *this.method, status, elapsed);
         if let Some(path) = this.path_for_log.as_deref() {
             tracing::debug!(
                 method = this.method.as_str(),
@@ -250,6 +248,19 @@ enum Endpoint {
     OpenApi,
     Unknown,
 }
+
+/// Every endpoint label, in discriminant order.
+const ENDPOINTS: [Endpoint; Endpoint::COUNT] = [
+    Endpoint::Kvs,
+    Endpoint::Internal,
+    Endpoint::View,
+    Endpoint::Members,
+    Endpoint::Health,
+    Endpoint::Ready,
+    Endpoint::Metrics,
+    Endpoint::OpenApi,
+    Endpoint::Unknown,
+];
 
 impl Endpoint {
     const COUNT: usize = 9;
@@ -293,6 +304,15 @@ enum MethodLabel {
     Post,
     Other,
 }
+
+/// Every method label, in discriminant order.
+const METHODS: [MethodLabel; MethodLabel::COUNT] = [
+    MethodLabel::Get,
+    MethodLabel::Put,
+    MethodLabel::Delete,
+    MethodLabel::Post,
+    MethodLabel::Other,
+];
 
 impl MethodLabel {
     const COUNT: usize = 5;
@@ -340,27 +360,120 @@ struct RequestMetrics {
     durations: [[OnceLock<Histogram>; MethodLabel::COUNT]; Endpoint::COUNT],
 }
 
-impl RequestMetrics {
-    fn record(&self, endpoint: Endpoint, method: MethodLabel, status: StatusCode, took: Duration) {
-        let (e, m) = (endpoint as usize, method as usize);
-        let labels = (endpoint.as_str(), method.as_str());
-        match STATUSES.iter().position(|(code, _)| *code == status.as_u16()) {
-            Some(s) => self.requests[e][m][s]
-                .get_or_init(|| {
-                    metrics::counter!(names::HTTP_REQUESTS,
-                        "endpoint" => labels.0, "method" => labels.1, "status" => STATUSES[s].1)
-                })
-                .increment(1),
-            None => metrics::counter!(names::HTTP_REQUESTS,
-                "endpoint" => labels.0, "method" => labels.1, "status" => status.as_u16().to_string())
-            .increment(1),
+/// The duration histogram's bucket bounds, in seconds (`+Inf` comes on top).
+const DURATION_BUCKETS: usize = telemetry::HTTP_DURATION_BUCKETS.len() + 1;
+
+/// One thread's request counts since the last fold: per label combination,
+/// requests by status, and per duration bucket the count and the sum of
+/// the durations that fell in it.
+#[derive(Default)]
+struct Tally {
+    requests: [[[u64; STATUSES.len()]; MethodLabel::COUNT]; Endpoint::COUNT],
+    durations: [[[(u64, f64); DURATION_BUCKETS]; MethodLabel::COUNT]; Endpoint::COUNT],
+}
+
+/// Every thread's tally, for [`fold_request_metrics`]. Bounded by the
+/// threads that ever answered a request (the runtime's workers).
+static TALLIES: Mutex<Vec<Arc<Mutex<Tally>>>> = Mutex::new(Vec::new());
+
+/// The process's handles (the recorder is process-wide too).
+static HANDLES: OnceLock<RequestMetrics> = OnceLock::new();
+
+thread_local! {
+    /// This thread's tally. Its lock is taken by this thread for every
+    /// request and by a scrape now and then, so it is never contended and
+    /// its cache line stays with this core: a counter and a histogram
+    /// sample in the exporter are atomics every core writes, which cost
+    /// ~3 % of a replica's CPU per GET (`bench/RESULTS.md`, "Per-thread
+    /// request metrics").
+    static TALLY: Arc<Mutex<Tally>> = {
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        TALLIES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(tally.clone());
+        tally
+    };
+}
+
+/// Moves every thread's request counts and durations into the exporter.
+/// `/metrics` calls it before rendering, so a scrape sees every request
+/// answered before it. A bucket's samples go in as their mean, which lies
+/// in the same bucket, so counts, bucket counts and the sum stay exact.
+pub fn fold_request_metrics() {
+    let tallies: Vec<Arc<Mutex<Tally>>> = TALLIES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let handles = HANDLES.get_or_init(RequestMetrics::default);
+    for tally in tallies {
+        let taken = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+        for e in 0..Endpoint::COUNT {
+            for m in 0..MethodLabel::COUNT {
+                for (s, &count) in taken.requests[e][m].iter().enumerate() {
+                    if count > 0 {
+                        handles.counter(e, m, s).increment(count);
+                    }
+                }
+                for &(count, sum) in &taken.durations[e][m] {
+                    if count > 0 {
+                        let mean = sum / count as f64;
+                        handles
+                            .histogram(e, m)
+                            .record_many(mean, usize::try_from(count).unwrap_or(usize::MAX));
+                    }
+                }
+            }
         }
-        self.durations[e][m]
-            .get_or_init(|| {
-                metrics::histogram!(names::HTTP_DURATION,
-                    "endpoint" => labels.0, "method" => labels.1)
-            })
-            .record(took.as_secs_f64());
+    }
+}
+
+impl RequestMetrics {
+    fn counter(&self, e: usize, m: usize, s: usize) -> &Counter {
+        self.requests[e][m][s].get_or_init(|| {
+            metrics::counter!(names::HTTP_REQUESTS,
+                "endpoint" => ENDPOINTS[e].as_str(), "method" => METHODS[m].as_str(),
+                "status" => STATUSES[s].1)
+        })
+    }
+
+    fn histogram(&self, e: usize, m: usize) -> &Histogram {
+        self.durations[e][m].get_or_init(|| {
+            metrics::histogram!(names::HTTP_DURATION,
+                "endpoint" => ENDPOINTS[e].as_str(), "method" => METHODS[m].as_str())
+        })
+    }
+}
+
+/// Counts one answered request in this thread's tally.
+fn record_request(endpoint: Endpoint, method: MethodLabel, status: StatusCode, took: Duration) {
+    let (e, m) = (endpoint as usize, method as usize);
+    let seconds = took.as_secs_f64();
+    let bucket = telemetry::HTTP_DURATION_BUCKETS
+        .iter()
+        .position(|&bound| seconds <= bound)
+        .unwrap_or(DURATION_BUCKETS - 1);
+    let known = STATUSES
+        .iter()
+        .position(|(code, _)| *code == status.as_u16());
+    TALLY.with(|tally| {
+        let mut tally = tally
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(s) = known {
+            tally.requests[e][m][s] += 1;
+        }
+        let (count, sum) = &mut tally.durations[e][m][bucket];
+        *count += 1;
+        *sum += seconds;
+    });
+    if known.is_none() {
+        // A status this server does not answer with on its own (the
+        // slower registry path; rare).
+        metrics::counter!(names::HTTP_REQUESTS,
+            "endpoint" => endpoint.as_str(), "method" => method.as_str(),
+            "status" => status.as_u16().to_string())
+        .increment(1);
     }
 }
 
@@ -387,5 +500,45 @@ mod tests {
         ] {
             assert_eq!(Endpoint::of(path), endpoint, "{path}");
         }
+    }
+
+    #[test]
+    fn folded_request_metrics_keep_counts_buckets_and_sum_exact() {
+        let handle = telemetry::prometheus();
+        // A label combination no other test answers.
+        let (endpoint, method) = (Endpoint::OpenApi, MethodLabel::Post);
+        let took = [0.00003, 0.00007, 0.0003, 3.0];
+        let recording = std::thread::spawn(move || {
+            for seconds in took {
+                let status = StatusCode::METHOD_NOT_ALLOWED;
+                record_request(endpoint, method, status, Duration::from_secs_f64(seconds));
+            }
+        });
+        recording.join().unwrap();
+        for seconds in [0.0004, 0.0004] {
+            record_request(
+                endpoint,
+                method,
+                StatusCode::METHOD_NOT_ALLOWED,
+                Duration::from_secs_f64(seconds),
+            );
+        }
+        fold_request_metrics();
+        let text = handle.render();
+        let line = |name: &str, extra: &str| {
+            let wanted = format!(r#"{name}{{endpoint="openapi",method="POST"{extra}}}"#);
+            let found = text.lines().find(|l| l.starts_with(&wanted));
+            let value = found.unwrap_or_else(|| panic!("no {wanted} in:\n{text}"));
+            value.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+        };
+        assert_eq!(line(names::HTTP_REQUESTS, r#",status="405""#), 6.0);
+        let duration = names::HTTP_DURATION;
+        assert_eq!(line(&format!("{duration}_count"), ""), 6.0);
+        assert_eq!(line(&format!("{duration}_bucket"), r#",le="0.0001""#), 2.0);
+        assert_eq!(line(&format!("{duration}_bucket"), r#",le="0.0005""#), 5.0);
+        assert_eq!(line(&format!("{duration}_bucket"), r#",le="2.5""#), 5.0);
+        assert_eq!(line(&format!("{duration}_bucket"), r#",le="+Inf""#), 6.0);
+        let sum = line(&format!("{duration}_sum"), "");
+        assert!((sum - 3.0012).abs() < 1e-6, "{sum}");
     }
 }

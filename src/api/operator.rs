@@ -200,6 +200,7 @@ pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
         let count = by_state.get(state).copied().unwrap_or(0);
         metrics::gauge!(names::MEMBERS, "state" => state).set(count as f64);
     }
+    super::edge::fold_request_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         telemetry::prometheus().render(),
