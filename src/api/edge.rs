@@ -399,7 +399,8 @@ thread_local! {
 /// Moves every thread's request counts and durations into the exporter.
 /// `/metrics` calls it before rendering, so a scrape sees every request
 /// answered before it. A bucket's samples go in as their mean, which lies
-/// in the same bucket, so counts, bucket counts and the sum stay exact.
+/// in the same bucket (clamped there against rounding), so counts and
+/// bucket counts stay exact and the sum exact up to that rounding.
 pub fn fold_request_metrics() {
     let tallies: Vec<Arc<Mutex<Tally>>> = TALLIES
         .lock()
@@ -415,9 +416,9 @@ pub fn fold_request_metrics() {
                         handles.counter(e, m, s).increment(count);
                     }
                 }
-                for &(count, sum) in &taken.durations[e][m] {
+                for (b, &(count, sum)) in taken.durations[e][m].iter().enumerate() {
                     if count > 0 {
-                        let mean = sum / count as f64;
+                        let mean = (sum / count as f64).clamp(bucket_floor(b), bucket_ceiling(b));
                         handles
                             .histogram(e, m)
                             .record_many(mean, usize::try_from(count).unwrap_or(usize::MAX));
@@ -443,6 +444,21 @@ impl RequestMetrics {
                 "endpoint" => ENDPOINTS[e].as_str(), "method" => METHODS[m].as_str())
         })
     }
+}
+
+/// The least value bucket `b` holds (its bounds are `(previous, own]`).
+fn bucket_floor(b: usize) -> f64 {
+    b.checked_sub(1).map_or(0.0, |below| {
+        telemetry::HTTP_DURATION_BUCKETS[below].next_up()
+    })
+}
+
+/// The greatest value bucket `b` holds (`+Inf` for the last).
+fn bucket_ceiling(b: usize) -> f64 {
+    telemetry::HTTP_DURATION_BUCKETS
+        .get(b)
+        .copied()
+        .unwrap_or(f64::INFINITY)
 }
 
 /// Counts one answered request in this thread's tally.

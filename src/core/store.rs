@@ -22,8 +22,9 @@
 //! Memory is what bounds a fully replicated store, so versions are stored
 //! compacted (`Entry`, 40 bytes): key and value text and the dependencies
 //! beyond the version's own dot in one allocation, origins interned in a
-//! per-store table, entries in fixed chunks that never move. [`Store::get`] hands out a borrowed
-//! [`VersionRef`]; [`Version`] stays the owned form that is applied and sent.
+//! per-store table, entries in fixed chunks that never move.
+//! [`Store::get`] hands out a borrowed [`VersionRef`]; [`Version`] stays the
+//! owned form that is applied and sent.
 //!
 //! Why chunks are cut in stamp order: a receiver may only raise its clock to
 //! the sender's clock once it holds, for every write that clock covers, that
@@ -702,9 +703,9 @@ impl PartialEq<Version> for VersionRef<'_> {
 /// its own, no I/O.
 ///
 /// Layout (see `bench/RESULTS.md`, "Memory per key", for the measured bytes):
-/// versions live in `slots` (chunks of [`Entries`]), one compact [`Entry`] each; `table` finds a
-/// key's slot by hashing the key text stored in the entry (the key is not
-/// stored a second time); each origin's log orders its versions by seq and
+/// versions live in `slots` (chunks of [`Entries`]), one compact [`Entry`]
+/// each; `table` finds a key's slot by hashing the key text stored in the
+/// entry (the key is not stored a second time); each origin's log orders its versions by seq and
 /// Lamport time, which serves both the first version a peer lacks and the
 /// stamp order of deltas (a merge of the logs), so no other index exists.
 #[derive(Default, Debug)]
@@ -1117,7 +1118,7 @@ pub struct Footprint {
     pub text: usize,
     /// Dependencies beyond each version's own dot, stored after the text.
     pub deps: usize,
-    /// The origins' logs (seq, Lamport time, slot per version) and the origin table.
+    /// The origins' logs (seq and slot per version) and the origin table.
     pub logs: usize,
 }
 

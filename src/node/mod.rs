@@ -495,18 +495,10 @@ impl Node {
         metadata: &VClock,
         mut op: impl FnMut(&mut Replica) -> Result<T, crate::core::NotYet>,
     ) -> Result<T, Unavailable> {
-        // The usual case first: caught up, so no clock read and no
-        // subscription (its reference count is one cache line that every
-        // request on every core would otherwise write twice).
-        if !self.is_draining() && self.is_ready() {
-            if let Ok(outcome) = op(&mut self.replica()) {
-                return Ok(outcome);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_millis(self.config.causal_wait_ms);
-        // Subscribed before the loop looks again, so a change between the
-        // attempt above and the wait below is not missed.
-        let mut changes = self.changes.subscribe();
+        // Created only once a first attempt fails: a request that is caught
+        // up reads no clock and takes no subscription (whose reference count
+        // is one cache line every request on every core would write twice).
+        let mut waiting: Option<(Instant, tokio::sync::watch::Receiver<_>)> = None;
         let mut waited = false;
         loop {
             if self.is_draining() {
@@ -520,6 +512,14 @@ impl Node {
                     return Ok(outcome);
                 }
             }
+            let Some((deadline, changes)) = &mut waiting else {
+                // Subscribe, then look again: a change between the attempt
+                // above and the wait below is not missed.
+                let deadline = Instant::now() + Duration::from_millis(self.config.causal_wait_ms);
+                waiting = Some((deadline, self.changes.subscribe()));
+                continue;
+            };
+            let deadline = *deadline;
             if !waited {
                 metrics::counter!(names::CAUSAL_WAITS).increment(1);
                 waited = true;
