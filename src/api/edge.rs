@@ -11,7 +11,11 @@
 //! * **Admission.** At most `max_connections` public requests are handled at
 //!   once; more wait for a slot (bounded by the time limit below). Internal
 //!   (replica-to-replica) requests are not counted against it, so clients
-//!   cannot starve the heartbeats that keep the view correct.
+//!   cannot starve the heartbeats that keep the view correct. A connection
+//!   carries one HTTP/1 request at a time, so when `max_connections` is at
+//!   least `max_open_connections` (the defaults) the cap cannot be reached
+//!   and no slot is taken: the semaphore's counter and its release lock would
+//!   be cache lines every request on every core writes, for nothing.
 //! * **Time bound.** A public request that has not been answered within
 //!   `request_timeout_ms` (queueing included) gets `503 Request timed out`.
 //!   The timer is only armed if the request does not complete on its first
@@ -53,16 +57,21 @@ pub struct EdgeLayer {
 }
 
 struct Shared {
-    slots: Arc<Semaphore>,
+    /// `None` when the cap cannot be reached (see the module docs).
+    slots: Option<Arc<Semaphore>>,
     timeout: Duration,
 }
 
 impl EdgeLayer {
-    /// `max_in_flight` public requests at once, each answered within `timeout`.
-    pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
+    /// `max_in_flight` public requests at once, each answered within
+    /// `timeout`, on a server that keeps at most `max_open_connections`
+    /// HTTP/1 connections open.
+    pub fn new(max_in_flight: usize, max_open_connections: usize, timeout: Duration) -> Self {
+        let max_in_flight = max_in_flight.max(1);
+        let reachable = max_in_flight < max_open_connections;
         EdgeLayer {
             shared: Arc::new(Shared {
-                slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
+                slots: reachable.then(|| Arc::new(Semaphore::new(max_in_flight))),
                 timeout,
             }),
         }
@@ -111,8 +120,8 @@ where
             // timeouts and must not queue behind clients.
             let future = self.inner.call(request);
             (Work::Running { future, slot: None }, None)
-        } else {
-            let work = match self.shared.slots.clone().try_acquire_owned() {
+        } else if let Some(slots) = &self.shared.slots {
+            let work = match slots.clone().try_acquire_owned() {
                 Ok(slot) => Work::Running {
                     future: self.inner.call(request),
                     slot: Some(slot),
@@ -121,7 +130,7 @@ where
                     // Every slot is taken: wait for one, then route. The
                     // service was polled ready for this call; the clone used
                     // later is readied by `oneshot`.
-                    let slots = self.shared.slots.clone();
+                    let slots = slots.clone();
                     let inner = self.inner.clone();
                     Work::Queued {
                         future: Box::pin(async move {
@@ -135,6 +144,10 @@ where
                 }
             };
             (work, Some(self.shared.timeout))
+        } else {
+            let future = self.inner.call(request);
+            let work = Work::Running { future, slot: None };
+            (work, Some(self.shared.timeout))
         };
         EdgeFuture {
             work,
@@ -144,7 +157,6 @@ where
             endpoint,
             method,
             path_for_log,
-            shared: self.shared.clone(),
         }
     }
 }
@@ -161,7 +173,6 @@ pin_project! {
         endpoint: Endpoint,
         method: MethodLabel,
         path_for_log: Option<String>,
-        shared: Arc<Shared>,
     }
 }
 
@@ -556,5 +567,46 @@ mod tests {
         assert_eq!(line(&format!("{duration}_bucket"), r#",le="+Inf""#), 6.0);
         let sum = line(&format!("{duration}_sum"), "");
         assert!((sum - 3.0012).abs() < 1e-6, "{sum}");
+    }
+
+    /// Calls an edge with `max_in_flight` and `max_open_connections` twice
+    /// over a handler that never finishes, and says how many calls reached
+    /// the handler.
+    async fn handlers_reached(max_in_flight: usize, max_open_connections: usize) -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let reached = Arc::new(AtomicUsize::new(0));
+        let counted = reached.clone();
+        let handler = tower::service_fn(move |_: Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<Response, Infallible>>()
+        });
+        let layer = EdgeLayer::new(max_in_flight, max_open_connections, Duration::from_secs(60));
+        let mut edge = layer.layer(handler);
+        let request = || {
+            Request::get("/kvs/x")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let mut first = Box::pin(edge.call(request()));
+        let mut second = Box::pin(edge.call(request()));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+            assert!(second.as_mut().poll(&mut cx).is_pending());
+            tokio::task::yield_now().await;
+        }
+        reached.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn admission_queues_past_the_cap_only_when_connections_can_exceed_it() {
+        // One slot, two connections possible: the second request waits.
+        assert_eq!(handlers_reached(1, 2).await, 1);
+        // One slot and one connection: a second request could only come from
+        // a second connection, which the listener refuses; none is queued
+        // here (this edge is called directly, as no server could).
+        assert_eq!(handlers_reached(1, 1).await, 2);
+        assert_eq!(handlers_reached(1024, 1024).await, 2);
     }
 }

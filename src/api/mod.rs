@@ -192,6 +192,7 @@ pub fn app(node: Arc<Node>, plane: Arc<Plane>) -> edge::Edge<Router> {
     let config = node.config();
     let edge = edge::EdgeLayer::new(
         config.max_connections,
+        config.max_open_connections,
         Duration::from_millis(config.request_timeout_ms),
     );
     tower::Layer::layer(&edge, router(node, plane))
