@@ -727,7 +727,9 @@ impl Config {
     /// `bench/RESULTS.md`, 2026-12-02, "thread choice"). No setting serves
     /// both shapes on shared cores, and a replica cannot know its shape at
     /// start: independent single-threaded runtimes per core were worse in
-    /// both (`bench/RESULTS.md`, "The thread choice").
+    /// both (`bench/RESULTS.md`, "The thread choice"), and so were
+    /// connections driven by one or two tasks on two workers (2026-12-03:
+    /// the second thread, not the number of tasks, is what costs).
     pub fn effective_worker_threads(&self, cores: usize) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
