@@ -92,6 +92,15 @@ impl ClusterArgs {
             })
     }
 
+    /// The runtime threads every replica is set to run, when set
+    /// (`worker_threads` other than 0, its "every core" default).
+    pub fn hearsay_worker_threads(&self) -> Option<usize> {
+        self.hearsay_setting("worker_threads")?
+            .parse()
+            .ok()
+            .filter(|&threads| threads > 0)
+    }
+
     /// A spec for starting hearsay replicas with these options.
     pub fn hearsay_spec(&self, log_dir: &Path) -> Result<ProcSpec> {
         let bin = self.hearsay_bin()?;
@@ -389,5 +398,38 @@ pub async fn wait_views(
             return None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(replica_env: &[&str]) -> ClusterArgs {
+        ClusterArgs {
+            targets: Vec::new(),
+            hearsay_bin: None,
+            replicas: 3,
+            replica_env: replica_env.iter().map(|kv| kv.to_string()).collect(),
+            ready_timeout: Duration::from_secs(20),
+            log_dir: None,
+        }
+    }
+
+    /// Runs only where the workspace built `hearsay` beside the tests (as
+    /// `cargo nextest run --workspace` does).
+    #[test]
+    fn the_replicas_thread_setting_is_read_from_hearsay_config() {
+        let every_core = args(&[]);
+        let bin = every_core.hearsay_bin().unwrap();
+        if !bin.is_file() {
+            eprintln!("skipped: {} not built", bin.display());
+            return;
+        }
+        assert_eq!(every_core.hearsay_worker_threads(), None);
+        let one = args(&["HEARSAY_WORKER_THREADS=1"]);
+        assert_eq!(one.hearsay_worker_threads(), Some(1));
+        let three = args(&["HEARSAY_WORKER_THREADS=3"]);
+        assert_eq!(three.hearsay_worker_threads(), Some(3));
     }
 }

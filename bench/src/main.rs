@@ -256,7 +256,9 @@ async fn run(command: Command) -> Result<()> {
             let others = if no_others || system != System::Both {
                 Others::none()
             } else {
-                Others::start_installed(&log_dir, hearsay.as_ref().map_or(0, Vec::len)).await
+                let replicas = hearsay.as_ref().map_or(0, Vec::len);
+                let threads = cluster.hearsay_worker_threads();
+                Others::start_installed(&log_dir, replicas, threads).await
             };
             let cmp = compare_with(
                 &name,

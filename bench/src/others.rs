@@ -20,6 +20,11 @@
 //! context switches per request); that bounds what hearsay's spread shape can
 //! reach on a machine whose replicas share cores. With all load on one
 //! replica it would only repeat the ceiling, so it is not run in that shape.
+//! When hearsay's replicas run a set number of threads (`worker_threads`,
+//! e.g. through `--replica-env HEARSAY_WORKER_THREADS=1`), each split
+//! ceiling process runs as many (`TOKIO_WORKER_THREADS`), so the bound is
+//! for the same split of the cores; otherwise each uses every core, as
+//! hearsay does by default.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -57,16 +62,23 @@ impl Others {
     }
 
     /// Start every installed one, and a split ceiling of `replicas`
-    /// processes when that is more than one; never fails (a failure becomes
-    /// a note).
-    pub async fn start_installed(log_dir: &Path, replicas: usize) -> Self {
+    /// processes (each with `worker_threads` runtime threads when set) when
+    /// that is more than one; never fails (a failure becomes a note).
+    pub async fn start_installed(
+        log_dir: &Path,
+        replicas: usize,
+        worker_threads: Option<usize>,
+    ) -> Self {
         let mut others = Others::default();
         if let Err(e) = std::fs::create_dir_all(log_dir) {
             others.notes.push(format!("others: no log directory: {e}"));
             return others;
         }
         if replicas > 1 {
-            if let Err(e) = others.start_split_ceiling(log_dir, replicas).await {
+            if let Err(e) = others
+                .start_split_ceiling(log_dir, replicas, worker_threads)
+                .await
+            {
                 others
                     .notes
                     .push(format!("{SPLIT_CEILING}: skipped: {e:#}"));
@@ -110,9 +122,18 @@ impl Others {
         Ok(())
     }
 
-    async fn start_split_ceiling(&mut self, log_dir: &Path, processes: usize) -> Result<()> {
+    async fn start_split_ceiling(
+        &mut self,
+        log_dir: &Path,
+        processes: usize,
+        worker_threads: Option<usize>,
+    ) -> Result<()> {
         let mut spec = ProcSpec::ceiling(log_dir, READY_TIMEOUT)?;
         spec.name = SPLIT_CEILING.into();
+        if let Some(threads) = worker_threads {
+            spec.env
+                .push(("TOKIO_WORKER_THREADS".into(), threads.to_string()));
+        }
         let cluster = LocalCluster::start(spec, processes).await?;
         self.systems.push((SPLIT_CEILING.into(), cluster.addrs()));
         self.split_ceiling = Some(cluster);

@@ -226,7 +226,8 @@ async fn load_section(
     let others = if args.no_others {
         crate::others::Others::none()
     } else {
-        crate::others::Others::start_installed(log_dir, hearsay.len()).await
+        let threads = args.cluster.hearsay_worker_threads();
+        crate::others::Others::start_installed(log_dir, hearsay.len(), threads).await
     };
     for &shape in &args.shape {
         for (name, mut w) in workloads(args.sessions, duration, args.quick, args.wait_quiet) {
