@@ -27,8 +27,8 @@
 //!   no cache line another core writes.
 //! * **Log.** One `debug` event per request (method, path, status, µs).
 //!
-//! The no-allocation fast path is an uncontended slot plus a handler that
-//! finishes without waiting; queueing boxes one future.
+//! The no-allocation fast path is no slot (or an uncontended one) plus a
+//! handler that finishes without waiting; queueing boxes one future.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -115,39 +115,36 @@ where
         let method = MethodLabel::of(request.method());
         let path_for_log =
             tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().path().to_string());
-        let (work, timeout) = if endpoint == Endpoint::Internal {
-            // Replica-to-replica requests carry their own client-side
-            // timeouts and must not queue behind clients.
-            let future = self.inner.call(request);
-            (Work::Running { future, slot: None }, None)
-        } else if let Some(slots) = &self.shared.slots {
-            let work = match slots.clone().try_acquire_owned() {
-                Ok(slot) => Work::Running {
-                    future: self.inner.call(request),
-                    slot: Some(slot),
-                },
-                Err(_) => {
-                    // Every slot is taken: wait for one, then route. The
-                    // service was polled ready for this call; the clone used
-                    // later is readied by `oneshot`.
-                    let slots = slots.clone();
-                    let inner = self.inner.clone();
-                    Work::Queued {
-                        future: Box::pin(async move {
-                            let _slot = slots.acquire_owned().await;
-                            match inner.oneshot(request).await {
-                                Ok(response) => response,
-                                Err(never) => match never {},
-                            }
-                        }),
-                    }
+        // Replica-to-replica requests carry their own client-side timeouts
+        // and must not queue behind clients: no slot, no time bound.
+        let public = endpoint != Endpoint::Internal;
+        let timeout = public.then_some(self.shared.timeout);
+        let slots = self.shared.slots.as_ref().filter(|_| public);
+        let work = match slots.map(|slots| (slots, slots.clone().try_acquire_owned())) {
+            None => Work::Running {
+                future: self.inner.call(request),
+                slot: None,
+            },
+            Some((_, Ok(slot))) => Work::Running {
+                future: self.inner.call(request),
+                slot: Some(slot),
+            },
+            Some((slots, Err(_))) => {
+                // Every slot is taken: wait for one, then route. The service
+                // was polled ready for this call; the clone used later is
+                // readied by `oneshot`.
+                let slots = slots.clone();
+                let inner = self.inner.clone();
+                Work::Queued {
+                    future: Box::pin(async move {
+                        let _slot = slots.acquire_owned().await;
+                        match inner.oneshot(request).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }),
                 }
-            };
-            (work, Some(self.shared.timeout))
-        } else {
-            let future = self.inner.call(request);
-            let work = Work::Running { future, slot: None };
-            (work, Some(self.shared.timeout))
+            }
         };
         EdgeFuture {
             work,

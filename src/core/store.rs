@@ -705,9 +705,10 @@ impl PartialEq<Version> for VersionRef<'_> {
 /// Layout (see `bench/RESULTS.md`, "Memory per key", for the measured bytes):
 /// versions live in `slots` (chunks of [`Entries`]), one compact [`Entry`]
 /// each; `table` finds a key's slot by hashing the key text stored in the
-/// entry (the key is not stored a second time); each origin's log orders its versions by seq and
-/// Lamport time, which serves both the first version a peer lacks and the
-/// stamp order of deltas (a merge of the logs), so no other index exists.
+/// entry (the key is not stored a second time); each origin's log orders
+/// its versions by seq, which within one origin is also Lamport order, so
+/// it serves both the first version a peer lacks and the stamp order of
+/// deltas (a merge of the logs), and no other index exists.
 #[derive(Default, Debug)]
 pub struct Store {
     table: HashTable<Slot>,
