@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{self, ClientArgs, Operation, ViewCommand};
-use crate::config::{self, Overrides};
+use crate::config::{self, CpuScheduling, Overrides};
 use crate::launcher;
 use crate::telemetry;
 
@@ -176,6 +176,8 @@ fn serve(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {
     let loaded = config::load(&settings.overrides()?)?;
     telemetry::init_logging(loaded.config.log_format);
     keep_heap_in_small_pages();
+    // Before the runtime exists: its threads inherit the class.
+    use_cpu_scheduling(loaded.config.cpu_scheduling);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let threads = loaded.config.effective_worker_threads(cores);
     tokio::runtime::Builder::new_multi_thread()
@@ -212,6 +214,32 @@ fn keep_heap_in_small_pages() {
             "could not turn transparent huge pages off: resident size per key may be larger"
         );
     }
+}
+
+/// Puts the calling thread, and so every thread it starts from here on, in
+/// the scheduling class `scheduling` names (see [`CpuScheduling`] for why
+/// batch is the default). Needs no privilege; where the kernel refuses, the
+/// replica runs in the class it has, with a warning.
+pub fn use_cpu_scheduling(scheduling: CpuScheduling) {
+    #[cfg(target_os = "linux")]
+    {
+        let policy = match scheduling {
+            CpuScheduling::Batch => libc::SCHED_BATCH,
+            CpuScheduling::Normal => libc::SCHED_OTHER,
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param that outlives the call;
+        // pid 0 is the calling thread.
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+            tracing::warn!(
+                ?scheduling,
+                error = %std::io::Error::last_os_error(),
+                "could not set the threads' scheduling class; keeping the current one"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = scheduling;
 }
 
 fn show_config(settings: SettingsArgs) -> anyhow::Result<std::process::ExitCode> {

@@ -152,6 +152,8 @@ pub struct Config {
     /// Threads that run this replica's tasks; 0 picks automatically (see
     /// [`Config::effective_worker_threads`]).
     pub worker_threads: usize,
+    /// The scheduling class of this replica's threads (see [`CpuScheduling`]).
+    pub cpu_scheduling: CpuScheduling,
     /// Keep versions, clock, horizon and identity in this directory and
     /// recover them at start; unset: in memory only (a restart starts empty
     /// and copies from peers).
@@ -267,6 +269,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the kernel schedules a replica's threads (Linux; elsewhere ignored).
+///
+/// A server thread wakes for every request. In the normal class a waking
+/// thread preempts whatever runs on its core, so when several replicas (and
+/// their clients) share a few cores, every request costs context switches
+/// between them. In the batch class (`SCHED_BATCH`, nice level unchanged) a
+/// woken thread waits for the running one's slice instead: it keeps its
+/// fair share of CPU but no longer interrupts. Measured with three replicas
+/// on two cores and the load spread over them, that cut CPU per request by
+/// a quarter or more (bench/RESULTS.md, "SCHED_BATCH"); with all load on one
+/// replica it changed nothing measurable. The cost is latency on a host
+/// shared with busy unrelated processes: a request that arrives while one
+/// of them runs waits for its slice (a few ms) instead of taking the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuScheduling {
+    /// `SCHED_BATCH`: no wake-up preemption.
+    Batch,
+    /// The kernel's default class (`SCHED_OTHER`).
+    Normal,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -301,6 +325,7 @@ impl Default for Config {
             admin_token: None,
             log_format: LogFormat::Text,
             worker_threads: 0,
+            cpu_scheduling: CpuScheduling::Batch,
             data_dir: None,
             sync: SyncPolicy::Always,
             sync_interval_ms: 100,
@@ -345,6 +370,7 @@ pub const KEYS: &[&str] = &[
     "admin_token",
     "log_format",
     "worker_threads",
+    "cpu_scheduling",
     "data_dir",
     "sync",
     "sync_interval_ms",

@@ -1,7 +1,7 @@
 //! Operating hearsay, end to end with real processes: the command-line
 //! client and probe, `hearsay config`, readiness around state transfer,
-//! Prometheus metrics, the cluster key, every configured limit, and the
-//! OpenAPI document.
+//! Prometheus metrics, the cluster key, every configured limit, the
+//! threads' scheduling class, and the OpenAPI document.
 
 mod support;
 
@@ -714,4 +714,42 @@ async fn waiting_for_a_slot_counts_against_the_request_timeout() {
             "request {n} took {took:?}: the wait for a slot was not bounded"
         );
     }
+}
+
+/// The scheduling policy (`SCHED_*`) of every thread of process `pid`:
+/// field 41 of `/proc/<pid>/task/<tid>/stat`, counted after the command
+/// name's closing parenthesis (the name itself may hold spaces).
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: libc::pid_t) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the replica is running");
+    tasks
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+            let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+            // `after_name` starts at field 3 (the state).
+            after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn replica_threads_run_in_the_configured_scheduling_class() {
+    let batch = Cluster::start(1).await;
+    let normal = Cluster::builder(1)
+        .env("HEARSAY_CPU_SCHEDULING", "normal")
+        .start()
+        .await;
+    let batch_threads = thread_policies(batch.pid(0));
+    // The main thread and the runtime's workers at least.
+    assert!(batch_threads.len() >= 2, "{batch_threads:?}");
+    assert!(
+        batch_threads.iter().all(|&p| p == libc::SCHED_BATCH),
+        "by default every thread is SCHED_BATCH: {batch_threads:?}"
+    );
+    let normal_threads = thread_policies(normal.pid(0));
+    assert!(
+        normal_threads.iter().all(|&p| p == libc::SCHED_OTHER),
+        "cpu_scheduling = normal keeps the kernel's default: {normal_threads:?}"
+    );
 }

@@ -39,6 +39,29 @@ pub struct ClusterArgs {
     /// Where replica logs go [default: a `logs/` folder in the report directory].
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
+    /// Scheduling class of the ceiling's threads (and the split ceiling's):
+    /// `normal`, a bare server as its user would run it (what the ratios are
+    /// against), or `batch`, hearsay's default, to see how much of a ratio
+    /// the class itself explains.
+    #[arg(long, value_enum, default_value = "normal")]
+    pub ceiling_cpu_scheduling: CeilingScheduling,
+}
+
+/// The ceiling's scheduling class (see `ClusterArgs::ceiling_cpu_scheduling`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CeilingScheduling {
+    Normal,
+    Batch,
+}
+
+impl CeilingScheduling {
+    /// As hearsay's setting of the same name.
+    pub fn as_hearsay(self) -> hearsay::config::CpuScheduling {
+        match self {
+            CeilingScheduling::Normal => hearsay::config::CpuScheduling::Normal,
+            CeilingScheduling::Batch => hearsay::config::CpuScheduling::Batch,
+        }
+    }
 }
 
 impl ClusterArgs {
@@ -146,11 +169,19 @@ pub struct ProcSpec {
 impl ProcSpec {
     /// The ceiling server: this very binary's `ceiling` subcommand, so that it
     /// runs in its own process exactly like a replica does.
-    pub fn ceiling(log_dir: &Path, ready_timeout: Duration) -> Result<Self> {
+    pub fn ceiling(
+        log_dir: &Path,
+        ready_timeout: Duration,
+        scheduling: CeilingScheduling,
+    ) -> Result<Self> {
+        let class = match scheduling {
+            CeilingScheduling::Normal => "normal",
+            CeilingScheduling::Batch => "batch",
+        };
         Ok(ProcSpec {
             name: "ceiling".into(),
             program: std::env::current_exe().context("locating the bench binary")?,
-            args: vec!["ceiling".into()],
+            args: vec!["ceiling".into(), "--cpu-scheduling".into(), class.into()],
             env: vec![],
             log_dir: log_dir.to_path_buf(),
             ready_timeout,
@@ -413,6 +444,7 @@ mod tests {
             replica_env: replica_env.iter().map(|kv| kv.to_string()).collect(),
             ready_timeout: Duration::from_secs(20),
             log_dir: None,
+            ceiling_cpu_scheduling: CeilingScheduling::Normal,
         }
     }
 
@@ -431,5 +463,16 @@ mod tests {
         assert_eq!(one.hearsay_worker_threads(), Some(1));
         let three = args(&["HEARSAY_WORKER_THREADS=3"]);
         assert_eq!(three.hearsay_worker_threads(), Some(3));
+    }
+    #[test]
+    fn the_ceiling_runs_in_the_class_it_is_given() {
+        let dir = std::env::temp_dir();
+        for (class, arg) in [
+            (CeilingScheduling::Normal, "normal"),
+            (CeilingScheduling::Batch, "batch"),
+        ] {
+            let spec = ProcSpec::ceiling(&dir, Duration::from_secs(1), class).unwrap();
+            assert_eq!(spec.args, ["ceiling", "--cpu-scheduling", arg]);
+        }
     }
 }

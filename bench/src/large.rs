@@ -70,8 +70,15 @@ pub struct LargeRow {
 }
 
 pub async fn run(args: &LargeArgs, cluster: &ClusterArgs, log_dir: &Path) -> Result<Vec<LargeRow>> {
-    let ceiling =
-        LocalCluster::start(ProcSpec::ceiling(log_dir, cluster.ready_timeout)?, 1).await?;
+    let ceiling = LocalCluster::start(
+        ProcSpec::ceiling(
+            log_dir,
+            cluster.ready_timeout,
+            cluster.ceiling_cpu_scheduling,
+        )?,
+        1,
+    )
+    .await?;
     let hearsay = LocalCluster::start(cluster.hearsay_spec(log_dir)?, cluster.replicas).await?;
     let systems = [("ceiling", ceiling.addrs()), ("hearsay", hearsay.addrs())];
     let w = Workload {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hearsay_bench::acks::{self, AcksArgs};
-use hearsay_bench::cluster::{ClusterArgs, LocalCluster, ProcSpec};
+use hearsay_bench::cluster::{CeilingScheduling, ClusterArgs, LocalCluster, ProcSpec};
 use hearsay_bench::compare::compare_with;
 use hearsay_bench::convergence::{self, ConvergenceArgs};
 use hearsay_bench::durability::{self, DurabilityArgs};
@@ -155,12 +155,28 @@ enum Command {
     Ceiling {
         #[arg(long, env = "SOCKET_ADDRESS", default_value = "127.0.0.1:8090")]
         listen: String,
+        /// Scheduling class of its threads (see `--ceiling-cpu-scheduling`).
+        #[arg(long, value_enum, default_value = "normal")]
+        cpu_scheduling: CeilingScheduling,
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Ceiling { cpu_scheduling, .. } = &cli.command {
+        // Before the runtime starts its threads: they inherit the class.
+        hearsay::cli::use_cpu_scheduling(cpu_scheduling.as_hearsay());
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run_until_interrupted(cli)),
+        Err(e) => {
+            eprintln!("hearsay-bench: no runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_until_interrupted(cli: Cli) -> ExitCode {
     let result = tokio::select! {
         r = run(cli.command) => r,
         _ = tokio::signal::ctrl_c() => {
@@ -189,7 +205,7 @@ fn finish(report: &Report, dir: &std::path::Path) -> Result<()> {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Ceiling { listen } => {
+        Command::Ceiling { listen, .. } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             ceiling::serve(listener).await?;
             Ok(())
@@ -238,8 +254,15 @@ async fn run(command: Command) -> Result<()> {
             let ceiling = match system {
                 System::Hearsay => None,
                 _ => Some(
-                    LocalCluster::start(ProcSpec::ceiling(&log_dir, cluster.ready_timeout)?, 1)
-                        .await?,
+                    LocalCluster::start(
+                        ProcSpec::ceiling(
+                            &log_dir,
+                            cluster.ready_timeout,
+                            cluster.ceiling_cpu_scheduling,
+                        )?,
+                        1,
+                    )
+                    .await?,
                 ),
             };
             let local;
@@ -258,7 +281,8 @@ async fn run(command: Command) -> Result<()> {
             } else {
                 let replicas = hearsay.as_ref().map_or(0, Vec::len);
                 let threads = cluster.hearsay_worker_threads();
-                Others::start_installed(&log_dir, replicas, threads).await
+                Others::start_installed(&log_dir, replicas, threads, cluster.ceiling_cpu_scheduling)
+                    .await
             };
             let cmp = compare_with(
                 &name,

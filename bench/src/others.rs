@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::client::{Outcome, Session};
-use crate::cluster::{free_ports, LocalCluster, ProcSpec};
+use crate::cluster::{free_ports, CeilingScheduling, LocalCluster, ProcSpec};
 
 /// The split ceiling's name among [`Others::systems`].
 pub const SPLIT_CEILING: &str = "split-ceiling";
@@ -62,12 +62,14 @@ impl Others {
     }
 
     /// Start every installed one, and a split ceiling of `replicas`
-    /// processes (each with `worker_threads` runtime threads when set) when
-    /// that is more than one; never fails (a failure becomes a note).
+    /// processes (each with `worker_threads` runtime threads when set, in the
+    /// ceiling's scheduling class) when that is more than one; never fails (a
+    /// failure becomes a note).
     pub async fn start_installed(
         log_dir: &Path,
         replicas: usize,
         worker_threads: Option<usize>,
+        scheduling: CeilingScheduling,
     ) -> Self {
         let mut others = Others::default();
         if let Err(e) = std::fs::create_dir_all(log_dir) {
@@ -76,7 +78,7 @@ impl Others {
         }
         if replicas > 1 {
             if let Err(e) = others
-                .start_split_ceiling(log_dir, replicas, worker_threads)
+                .start_split_ceiling(log_dir, replicas, worker_threads, scheduling)
                 .await
             {
                 others
@@ -127,8 +129,9 @@ impl Others {
         log_dir: &Path,
         processes: usize,
         worker_threads: Option<usize>,
+        scheduling: CeilingScheduling,
     ) -> Result<()> {
-        let mut spec = ProcSpec::ceiling(log_dir, READY_TIMEOUT)?;
+        let mut spec = ProcSpec::ceiling(log_dir, READY_TIMEOUT, scheduling)?;
         spec.name = SPLIT_CEILING.into();
         if let Some(threads) = worker_threads {
             spec.env

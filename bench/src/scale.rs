@@ -74,8 +74,15 @@ pub async fn run(args: &ScaleArgs, cluster: &ClusterArgs, log_dir: &Path) -> Res
             ..Workload::default()
         };
         let cmp = {
-            let ceiling =
-                LocalCluster::start(ProcSpec::ceiling(log_dir, cluster.ready_timeout)?, 1).await?;
+            let ceiling = LocalCluster::start(
+                ProcSpec::ceiling(
+                    log_dir,
+                    cluster.ready_timeout,
+                    cluster.ceiling_cpu_scheduling,
+                )?,
+                1,
+            )
+            .await?;
             let hearsay = LocalCluster::start(sized.hearsay_spec(log_dir)?, n).await?;
             compare(
                 &format!("scale-{n}"),

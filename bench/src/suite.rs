@@ -213,8 +213,15 @@ async fn load_section(
     duration: Duration,
     repeat: usize,
 ) -> Result<()> {
-    let ceiling =
-        LocalCluster::start(ProcSpec::ceiling(log_dir, args.cluster.ready_timeout)?, 1).await?;
+    let ceiling = LocalCluster::start(
+        ProcSpec::ceiling(
+            log_dir,
+            args.cluster.ready_timeout,
+            args.cluster.ceiling_cpu_scheduling,
+        )?,
+        1,
+    )
+    .await?;
     let local;
     let hearsay = if args.cluster.targets.is_empty() {
         local =
@@ -227,7 +234,13 @@ async fn load_section(
         crate::others::Others::none()
     } else {
         let threads = args.cluster.hearsay_worker_threads();
-        crate::others::Others::start_installed(log_dir, hearsay.len(), threads).await
+        crate::others::Others::start_installed(
+            log_dir,
+            hearsay.len(),
+            threads,
+            args.cluster.ceiling_cpu_scheduling,
+        )
+        .await
     };
     for &shape in &args.shape {
         for (name, mut w) in workloads(args.sessions, duration, args.quick, args.wait_quiet) {
