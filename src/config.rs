@@ -277,8 +277,9 @@ pub enum LogFormat {
 /// between them. In the batch class (`SCHED_BATCH`, nice level unchanged) a
 /// woken thread waits for the running one's slice instead: it keeps its
 /// fair share of CPU but no longer interrupts. Measured with three replicas
-/// on two cores and the load spread over them, that cut CPU per request by
-/// a quarter or more (bench/RESULTS.md, "SCHED_BATCH"); with all load on one
+/// on two cores and the load spread over them, that cut context switches
+/// per request about fourfold and raised GET throughput from 0.77× to 0.92×
+/// a bare server's (bench/RESULTS.md, "SCHED_BATCH"); with all load on one
 /// replica it changed nothing measurable. The cost is latency on a host
 /// shared with busy unrelated processes: a request that arrives while one
 /// of them runs waits for its slice (a few ms) instead of taking the core.
