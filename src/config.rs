@@ -283,7 +283,7 @@ pub enum LogFormat {
 /// replica it changed nothing measurable. The cost is latency on a host
 /// shared with busy unrelated processes: a request that arrives while one
 /// of them runs waits for its slice (a few ms) instead of taking the core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuScheduling {
     /// `SCHED_BATCH`: no wake-up preemption.

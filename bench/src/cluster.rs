@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use hearsay::config::CpuScheduling;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -44,24 +46,7 @@ pub struct ClusterArgs {
     /// against), or `batch`, hearsay's default, to see how much of a ratio
     /// the class itself explains.
     #[arg(long, value_enum, default_value = "normal")]
-    pub ceiling_cpu_scheduling: CeilingScheduling,
-}
-
-/// The ceiling's scheduling class (see `ClusterArgs::ceiling_cpu_scheduling`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CeilingScheduling {
-    Normal,
-    Batch,
-}
-
-impl CeilingScheduling {
-    /// As hearsay's setting of the same name.
-    pub fn as_hearsay(self) -> hearsay::config::CpuScheduling {
-        match self {
-            CeilingScheduling::Normal => hearsay::config::CpuScheduling::Normal,
-            CeilingScheduling::Batch => hearsay::config::CpuScheduling::Batch,
-        }
-    }
+    pub ceiling_cpu_scheduling: CpuScheduling,
 }
 
 impl ClusterArgs {
@@ -124,6 +109,11 @@ impl ClusterArgs {
             .filter(|&threads| threads > 0)
     }
 
+    /// A spec for starting the ceiling with these options.
+    pub fn ceiling_spec(&self, log_dir: &Path) -> Result<ProcSpec> {
+        ProcSpec::ceiling(log_dir, self.ready_timeout, self.ceiling_cpu_scheduling)
+    }
+
     /// A spec for starting hearsay replicas with these options.
     pub fn hearsay_spec(&self, log_dir: &Path) -> Result<ProcSpec> {
         let bin = self.hearsay_bin()?;
@@ -172,16 +162,19 @@ impl ProcSpec {
     pub fn ceiling(
         log_dir: &Path,
         ready_timeout: Duration,
-        scheduling: CeilingScheduling,
+        scheduling: CpuScheduling,
     ) -> Result<Self> {
-        let class = match scheduling {
-            CeilingScheduling::Normal => "normal",
-            CeilingScheduling::Batch => "batch",
-        };
+        let class = scheduling
+            .to_possible_value()
+            .expect("every class has a name");
         Ok(ProcSpec {
             name: "ceiling".into(),
             program: std::env::current_exe().context("locating the bench binary")?,
-            args: vec!["ceiling".into(), "--cpu-scheduling".into(), class.into()],
+            args: vec![
+                "ceiling".into(),
+                "--cpu-scheduling".into(),
+                class.get_name().into(),
+            ],
             env: vec![],
             log_dir: log_dir.to_path_buf(),
             ready_timeout,
@@ -444,7 +437,7 @@ mod tests {
             replica_env: replica_env.iter().map(|kv| kv.to_string()).collect(),
             ready_timeout: Duration::from_secs(20),
             log_dir: None,
-            ceiling_cpu_scheduling: CeilingScheduling::Normal,
+            ceiling_cpu_scheduling: CpuScheduling::Normal,
         }
     }
 
@@ -468,8 +461,8 @@ mod tests {
     fn the_ceiling_runs_in_the_class_it_is_given() {
         let dir = std::env::temp_dir();
         for (class, arg) in [
-            (CeilingScheduling::Normal, "normal"),
-            (CeilingScheduling::Batch, "batch"),
+            (CpuScheduling::Normal, "normal"),
+            (CpuScheduling::Batch, "batch"),
         ] {
             let spec = ProcSpec::ceiling(&dir, Duration::from_secs(1), class).unwrap();
             assert_eq!(spec.args, ["ceiling", "--cpu-scheduling", arg]);

@@ -25,7 +25,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Outcome, Session};
-use crate::cluster::{ClusterArgs, LocalCluster, ProcSpec};
+use crate::cluster::{ClusterArgs, LocalCluster};
 use crate::convergence::quantile;
 use crate::load::{self, Workload};
 
@@ -70,15 +70,7 @@ pub struct LargeRow {
 }
 
 pub async fn run(args: &LargeArgs, cluster: &ClusterArgs, log_dir: &Path) -> Result<Vec<LargeRow>> {
-    let ceiling = LocalCluster::start(
-        ProcSpec::ceiling(
-            log_dir,
-            cluster.ready_timeout,
-            cluster.ceiling_cpu_scheduling,
-        )?,
-        1,
-    )
-    .await?;
+    let ceiling = LocalCluster::start(cluster.ceiling_spec(log_dir)?, 1).await?;
     let hearsay = LocalCluster::start(cluster.hearsay_spec(log_dir)?, cluster.replicas).await?;
     let systems = [("ceiling", ceiling.addrs()), ("hearsay", hearsay.addrs())];
     let w = Workload {

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use hearsay::config::CpuScheduling;
 use hearsay_bench::acks::{self, AcksArgs};
-use hearsay_bench::cluster::{CeilingScheduling, ClusterArgs, LocalCluster, ProcSpec};
+use hearsay_bench::cluster::{ClusterArgs, LocalCluster};
 use hearsay_bench::compare::compare_with;
 use hearsay_bench::convergence::{self, ConvergenceArgs};
 use hearsay_bench::durability::{self, DurabilityArgs};
@@ -157,7 +158,7 @@ enum Command {
         listen: String,
         /// Scheduling class of its threads (see `--ceiling-cpu-scheduling`).
         #[arg(long, value_enum, default_value = "normal")]
-        cpu_scheduling: CeilingScheduling,
+        cpu_scheduling: CpuScheduling,
     },
 }
 
@@ -165,7 +166,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Ceiling { cpu_scheduling, .. } = &cli.command {
         // Before the runtime starts its threads: they inherit the class.
-        hearsay::cli::use_cpu_scheduling(cpu_scheduling.as_hearsay());
+        hearsay::cli::use_cpu_scheduling(*cpu_scheduling);
     }
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run_until_interrupted(cli)),
@@ -253,17 +254,7 @@ async fn run(command: Command) -> Result<()> {
             let log_dir = cluster.log_dir.clone().unwrap_or_else(|| dir.join("logs"));
             let ceiling = match system {
                 System::Hearsay => None,
-                _ => Some(
-                    LocalCluster::start(
-                        ProcSpec::ceiling(
-                            &log_dir,
-                            cluster.ready_timeout,
-                            cluster.ceiling_cpu_scheduling,
-                        )?,
-                        1,
-                    )
-                    .await?,
-                ),
+                _ => Some(LocalCluster::start(cluster.ceiling_spec(&log_dir)?, 1).await?),
             };
             let local;
             let hearsay = match system {
@@ -280,9 +271,7 @@ async fn run(command: Command) -> Result<()> {
                 Others::none()
             } else {
                 let replicas = hearsay.as_ref().map_or(0, Vec::len);
-                let threads = cluster.hearsay_worker_threads();
-                Others::start_installed(&log_dir, replicas, threads, cluster.ceiling_cpu_scheduling)
-                    .await
+                Others::start_installed(&log_dir, replicas, &cluster).await
             };
             let cmp = compare_with(
                 &name,

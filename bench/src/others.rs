@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::client::{Outcome, Session};
-use crate::cluster::{free_ports, CeilingScheduling, LocalCluster, ProcSpec};
+use crate::cluster::{free_ports, ClusterArgs, LocalCluster, ProcSpec};
+use hearsay::config::CpuScheduling;
 
 /// The split ceiling's name among [`Others::systems`].
 pub const SPLIT_CEILING: &str = "split-ceiling";
@@ -62,15 +63,10 @@ impl Others {
     }
 
     /// Start every installed one, and a split ceiling of `replicas`
-    /// processes (each with `worker_threads` runtime threads when set, in the
+    /// processes (each with the replicas' `worker_threads` when set, in the
     /// ceiling's scheduling class) when that is more than one; never fails (a
     /// failure becomes a note).
-    pub async fn start_installed(
-        log_dir: &Path,
-        replicas: usize,
-        worker_threads: Option<usize>,
-        scheduling: CeilingScheduling,
-    ) -> Self {
+    pub async fn start_installed(log_dir: &Path, replicas: usize, cluster: &ClusterArgs) -> Self {
         let mut others = Others::default();
         if let Err(e) = std::fs::create_dir_all(log_dir) {
             others.notes.push(format!("others: no log directory: {e}"));
@@ -78,7 +74,12 @@ impl Others {
         }
         if replicas > 1 {
             if let Err(e) = others
-                .start_split_ceiling(log_dir, replicas, worker_threads, scheduling)
+                .start_split_ceiling(
+                    log_dir,
+                    replicas,
+                    cluster.hearsay_worker_threads(),
+                    cluster.ceiling_cpu_scheduling,
+                )
                 .await
             {
                 others
@@ -129,7 +130,7 @@ impl Others {
         log_dir: &Path,
         processes: usize,
         worker_threads: Option<usize>,
-        scheduling: CeilingScheduling,
+        scheduling: CpuScheduling,
     ) -> Result<()> {
         let mut spec = ProcSpec::ceiling(log_dir, READY_TIMEOUT, scheduling)?;
         spec.name = SPLIT_CEILING.into();

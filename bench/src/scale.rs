@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ClusterArgs, LocalCluster, ProcSpec};
+use crate::cluster::{ClusterArgs, LocalCluster};
 use crate::compare::{compare, Spread};
 use crate::convergence::{self, ConvergenceArgs, ConvergenceResult};
 use crate::gossip_cost::{self, GossipCostArgs, GossipCostResult};
@@ -74,15 +74,7 @@ pub async fn run(args: &ScaleArgs, cluster: &ClusterArgs, log_dir: &Path) -> Res
             ..Workload::default()
         };
         let cmp = {
-            let ceiling = LocalCluster::start(
-                ProcSpec::ceiling(
-                    log_dir,
-                    cluster.ready_timeout,
-                    cluster.ceiling_cpu_scheduling,
-                )?,
-                1,
-            )
-            .await?;
+            let ceiling = LocalCluster::start(cluster.ceiling_spec(log_dir)?, 1).await?;
             let hearsay = LocalCluster::start(sized.hearsay_spec(log_dir)?, n).await?;
             compare(
                 &format!("scale-{n}"),

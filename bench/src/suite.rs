@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cluster::{ClusterArgs, LocalCluster, ProcSpec};
+use crate::cluster::{ClusterArgs, LocalCluster};
 use crate::compare::compare_with;
 use crate::convergence::{self, ConvergenceArgs};
 use crate::failover::{self, FailoverArgs};
@@ -213,15 +213,7 @@ async fn load_section(
     duration: Duration,
     repeat: usize,
 ) -> Result<()> {
-    let ceiling = LocalCluster::start(
-        ProcSpec::ceiling(
-            log_dir,
-            args.cluster.ready_timeout,
-            args.cluster.ceiling_cpu_scheduling,
-        )?,
-        1,
-    )
-    .await?;
+    let ceiling = LocalCluster::start(args.cluster.ceiling_spec(log_dir)?, 1).await?;
     let local;
     let hearsay = if args.cluster.targets.is_empty() {
         local =
@@ -233,14 +225,7 @@ async fn load_section(
     let others = if args.no_others {
         crate::others::Others::none()
     } else {
-        let threads = args.cluster.hearsay_worker_threads();
-        crate::others::Others::start_installed(
-            log_dir,
-            hearsay.len(),
-            threads,
-            args.cluster.ceiling_cpu_scheduling,
-        )
-        .await
+        crate::others::Others::start_installed(log_dir, hearsay.len(), &args.cluster).await
     };
     for &shape in &args.shape {
         for (name, mut w) in workloads(args.sessions, duration, args.quick, args.wait_quiet) {
